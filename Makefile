@@ -1,0 +1,60 @@
+# boundaryscope — two commands do everything on a fresh machine:
+#   make report   set up .venv, run `boundaryscope report` on the bundled MNIST model
+#   make test     set up .venv with dev tools, run ruff and pytest
+# GPU users: install the torch build for your CUDA into .venv first (see README), or
+#   make report TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124"
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Without a GPU we pin the CPU wheel that is available locally, so the multi-GB CUDA
+# packages are never pulled by a plain `pip install torch`.
+TORCH_SPEC ?= torch==2.13.0
+REPORT_DIR ?= runs/report
+REPORT_ARGS ?=
+
+.PHONY: setup setup-dev setup-bench report test lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch is installed on its own first, and only if missing, so that installing the package
+# (which needs torch>=2.2) never replaces it with another build.
+$(VENV)/.torch: | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_SPEC)
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.installed
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+$(VENV)/.bench: pyproject.toml $(VENV)/.installed
+	$(PIP) install -q -e ".[bench]"
+	$(PIP) install -q --no-deps torchattacks
+	touch $@
+
+setup: $(VENV)/.installed
+setup-dev: $(VENV)/.dev
+setup-bench: $(VENV)/.bench
+
+report: setup
+	$(VENV)/bin/boundaryscope report --out $(REPORT_DIR) $(REPORT_ARGS)
+
+lint: setup-dev
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+test: setup-dev lint
+	$(PY) -m pytest
+
+bench: setup-bench
+	$(PY) benchmarks/deepfool_vs_peers.py
+	$(PY) benchmarks/reproduce_table_3_1.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

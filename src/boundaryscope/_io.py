@@ -1,0 +1,90 @@
+"""Atomic file writes (temp file in the same directory + rename) and JSON helpers."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+__all__ = ["atomic_write", "dump_json", "from_jsonable", "save_torch", "to_jsonable"]
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Calls ``write(handle)`` on a temporary file, then renames it onto `path`.
+
+    A reader never sees a half-written file, and an interrupted run leaves the previous
+    version in place.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use normal permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def to_jsonable(value: Any) -> Any:
+    """Converts tensors, arrays, numpy scalars and non-finite floats to JSON-safe values.
+
+    Non-finite floats become the strings ``"inf"``, ``"-inf"`` and ``"nan"`` so that failed
+    attacks (infinite norms) survive a round trip.
+    """
+    if isinstance(value, torch.Tensor):
+        return to_jsonable(value.detach().cpu().tolist())
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return to_jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def dump_json(path: str | Path, payload: Any) -> Path:
+    """Writes `payload` as indented JSON, atomically."""
+    text = json.dumps(to_jsonable(payload), indent=2, sort_keys=False)
+    return atomic_write(path, lambda handle: handle.write(text.encode() + b"\n"))
+
+
+def save_torch(path: str | Path, payload: Any) -> Path:
+    """``torch.save`` through `atomic_write`."""
+    return atomic_write(path, lambda handle: torch.save(payload, handle))
+
+
+_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def from_jsonable(value: Any) -> Any:
+    """Inverse of `to_jsonable` for numbers: ``"inf"``, ``"-inf"``, ``"nan"`` become floats."""
+    if isinstance(value, str) and value in _NON_FINITE:
+        return _NON_FINITE[value]
+    if isinstance(value, dict):
+        return {k: from_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_jsonable(v) for v in value]
+    return value

@@ -1,0 +1,225 @@
+"""`AttackResult` and the `Attack` base class (DESIGN.md: attacks, STYLE.md items 2–3).
+
+An attack is a small object: keyword-only hyperparameters stored under their own names,
+data only at call time. The base class's ``__call__`` does every shared chore: it
+validates inputs, resolves ``y`` (``None`` = the model's own prediction), clips the
+returned points to the box, judges success on those clipped points with a fresh forward
+pass, and computes per-sample norms. Subclasses write only their maths in ``_run``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import Tensor
+
+from boundaryscope.classifier import Classifier
+from boundaryscope.norms import lp_norm
+
+__all__ = ["ATTACKS", "Attack", "AttackResult", "RawAttack", "register_attack"]
+
+
+@dataclass
+class AttackResult:
+    """What every attack returns; all tensors are per sample and on the classifier device.
+
+    Attributes:
+        adversarial: ``(N, *shape)`` returned points, inside the classifier bounds.
+        perturbation: ``(N, *shape)`` ``adversarial - x``.
+        success: ``(N,)`` bool, judged on `adversarial` (label differs from
+            `original_label`, or equals the target in targeted mode).
+        norms: ``(N,)`` ``||perturbation||_p``; ``inf`` where the attack failed.
+        iterations: ``(N,)`` int64 iterations each sample used.
+        original_label: ``(N,)`` reference labels (``y``, or the clean prediction).
+        adversarial_label: ``(N,)`` predicted labels at `adversarial`.
+        p: The norm exponent of `norms`.
+        details: Attack-specific per-sample tensors (e.g. DeepFool's crossed class).
+    """
+
+    adversarial: Tensor
+    perturbation: Tensor
+    success: Tensor
+    norms: Tensor
+    iterations: Tensor
+    original_label: Tensor
+    adversarial_label: Tensor
+    p: float
+    details: dict[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.success.shape[0])
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of samples for which the attack succeeded."""
+        return float(self.success.float().mean()) if len(self) else math.nan
+
+    def to_dict(self, include_tensors: bool = True) -> dict[str, Any]:
+        """JSON-ready dictionary (lists of numbers; ``inf`` norms as ``"inf"``)."""
+        from boundaryscope._io import to_jsonable
+
+        payload: dict[str, Any] = {
+            "p": self.p,
+            "success": self.success,
+            "norms": self.norms,
+            "iterations": self.iterations,
+            "original_label": self.original_label,
+            "adversarial_label": self.adversarial_label,
+            "details": self.details,
+        }
+        if include_tensors:
+            payload["shape"] = list(self.adversarial.shape)
+            payload["adversarial"] = self.adversarial.flatten()
+            payload["perturbation"] = self.perturbation.flatten()
+        return dict(to_jsonable(payload))
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> AttackResult:
+        """Inverse of `to_dict` (with tensors)."""
+
+        def floats(values: list[Any]) -> Tensor:
+            return torch.tensor([float(v) for v in values], dtype=torch.float32)
+
+        shape = payload["shape"]
+        adversarial = floats(payload["adversarial"]).view(shape)
+        return cls(
+            adversarial=adversarial,
+            perturbation=floats(payload["perturbation"]).view(shape),
+            success=torch.tensor(payload["success"], dtype=torch.bool),
+            norms=floats(payload["norms"]),
+            iterations=torch.tensor(payload["iterations"], dtype=torch.int64),
+            original_label=torch.tensor(payload["original_label"], dtype=torch.int64),
+            adversarial_label=torch.tensor(payload["adversarial_label"], dtype=torch.int64),
+            p=float(payload["p"]),
+            details={k: torch.tensor(v) for k, v in payload.get("details", {}).items()},
+        )
+
+
+@dataclass
+class RawAttack:
+    """What an attack's ``_run`` hands back to the base class before success is judged.
+
+    Attributes:
+        adversarial: ``(N, *shape)`` candidate points (clipped again by the base class).
+        iterations: ``(N,)`` iterations used per sample.
+        details: Attack-specific per-sample tensors.
+    """
+
+    adversarial: Tensor
+    iterations: Tensor
+    details: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Attack(ABC):
+    """Base class: ``attack(clf, x, y=None, *, target=None) -> AttackResult``.
+
+    Subclasses set `name`, store keyword-only hyperparameters in ``__init__`` under the
+    same names, define the attribute ``p`` (the norm reported in ``AttackResult.norms``)
+    and implement `_run`.
+    """
+
+    name: ClassVar[str] = "attack"
+    p: float = 2.0
+    batch_size: int = 256
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+    def __call__(
+        self, clf: Classifier, x: Tensor, y: Tensor | None = None, *, target: Tensor | None = None
+    ) -> AttackResult:
+        """Runs the attack on a batch.
+
+        Args:
+            clf: The classifier.
+            x: ``(N, *shape)`` inputs inside ``clf.bounds``.
+            y: ``(N,)`` labels to move away from; ``None`` = the model's predictions.
+            target: ``(N,)`` target classes for a targeted attack (``None`` = untargeted).
+
+        Returns:
+            An `AttackResult`; success is judged on the returned, clipped points.
+        """
+        x = clf.validate(x)
+        with clf.session():
+            clean = self.predict(clf, x)
+            reference = clean if y is None else _check_labels(y, x, clf, "y")
+            if target is not None:
+                target = _check_labels(target, x, clf, "target")
+            raw = self._run(clf, x, reference, target)
+            adversarial = clf.clip(raw.adversarial.to(dtype=x.dtype))
+            adversarial_label = self.predict(clf, adversarial)
+        success = adversarial_label != reference if target is None else adversarial_label == target
+        perturbation = adversarial - x
+        norms = lp_norm(perturbation, self.p)
+        norms = torch.where(success, norms, torch.full_like(norms, math.inf))
+        return AttackResult(
+            adversarial=adversarial,
+            perturbation=perturbation,
+            success=success,
+            norms=norms,
+            iterations=raw.iterations.to(torch.int64),
+            original_label=reference,
+            adversarial_label=adversarial_label,
+            p=self.p,
+            details=raw.details,
+        )
+
+    def predict(self, clf: Classifier, x: Tensor) -> Tensor:
+        """Labels for validated inputs, in chunks of `batch_size`."""
+        if x.shape[0] == 0:
+            return torch.zeros(0, dtype=torch.int64, device=x.device)
+        return torch.cat(
+            [
+                clf.predict_unchecked(x[i : i + self.batch_size])
+                for i in range(0, x.shape[0], self.batch_size)
+            ]
+        )
+
+    @abstractmethod
+    def _run(
+        self, clf: Classifier, x: Tensor, reference: Tensor, target: Tensor | None
+    ) -> RawAttack:
+        """The attack's maths: returns candidate points for validated inputs."""
+
+
+def _check_labels(labels: Tensor, x: Tensor, clf: Classifier, name: str) -> Tensor:
+    if not isinstance(labels, Tensor) or labels.dtype not in (
+        torch.int64,
+        torch.int32,
+        torch.int16,
+        torch.uint8,
+    ):
+        got = labels.dtype if isinstance(labels, Tensor) else type(labels).__name__
+        raise TypeError(f"{name} must be an integer tensor of class indices; got {got}.")
+    if labels.shape != (x.shape[0],):
+        raise ValueError(
+            f"{name} must have shape ({x.shape[0]},) to match x; got {tuple(labels.shape)}."
+        )
+    labels = labels.to(device=x.device, dtype=torch.int64)
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= clf.num_classes):
+        raise ValueError(
+            f"{name} must hold class indices in [0, {clf.num_classes - 1}]; got values in "
+            f"[{int(labels.min())}, {int(labels.max())}]."
+        )
+    return labels
+
+
+ATTACKS: dict[str, type[Attack]] = {}
+AttackT = TypeVar("AttackT", bound=type[Attack])
+
+
+def register_attack(name: str) -> Callable[[AttackT], AttackT]:
+    """Class decorator adding an attack to `ATTACKS` under `name` (used by CLI and report)."""
+
+    def decorate(cls: AttackT) -> AttackT:
+        cls.name = name
+        ATTACKS[name] = cls
+        return cls
+
+    return decorate

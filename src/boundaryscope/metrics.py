@@ -1,0 +1,190 @@
+"""Robustness metrics as pure functions over per-sample tensors, plus mergeable accumulators.
+
+ALGORITHMS.md §1: ``rho_adv = mean_x ||r(x)||_p / ||x||_p`` over correctly classified
+points (thesis eq. 3.10, Table 3.1 for p = 2, Table 3.2 for p = inf). Failed attacks are
+never dropped silently: they are counted, ``rho_adv`` is computed over the successful
+points and reported next to the failure count, and medians treat failures as ``+inf`` (an
+upper bound on the true median).
+
+Accumulators follow the torchmetrics pattern (STYLE.md item 5): states with a declared
+merge rule (``sum`` or ``cat``) so that shards computed by different processes combine
+into the same numbers whatever their order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from boundaryscope.attacks.base import AttackResult
+from boundaryscope.norms import lp_norm, parse_p
+
+__all__ = [
+    "RobustnessAccumulator",
+    "RobustnessSummary",
+    "iteration_histogram",
+    "median_norm",
+    "rho_adv",
+    "success_rate",
+]
+
+
+def _mask(n: int, mask: Tensor | None, device: torch.device) -> Tensor:
+    return torch.ones(n, dtype=torch.bool, device=device) if mask is None else mask.bool()
+
+
+def rho_adv(norms: Tensor, input_norms: Tensor, mask: Tensor | None = None) -> float:
+    """Mean ``||r||_p / ||x||_p`` over `mask` (e.g. correctly classified) and finite norms.
+
+    Args:
+        norms: ``(N,)`` perturbation norms; ``inf`` marks a failed attack (excluded).
+        input_norms: ``(N,)`` ``||x||_p`` in the same norm.
+        mask: ``(N,)`` bool selection; ``None`` = all.
+
+    Returns:
+        The mean ratio (``nan`` when nothing is selected).
+    """
+    keep = _mask(norms.shape[0], mask, norms.device) & torch.isfinite(norms)
+    if not bool(keep.any()):
+        return math.nan
+    return float((norms[keep] / input_norms[keep].clamp_min(1e-12)).double().mean())
+
+
+def median_norm(norms: Tensor, mask: Tensor | None = None) -> float:
+    """Median perturbation norm over `mask`, failures counted as ``+inf`` (upper bound)."""
+    keep = _mask(norms.shape[0], mask, norms.device)
+    if not bool(keep.any()):
+        return math.nan
+    values = norms[keep].double().sort().values
+    # The lower median of torch would under-report with an even count; use the mean of the
+    # two middle values as numpy does.
+    mid = values.shape[0] // 2
+    if values.shape[0] % 2:
+        return float(values[mid])
+    return float(0.5 * (values[mid - 1] + values[mid]))
+
+
+def success_rate(success: Tensor, mask: Tensor | None = None) -> float:
+    """Fraction of selected samples on which the attack succeeded."""
+    keep = _mask(success.shape[0], mask, success.device)
+    return float(success[keep].float().mean()) if bool(keep.any()) else math.nan
+
+
+def iteration_histogram(iterations: Tensor, mask: Tensor | None = None) -> list[int]:
+    """Counts of samples by iterations used (index = iterations)."""
+    keep = _mask(iterations.shape[0], mask, iterations.device)
+    return [int(c) for c in torch.bincount(iterations[keep].cpu())]
+
+
+@dataclass(frozen=True)
+class RobustnessSummary:
+    """Summary of a minimal-perturbation attack over a data set.
+
+    Attributes:
+        p: Norm of the perturbations.
+        n: Samples attacked.
+        n_correct: Correctly classified samples (the population of ``rho_adv``).
+        n_failures: Correctly classified samples where the attack failed.
+        rho_adv: Mean ``||r||_p/||x||_p`` over successful correctly classified samples.
+        mean_norm: Mean ``||r||_p`` over the same samples.
+        median_norm: Median ``||r||_p`` over correctly classified samples (failures = inf).
+        success_rate: Success rate over correctly classified samples.
+        mean_iterations: Mean iterations over correctly classified samples.
+        iteration_histogram: Counts by iterations (correctly classified samples).
+    """
+
+    p: float
+    n: int
+    n_correct: int
+    n_failures: int
+    rho_adv: float
+    mean_norm: float
+    median_norm: float
+    success_rate: float
+    mean_iterations: float
+    iteration_histogram: list[int]
+
+
+@dataclass
+class RobustnessAccumulator:
+    """Accumulates attack results batch by batch (or shard by shard) into a summary.
+
+    States and merge rules: ``n``, ``n_correct``, ``n_failures``, ``ratio_sum``,
+    ``norm_sum`` — ``sum``; ``norms``, ``iterations`` — ``cat`` (kept for the median
+    and the histogram). Merging is exact and order-independent up to float summation.
+
+    Example:
+        >>> acc = RobustnessAccumulator(p=2.0)
+        >>> # acc.update(result, x, correct) for each batch, then acc.compute()
+    """
+
+    p: float
+    n: int = 0
+    n_correct: int = 0
+    n_failures: int = 0
+    ratio_sum: float = 0.0
+    norm_sum: float = 0.0
+    norms: list[Tensor] = field(default_factory=list)
+    iterations: list[Tensor] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.p = parse_p(self.p)
+
+    def update(self, result: AttackResult, x: Tensor, correct: Tensor) -> None:
+        """Adds one batch: the attack result, its inputs and the clean-correct mask."""
+        if result.p != self.p:
+            raise ValueError(
+                f"The attack result measures norms with p={result.p}; this accumulator "
+                f"expects p={self.p}."
+            )
+        correct = correct.bool().to(result.norms.device)
+        norms = result.norms[correct]
+        finite = torch.isfinite(norms)
+        input_norms = lp_norm(x.to(result.norms.device), self.p)[correct]
+        self.n += len(result)
+        self.n_correct += int(correct.sum())
+        self.n_failures += int((~finite).sum())
+        self.ratio_sum += float(
+            (norms[finite] / input_norms[finite].clamp_min(1e-12)).double().sum()
+        )
+        self.norm_sum += float(norms[finite].double().sum())
+        self.norms.append(norms.detach().cpu())
+        self.iterations.append(result.iterations[correct].detach().cpu())
+
+    def merge(self, other: RobustnessAccumulator) -> RobustnessAccumulator:
+        """Returns a new accumulator holding both (sum and cat rules)."""
+        if other.p != self.p:
+            raise ValueError(f"Cannot merge accumulators with p={self.p} and p={other.p}.")
+        return RobustnessAccumulator(
+            p=self.p,
+            n=self.n + other.n,
+            n_correct=self.n_correct + other.n_correct,
+            n_failures=self.n_failures + other.n_failures,
+            ratio_sum=self.ratio_sum + other.ratio_sum,
+            norm_sum=self.norm_sum + other.norm_sum,
+            norms=[*self.norms, *other.norms],
+            iterations=[*self.iterations, *other.iterations],
+        )
+
+    def compute(self) -> RobustnessSummary:
+        """The summary of everything accumulated so far."""
+        norms = torch.cat(self.norms) if self.norms else torch.zeros(0)
+        iterations = (
+            torch.cat(self.iterations) if self.iterations else torch.zeros(0, dtype=torch.int64)
+        )
+        successes = self.n_correct - self.n_failures
+        return RobustnessSummary(
+            p=self.p,
+            n=self.n,
+            n_correct=self.n_correct,
+            n_failures=self.n_failures,
+            rho_adv=self.ratio_sum / successes if successes else math.nan,
+            mean_norm=self.norm_sum / successes if successes else math.nan,
+            median_norm=median_norm(norms),
+            success_rate=successes / self.n_correct if self.n_correct else math.nan,
+            mean_iterations=float(iterations.double().mean()) if iterations.numel() else math.nan,
+            iteration_histogram=iteration_histogram(iterations) if iterations.numel() else [],
+        )

@@ -1,0 +1,136 @@
+"""l_p norms, dual exponents, projections on l_p balls and l_p steepest steps.
+
+DeepFool's general-p update (thesis §3.4.1, eqs. 3.11–3.14; ALGORITHMS.md §1) and the
+Balda et al. closed form (ALGORITHMS.md §5, Prop. 2) are the same vector: the unit-``l_p``
+direction ``u`` maximising ``<u, w>``, whose value is ``||w||_q`` with ``1/p + 1/q = 1``.
+Everything here works per sample on a batch ``(N, *shape)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "PNorm",
+    "dual_exponent",
+    "linear_step",
+    "lp_norm",
+    "parse_p",
+    "project_lp_ball",
+    "steepest_direction",
+]
+
+PNorm = float  # 1.0 … math.inf
+_TINY = 1e-12
+
+
+def parse_p(p: float | int | str) -> float:
+    """Validates an ``l_p`` exponent: any real ``p >= 1`` or ``inf`` (also ``"inf"``).
+
+    Raises:
+        ValueError: naming the received value.
+    """
+    try:
+        value = float(p)
+    except (TypeError, ValueError):
+        raise ValueError(f"p must be a number >= 1 or 'inf'; got {p!r}.") from None
+    if math.isnan(value) or value < 1:
+        raise ValueError(f"p must be a number >= 1 or 'inf'; got {p!r}.")
+    return value
+
+
+def dual_exponent(p: float) -> float:
+    """The dual exponent ``q = p / (p - 1)`` (``q = inf`` for ``p = 1``, ``q = 1`` for inf)."""
+    p = parse_p(p)
+    if p == 1:
+        return math.inf
+    if math.isinf(p):
+        return 1.0
+    return p / (p - 1)
+
+
+def lp_norm(x: Tensor, p: float, start_dim: int = 1) -> Tensor:
+    """Per-sample ``||x||_p`` over all dimensions from `start_dim` on.
+
+    Args:
+        x: Tensor ``(N, *shape)`` (or ``(N, K, *shape)`` with ``start_dim=2``).
+        p: Exponent ``>= 1`` or ``inf``.
+        start_dim: First dimension that belongs to one vector.
+
+    Returns:
+        Tensor of shape ``x.shape[:start_dim]``.
+    """
+    return torch.linalg.vector_norm(x.flatten(start_dim), ord=parse_p(p), dim=-1)
+
+
+def steepest_direction(w: Tensor, p: float, start_dim: int = 1) -> Tensor:
+    """Unit-``l_p`` vector ``u`` with ``<u, w> = ||w||_q`` (the l_p steepest-ascent direction).
+
+    ``u = sign(w) |w|^(q-1) / ||w||_q^(q-1)``; ``p = inf`` gives ``sign(w)``, ``p = 2`` gives
+    ``w / ||w||_2`` and ``p = 1`` puts unit mass on the coordinate of largest ``|w|`` (the
+    first one on ties). Zero vectors map to zero.
+
+    Args:
+        w: Tensor ``(*batch, *shape)`` with ``start_dim`` batch dimensions.
+        p: Exponent ``>= 1`` or ``inf``.
+        start_dim: Number of leading batch dimensions.
+
+    Returns:
+        Tensor shaped like `w`.
+    """
+    p = parse_p(p)
+    flat = w.flatten(start_dim)
+    if math.isinf(p):
+        u = flat.sign()
+    elif p == 1:
+        index = flat.abs().argmax(dim=-1, keepdim=True)
+        u = torch.zeros_like(flat).scatter(-1, index, flat.gather(-1, index).sign())
+    elif p == 2:
+        u = flat / flat.norm(dim=-1, keepdim=True).clamp_min(_TINY)
+    else:
+        q = dual_exponent(p)
+        # Scale by max|w| first: |w|^(q-1) overflows for large q (p close to 1).
+        scale = flat.abs().amax(dim=-1, keepdim=True).clamp_min(_TINY)
+        ratio = flat.abs() / scale
+        magnitude = ratio.pow(q - 1)
+        norm_q = torch.linalg.vector_norm(ratio, ord=q, dim=-1, keepdim=True).clamp_min(_TINY)
+        u = flat.sign() * magnitude / norm_q.pow(q - 1)
+    return u.view_as(w)
+
+
+def linear_step(distance: Tensor, w: Tensor, p: float, start_dim: int = 1) -> Tensor:
+    """The minimal-``l_p`` step of length `distance` along the steepest direction of `w`.
+
+    For a linearised boundary ``f' + <w', r> = 0`` at distance ``|f'| / ||w'||_q``, this is
+    DeepFool's update ``r = |f'| / ||w'||_q^q · |w'|^(q-1) ⊙ sign(w')`` (eq. 3.12), written
+    as ``distance · steepest_direction(w', p)`` so that ``||r||_p = distance``.
+
+    Args:
+        distance: ``(*batch,)`` step lengths in ``l_p``.
+        w: ``(*batch, *shape)`` directions.
+        p: Exponent.
+        start_dim: Number of leading batch dimensions.
+    """
+    direction = steepest_direction(w, p, start_dim)
+    return distance.view(*distance.shape, *([1] * (w.ndim - start_dim))) * direction
+
+
+def project_lp_ball(v: Tensor, radius: float | Tensor, p: float) -> Tensor:
+    """Projects each sample of `v` ``(N, *shape)`` onto the ``l_p`` ball of `radius`.
+
+    Exact Euclidean projection for ``p = 2`` (rescaling) and ``p = inf`` (clipping). For
+    other ``p`` the vector is rescaled onto the sphere, which is feasible but not the
+    Euclidean projection (the convention of the universal-perturbation code, §4.2).
+    """
+    p = parse_p(p)
+    if math.isinf(p):
+        r = torch.as_tensor(radius, dtype=v.dtype, device=v.device)
+        return torch.maximum(torch.minimum(v, r), -r)
+    norms = lp_norm(v, p).view(-1, *([1] * (v.ndim - 1)))
+    factor = torch.clamp(
+        torch.as_tensor(radius, dtype=v.dtype, device=v.device) / (norms.clamp_min(_TINY)), max=1.0
+    )
+    return v * factor

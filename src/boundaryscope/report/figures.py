@@ -1,0 +1,134 @@
+"""Figures drawn from analysis results only (never recomputed); each returns ``(fig, ax)``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = ["confusion_matrix", "example_grid", "fooling_curve", "norm_histograms", "save"]
+
+
+def save(fig: Figure, path: Path) -> str:
+    """Writes `fig` as PNG (atomically) and closes it; returns the file name."""
+    from boundaryscope._io import atomic_write
+
+    atomic_write(
+        path, lambda handle: fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
+    )
+    plt.close(fig)
+    return path.name
+
+
+def confusion_matrix(
+    matrix: Sequence[Sequence[int]], classes: Sequence[str], ax: Axes | None = None
+) -> tuple[Figure, Axes]:
+    """Confusion matrix heat map (rows: true class, columns: predicted class)."""
+    fig, ax = _figure(ax, (4.6, 4.0))
+    data = np.asarray(matrix, dtype=float)
+    image = ax.imshow(data, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), value in np.ndenumerate(data):
+        if value:
+            ax.text(
+                j,
+                i,
+                f"{int(value)}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if value > data.max() / 2 else "black",
+            )
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return fig, ax
+
+
+def norm_histograms(
+    norms: dict[str, Sequence[float]], ax: Axes | None = None
+) -> tuple[Figure, Axes]:
+    """Histograms of minimal-perturbation norms, one panel per norm name."""
+    fig, axes = plt.subplots(1, len(norms), figsize=(4.2 * len(norms), 3.0), squeeze=False)
+    for panel, (label, values) in zip(axes[0], norms.items(), strict=True):
+        finite = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+        panel.hist(finite, bins=40, color="#3b6ea5")
+        if finite.size:
+            panel.axvline(np.median(finite), color="#c0392b", lw=1.2, label="median")
+            panel.legend(fontsize=8)
+        panel.set_xlabel(label)
+        panel.set_ylabel("samples")
+    return fig, axes[0][0]
+
+
+def example_grid(
+    originals: np.ndarray,
+    perturbations: np.ndarray,
+    adversarials: np.ndarray,
+    titles: Sequence[tuple[str, str]],
+) -> tuple[Figure, Axes]:
+    """Rows: original, perturbation (rescaled to the full grey range), adversarial."""
+    n = originals.shape[0]
+    fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.0), squeeze=False)
+    for j in range(n):
+        pert = perturbations[j]
+        scale = np.abs(pert).max() or 1.0
+        panels = [
+            (originals[j], f"label {titles[j][0]}"),
+            (0.5 + 0.5 * pert / scale, f"×{0.5 / scale:.1f}"),
+            (adversarials[j], f"→ {titles[j][1]}"),
+        ]
+        for i, (image, title) in enumerate(panels):
+            _show(axes[i][j], image)
+            axes[i][j].set_title(title, fontsize=8)
+    for i, name in enumerate(["original", "perturbation", "adversarial"]):
+        axes[i][0].set_ylabel(name, fontsize=9)
+    return fig, axes[0][0]
+
+
+def fooling_curve(
+    eps: Sequence[float],
+    rates: Sequence[float],
+    marker: float | None = None,
+    label: str = "FGSM",
+    ax: Axes | None = None,
+) -> tuple[Figure, Axes]:
+    """Fooling rate against ε, with an optional vertical marker (e.g. ε at 90%)."""
+    fig, ax = _figure(ax, (4.6, 3.0))
+    ax.plot(eps, rates, marker="o", ms=3, label=label)
+    if marker is not None and np.isfinite(marker):
+        ax.axvline(marker, color="#c0392b", ls="--", lw=1, label=f"ε = {marker:.3f}")
+    ax.set_xlabel("ε (l∞)")
+    ax.set_ylabel("fooling rate")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig, ax
+
+
+def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax  # type: ignore[return-value]
+    fig, new_ax = plt.subplots(figsize=size)
+    return fig, new_ax
+
+
+def _show(ax: Axes, image: Any) -> None:
+    array = np.asarray(image, dtype=float)
+    if array.ndim == 3 and array.shape[0] in (1, 3):
+        array = array.transpose(1, 2, 0)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    ax.imshow(np.clip(array, 0, 1), cmap="gray" if array.ndim == 2 else None, vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])

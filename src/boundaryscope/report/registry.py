@@ -1,0 +1,111 @@
+"""The analysis registry: adding a report section = one module + one `register_analysis`.
+
+An analysis computes a JSON-ready result from a `ReportContext` (`run`), and turns a
+result — freshly computed or read back from ``results.json`` on ``--resume`` — into a
+`Section` for display (`render`), drawing its figures from the result alone.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from boundaryscope.classifier import Classifier
+from boundaryscope.data import Dataset
+from boundaryscope.zoo import LoadedModel
+
+__all__ = [
+    "ANALYSES",
+    "PROFILES",
+    "Analysis",
+    "ReportConfig",
+    "ReportContext",
+    "Section",
+    "register_analysis",
+]
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Sizes of the report's computations (a profile).
+
+    Attributes:
+        n: Test samples used by every analysis.
+        deepfool_steps: DeepFool's maximum iterations.
+        candidates: DeepFool's candidate classes.
+        overshoot: DeepFool's overshoot.
+        paper_exact: Run DeepFool without its box-aware/refinement extras.
+        examples: Images shown in the example grid.
+    """
+
+    n: int = 1000
+    deepfool_steps: int = 50
+    candidates: int = 10
+    overshoot: float = 0.02
+    paper_exact: bool = False
+    examples: int = 6
+
+
+PROFILES: dict[str, ReportConfig] = {
+    "default": ReportConfig(),
+    "full": ReportConfig(n=1_000_000, paper_exact=True),
+    "quick": ReportConfig(n=64, examples=4),
+}
+
+
+@dataclass
+class ReportContext:
+    """Everything an analysis may read."""
+
+    clf: Classifier
+    data: Dataset
+    model: LoadedModel
+    config: ReportConfig
+    seed: int
+    out_dir: Path
+
+
+@dataclass
+class Section:
+    """Display form of one analysis, rendered by the generic HTML template.
+
+    Attributes:
+        title: Section heading.
+        intro: One paragraph saying what is measured and how to read it.
+        tables: ``(caption, header, rows)`` triples.
+        figures: ``(file name relative to the report, caption)`` pairs.
+        notes: Warnings or caveats shown under the section.
+    """
+
+    title: str
+    intro: str
+    tables: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)
+    figures: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class Analysis(ABC):
+    """One report section."""
+
+    name: str = "analysis"
+    title: str = "Analysis"
+
+    @abstractmethod
+    def run(self, ctx: ReportContext) -> dict[str, Any]:
+        """Computes the JSON-ready result."""
+
+    @abstractmethod
+    def render(self, result: dict[str, Any], out_dir: Path) -> Section:
+        """Builds the display section (and writes its figures into `out_dir`)."""
+
+
+ANALYSES: dict[str, Analysis] = {}
+AnalysisT = TypeVar("AnalysisT", bound=type[Analysis])
+
+
+def register_analysis(cls: AnalysisT) -> AnalysisT:
+    """Class decorator: registers one instance under ``cls.name`` (report order = order)."""
+    ANALYSES[cls.name] = cls()
+    return cls

@@ -1,0 +1,143 @@
+"""Runs the registered analyses into ``results.json``, figures and ``report.html``.
+
+Each finished analysis is written to ``results.json`` at once (atomically), so an
+interrupted run can continue with ``resume=True``: sections already present for the same
+configuration are rendered from the file instead of being recomputed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import torch
+
+from boundaryscope import __version__
+from boundaryscope._io import atomic_write, dump_json, from_jsonable, to_jsonable
+from boundaryscope.classifier import Classifier
+from boundaryscope.data import load_dataset
+from boundaryscope.report import analyses as _builtin  # noqa: F401  (registers sections)
+from boundaryscope.report.registry import ANALYSES, PROFILES, ReportContext, Section
+from boundaryscope.zoo import load_model
+
+__all__ = ["run_report"]
+
+_logger = logging.getLogger("boundaryscope")
+
+
+def run_report(
+    model: str = "zoo:lenet-mnist",
+    data: str = "mnist5k",
+    out: str | Path = "runs/report",
+    *,
+    arch: str | None = None,
+    n: int | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    profile: str = "default",
+    resume: bool = False,
+    sections: list[str] | None = None,
+) -> Path:
+    """Runs the report and returns the path of ``report.html``.
+
+    Args:
+        model: Model spec (see `boundaryscope.zoo`).
+        data: Data spec (see `boundaryscope.data.load_dataset`); its test split is used.
+        out: Output directory.
+        arch: Architecture for a bare weights file.
+        n: Number of test samples (overrides the profile).
+        device: ``cpu``, ``cuda``, … (default: CUDA when available).
+        seed: Seed for every random choice of the analyses.
+        profile: ``default`` (minutes on a laptop CPU), ``full`` (paper-scale), ``quick``.
+        resume: Reuse sections already in ``out/results.json`` for the same configuration.
+        sections: Names of the analyses to run (default: all registered).
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {sorted(PROFILES)}; got {profile!r}.")
+    names = sections or list(ANALYSES)
+    unknown = sorted(set(names) - set(ANALYSES))
+    if unknown:
+        raise ValueError(f"Unknown report sections {unknown}; available: {list(ANALYSES)}.")
+    config = PROFILES[profile]
+    if n is not None:
+        config = type(config)(**{**asdict(config), "n": n})
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    loaded = load_model(model, arch=arch)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    clf = Classifier(
+        loaded.module.to(device),
+        bounds=loaded.bounds,
+        preprocessing=loaded.preprocessing,
+        device=device,
+    )
+    dataset = load_dataset(data, "test").subset(config.n)
+    meta = {
+        "model": model,
+        "data": data,
+        "arch": arch,
+        "n": len(dataset),
+        "seed": seed,
+        "profile": profile,
+        "config": asdict(config),
+        "sections": names,
+    }
+    results_path = out_dir / "results.json"
+    saved = _load_previous(results_path, meta) if resume else {}
+    ctx = ReportContext(clf, dataset, loaded, config, seed, out_dir)
+    results: dict[str, Any] = {"meta": meta, "sections": dict(saved)}
+    rendered: list[Section] = []
+    for name in names:
+        analysis = ANALYSES[name]
+        if name not in results["sections"]:
+            _logger.info("running analysis %s", name)
+            start = time.perf_counter()
+            section_result = analysis.run(ctx)
+            section_result["seconds_total"] = time.perf_counter() - start
+            # Round-trip through JSON so that rendering sees exactly what --resume reads.
+            results["sections"][name] = from_jsonable(to_jsonable(section_result))
+            dump_json(results_path, results)
+        rendered.append(analysis.render(results["sections"][name], out_dir))
+    return _write_html(out_dir, meta, loaded.card, rendered)
+
+
+def _load_previous(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    previous = json.loads(path.read_text())
+    if previous.get("meta", {}) != json.loads(json.dumps(meta)):
+        _logger.warning("results.json was made with another configuration; recomputing")
+        return {}
+    sections: dict[str, Any] = from_jsonable(previous.get("sections", {}))
+    return sections
+
+
+def _write_html(
+    out_dir: Path, meta: dict[str, Any], card: dict[str, Any], sections: list[Section]
+) -> Path:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("boundaryscope", "report/templates"),
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html", "j2"), default_for_string=True
+        ),
+    )
+    html = env.get_template("report.html.j2").render(
+        meta=meta,
+        card=card,
+        sections=sections,
+        version=__version__,
+        torch_version=torch.__version__,
+        python=platform.python_version(),
+        created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+    path = out_dir / "report.html"
+    atomic_write(path, lambda handle: handle.write(html.encode()))
+    return path

@@ -1,0 +1,139 @@
+"""Reference architectures of the seeds (thesis §3.2.3, Table 3.1; §6–7 for ResNet-18).
+
+All take images in NCHW and return logits. Sizes follow the MatConvNet models the seeds
+used where the thesis names them; exact filter counts are documented per factory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+__all__ = ["ARCHITECTURES", "fc500_150_10", "lenet", "lenet_cifar", "nin", "resnet18"]
+
+
+def fc500_150_10(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
+    """FC500-150-10: two hidden fully connected layers of 500 and 150 ReLU units."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(in_channels * image_size * image_size, 500),
+        nn.ReLU(),
+        nn.Linear(500, 150),
+        nn.ReLU(),
+        nn.Linear(150, num_classes),
+    )
+
+
+def lenet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
+    """LeNet for MNIST: conv5×5(20)-pool-conv5×5(50)-pool-FC500-FC (MatConvNet's mnist net)."""
+    side = ((image_size - 4) // 2 - 4) // 2
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 20, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(20, 50, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(50 * side * side, 500),
+        nn.ReLU(),
+        nn.Linear(500, num_classes),
+    )
+
+
+def lenet_cifar(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
+    """Three-layer LeNet for CIFAR-10: three conv5×5(32, 32, 64)+pool blocks, FC64, FC."""
+    side = image_size // 8
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 32, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * side * side, 64),
+        nn.ReLU(),
+        nn.Linear(64, num_classes),
+    )
+
+
+def _mlpconv(c_in: int, widths: tuple[int, int, int], kernel: int) -> list[nn.Module]:
+    """One mlpconv block: a k×k convolution followed by two 1×1 convolutions, all ReLU."""
+    c1, c2, c3 = widths
+    return [
+        nn.Conv2d(c_in, c1, kernel, padding=kernel // 2),
+        nn.ReLU(),
+        nn.Conv2d(c1, c2, 1),
+        nn.ReLU(),
+        nn.Conv2d(c2, c3, 1),
+        nn.ReLU(),
+    ]
+
+
+def nin(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
+    """Network-in-Network (Lin et al.) for CIFAR: mlpconv 192-160-96, 192-192-192, 192-192-C.
+
+    The last block ends without ReLU so that its globally averaged output are logits.
+    """
+    del image_size  # global average pooling makes the net size-agnostic
+    last = _mlpconv(192, (192, 192, num_classes), 3)[:-1]
+    return nn.Sequential(
+        *_mlpconv(in_channels, (192, 160, 96), 5),
+        nn.MaxPool2d(3, stride=2, padding=1),
+        *_mlpconv(96, (192, 192, 192), 5),
+        nn.AvgPool2d(3, stride=2, padding=1),
+        *last,
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+        self.relu = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.body(x) + self.shortcut(x))  # type: ignore[no-any-return]
+
+
+def resnet18(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
+    """ResNet-18, CIFAR variant (3×3 stem, no max-pool; He et al.), blocks [2, 2, 2, 2]."""
+    del image_size
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+    ]
+    c_in = 64
+    for c_out, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
+        layers += [_BasicBlock(c_in, c_out, stride), _BasicBlock(c_out, c_out, 1)]
+        c_in = c_out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)]
+    return nn.Sequential(*layers)
+
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "fc500-150-10": fc500_150_10,
+    "lenet": lenet,
+    "lenet-cifar": lenet_cifar,
+    "nin": nin,
+    "resnet18": resnet18,
+}

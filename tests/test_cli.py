@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+
+from boundaryscope.cli import main
+
+
+def test_train_writes_checkpoint_and_card(tmp_path):
+    out = tmp_path / "fc.pt"
+    assert (
+        main(
+            [
+                "train",
+                "--arch",
+                "fc500-150-10",
+                "--data",
+                "digits",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["arch"] == "fc500-150-10" and 0 <= card["test_accuracy"] <= 1
+    assert card["command"].startswith("boundaryscope train")
+    assert (
+        main(
+            [
+                "attack",
+                "deepfool",
+                "--model",
+                str(out),
+                "--data",
+                "digits",
+                "--n",
+                "8",
+                "--out",
+                str(tmp_path / "a.json"),
+            ]
+        )
+        == 0
+    )
+
+
+def test_report_and_resume(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    args = ["report", "--n", "24", "--profile", "quick", "--out", str(out)]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["sections"]) == {"accuracy", "robustness"}
+    assert results["meta"]["n"] == 24
+    html = (out / "report.html").read_text()
+    assert (
+        "ρ_adv" in html and "deepfool_norms.png" in html and "http" not in html.split("</style>")[0]
+    )
+    for figure in ("confusion.png", "deepfool_norms.png", "fgsm_curve.png"):
+        assert (out / figure).stat().st_size > 1000
+
+    from boundaryscope.report import ANALYSES
+
+    def boom(ctx):
+        raise AssertionError("resume must not recompute")
+
+    monkeypatch.setattr(ANALYSES["robustness"], "run", boom)
+    monkeypatch.setattr(ANALYSES["accuracy"], "run", boom)
+    assert main([*args, "--resume"]) == 0
+
+
+def test_attack_cli(tmp_path):
+    out = tmp_path / "df.json"
+    assert main(["attack", "deepfool", "--n", "16", "--p", "inf", "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["summary"]["success_rate"] == 1.0
+    assert len(payload["norms"]) == 16
+    assert main(["attack", "fgsm", "--n", "16", "--out", str(out)]) == 0
+
+
+def test_errors_are_reported(capsys):
+    assert main(["attack", "deepfool", "--model", "zoo:nope", "--n", "4"]) == 2
+    assert "zoo model must be one of" in capsys.readouterr().err

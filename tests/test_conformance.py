@@ -1,0 +1,47 @@
+"""One battery over every registered attack (STYLE.md item 13)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from boundaryscope.attacks import ATTACKS, AttackResult
+
+SETTINGS = {"deepfool": {}, "fgsm": {"eps": 0.3}}
+
+
+@pytest.fixture(params=sorted(ATTACKS))
+def attack(request):
+    return ATTACKS[request.param](**SETTINGS.get(request.param, {}))
+
+
+def test_registry_is_covered():
+    assert set(SETTINGS) == set(ATTACKS)
+
+
+def test_conformance(attack, lenet_clf, mnist_test):
+    x, y = mnist_test.x[:8], mnist_test.y[:8]
+    result = attack(lenet_clf, x, y)
+    assert isinstance(result, AttackResult) and len(result) == 8
+    lo, hi = lenet_clf.bounds
+    assert float(result.adversarial.min()) >= lo and float(result.adversarial.max()) <= hi
+    assert torch.equal(result.success, lenet_clf.predict(result.adversarial) != y)
+    torch.testing.assert_close(result.perturbation, result.adversarial - x)
+    # y=None means the model's own prediction.
+    own = attack(lenet_clf, x)
+    assert torch.equal(own.original_label, lenet_clf.predict(x))
+    # Batch of one, determinism.
+    single = attack(lenet_clf, x[:1], y[:1])
+    torch.testing.assert_close(single.adversarial[0], result.adversarial[0], atol=1e-5, rtol=1e-4)
+    again = attack(lenet_clf, x, y)
+    assert torch.equal(again.adversarial, result.adversarial)
+    # JSON round trip.
+    restored = AttackResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    torch.testing.assert_close(restored.adversarial, result.adversarial)
+    assert torch.equal(restored.success, result.success)
+    assert torch.equal(restored.norms.isinf(), result.norms.isinf())
+    # The repr names the class and round-trips the hyperparameters.
+    rebuilt = eval(repr(attack), {type(attack).__name__: type(attack), "inf": float("inf")})
+    assert repr(rebuilt) == repr(attack)

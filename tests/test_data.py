@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from boundaryscope.data import (
+    load_cifar10,
+    load_dataset,
+    load_digits,
+    load_idx,
+    load_image_folder,
+    load_mnist5k,
+    load_npz,
+)
+
+
+def check(ds, n, shape):
+    assert len(ds) == n
+    assert ds.x.shape == (n, *shape)
+    assert ds.x.dtype == torch.float32 and ds.y.dtype == torch.int64
+    assert float(ds.x.min()) >= 0 and float(ds.x.max()) <= 1
+
+
+def test_mnist5k_stratified_split(mnist_test):
+    train = load_mnist5k("train")
+    check(train, 4000, (1, 28, 28))
+    check(mnist_test, 1000, (1, 28, 28))
+    assert torch.bincount(mnist_test.y).tolist() == [100] * 10
+    assert torch.bincount(train.y).tolist() == [400] * 10
+    # Shuffled, not class-ordered, and disjoint from the training split.
+    assert len(set(mnist_test.y[:50].tolist())) > 5
+    train_rows = {row.tobytes() for row in train.x.flatten(1).numpy()}
+    test_rows = {row.tobytes() for row in mnist_test.x.flatten(1).numpy()}
+    assert not train_rows & test_rows
+    assert torch.equal(load_mnist5k("test").y, mnist_test.y)  # fixed permutation
+
+
+def test_digits():
+    train, test = load_digits("train"), load_digits("test")
+    check(train, len(train), (1, 8, 8))
+    assert len(train) + len(test) == 1797
+    assert abs(len(test) - 360) < 10
+
+
+def test_npz_uint8_nhwc_and_float(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, size=(5, 6, 6, 3), dtype=np.uint8)
+    np.savez(tmp_path / "a.npz", x=images, y=np.arange(5))
+    ds = load_npz(tmp_path / "a.npz")
+    check(ds, 5, (3, 6, 6))
+    np.testing.assert_allclose(ds.x[1, 2].numpy(), images[1, :, :, 2] / 255, rtol=1e-6)
+    np.savez(tmp_path / "b.npz", x=np.full((2, 1, 4, 4), 0.5, np.float32), y=[0, 1])
+    check(load_dataset(f"npz:{tmp_path / 'b.npz'}"), 2, (1, 4, 4))
+    np.savez(tmp_path / "c.npz", x=np.full((2, 4, 4), 3.0), y=[0, 1])
+    with pytest.raises(ValueError, match=r"uint8 or floats in \[0, 1\]"):
+        load_npz(tmp_path / "c.npz")
+    with pytest.raises(ValueError, match="must contain arrays"):
+        load_npz(tmp_path / "c.npz", x_key="images")
+
+
+def test_image_folder(tmp_path):
+    for label, name in enumerate(["cat", "dog"]):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            array = np.full((5, 7, 3), 40 * label + i, dtype=np.uint8)
+            Image.fromarray(array).save(tmp_path / name / f"{i}.png")
+    ds = load_image_folder(tmp_path)
+    check(ds, 6, (3, 5, 7))
+    assert ds.classes == ("cat", "dog")
+    assert ds.y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert float(ds.x[4, 0, 0, 0]) == pytest.approx(41 / 255)
+    grey = load_image_folder(tmp_path, size=(4, 4), mode="L")
+    check(grey, 6, (1, 4, 4))
+
+
+def test_cifar10_batches(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, size=(4, 3072), dtype=np.uint8)
+    with (tmp_path / "test_batch").open("wb") as handle:
+        pickle.dump({b"data": data, b"labels": [3, 1, 4, 1]}, handle)
+    with (tmp_path / "batches.meta").open("wb") as handle:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, handle)
+    ds = load_cifar10(tmp_path, "test")
+    check(ds, 4, (3, 32, 32))
+    assert ds.y.tolist() == [3, 1, 4, 1]
+    assert ds.classes[3] == "c3"
+    np.testing.assert_allclose(ds.x[2].numpy().reshape(-1), data[2] / 255, rtol=1e-6)
+
+
+def test_cifar_loader_refuses_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    with (tmp_path / "test_batch").open("wb") as handle:
+        pickle.dump({b"data": Evil(), b"labels": []}, handle)
+    with pytest.raises(pickle.UnpicklingError, match="only arrays"):
+        load_cifar10(tmp_path)
+
+
+def write_idx(path, array, gz=False):
+    codes = {np.uint8: 0x08}
+    header = struct.pack(">BBBB", 0, 0, codes[array.dtype.type], array.ndim)
+    header += struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.tobytes()
+    path.write_bytes(gzip.compress(payload) if gz else payload)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx(tmp_path, gz):
+    images = np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4)
+    write_idx(tmp_path / "img", images, gz)
+    write_idx(tmp_path / "lab", np.array([7, 0, 2], dtype=np.uint8), gz)
+    ds = load_dataset(f"idx:{tmp_path / 'img'},{tmp_path / 'lab'}")
+    check(ds, 3, (1, 4, 4))
+    assert ds.y.tolist() == [7, 0, 2]
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="not an IDX"):
+        load_idx(tmp_path / "bad", tmp_path / "lab")
+
+
+def test_unknown_spec():
+    with pytest.raises(ValueError, match="data spec must be one of"):
+        load_dataset("imagenet")

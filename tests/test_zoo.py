@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from boundaryscope.defenses import accuracy
+from boundaryscope.zoo import ARCHITECTURES, build, load_model, model_card, shipped_models
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_forward_shapes(arch):
+    mnist = arch in ("lenet", "fc500-150-10")
+    net = build(arch).eval()
+    x = torch.rand(2, 1, 28, 28) if mnist else torch.rand(2, 3, 32, 32)
+    assert net(x).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["lenet-mnist", "fc500-150-10-mnist"])
+def test_shipped_weights_match_their_card(name, mnist_test):
+    card = model_card(name)
+    model = load_model(f"zoo:{name}").module
+    measured = accuracy(model, mnist_test.x, mnist_test.y)
+    assert measured == pytest.approx(card["test_accuracy"], abs=1e-9)
+    assert "boundaryscope train" in card["command"] and card["config"]["seed"] == 0
+    if name == "lenet-mnist":
+        assert measured >= 0.96
+
+
+def test_shipped_list():
+    assert {"lenet-mnist", "fc500-150-10-mnist"} <= set(shipped_models())
+
+
+def test_specs_file_and_factory(tmp_path):
+    net = build("fc500-150-10")
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    loaded = load_model(str(tmp_path / "w.pt"), arch="fc500-150-10")
+    for a, b in zip(net.parameters(), loaded.module.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="--arch"):
+        load_model(str(tmp_path / "w.pt"))
+    factory = load_model("tests.factories:small_net")
+    assert factory.module(torch.rand(1, 4)).shape == (1, 2)
+    with pytest.raises(ValueError, match="model spec must be"):
+        load_model("not-a-spec")
+    with pytest.raises(ValueError, match="zoo model must be one of"):
+        load_model("zoo:alexnet")
