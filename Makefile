@@ -1,6 +1,6 @@
 # boundaryscope — two commands do everything on a fresh machine:
 #   make report   set up .venv, run `boundaryscope report` on the bundled MNIST model
-#   make test     set up .venv with dev tools, run ruff and pytest
+#   make test     set up .venv with dev tools, run ruff, mypy and pytest
 # GPU users: install the torch build for your CUDA into .venv first (see README), or
 #   make report TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124"
 PYTHON ?= python3
@@ -48,6 +48,7 @@ report: setup
 lint: setup-dev
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy src
 
 test: setup-dev lint
 	$(PY) -m pytest

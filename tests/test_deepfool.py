@@ -13,7 +13,7 @@ from boundaryscope import Classifier
 from boundaryscope.attacks import DeepFool
 from tests.conftest import affine_model
 
-EXACT = {"box_aware": False, "refine_steps": 0, "min_step": 0.0}
+EXACT = {"box_aware": False, "refine_steps": 0, "min_step": 0.0}  # the paper, no step floor
 
 
 def closed_form(W: np.ndarray, b: np.ndarray, x: np.ndarray, p: float) -> np.ndarray:

@@ -112,7 +112,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from boundaryscope.report import run_report
+    from boundaryscope.report.runner import run_report
 
     start = time.perf_counter()
     path = run_report(
@@ -136,7 +136,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
 
     from boundaryscope import Classifier
     from boundaryscope._io import dump_json
-    from boundaryscope.attacks import FGSM, DeepFool, smallest_fooling_epsilon
+    from boundaryscope.attacks import FGSM, Attack, DeepFool, smallest_fooling_epsilon
     from boundaryscope.data import load_dataset
     from boundaryscope.metrics import RobustnessAccumulator
     from boundaryscope.zoo import load_model
@@ -151,15 +151,14 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     extra: dict[str, object] = {}
     p = args.p or ("2" if args.name == "deepfool" else "inf")
     if args.name == "deepfool":
-        options = {"box_aware": False, "refine_steps": 0} if args.paper_exact else {}
-        attack = DeepFool(
+        make_attack = DeepFool.as_published if args.paper_exact else DeepFool
+        attack: Attack = make_attack(
             p=p,
             steps=args.steps,
             candidates=args.candidates,
             overshoot=args.overshoot,
             batch_size=args.batch_size,
             progress=None,
-            **options,
         )
     else:
         eps = args.eps

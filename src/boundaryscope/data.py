@@ -17,7 +17,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, ClassVar, Literal
+from typing import IO, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -261,7 +261,7 @@ def load_cifar10(root: str | Path, split: Literal["train", "test"] = "test") -> 
     parts = [_read_cifar_batch(f) for f in files]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
-    classes = (
+    classes: tuple[str, ...] = (
         "airplane",
         "automobile",
         "bird",
@@ -294,7 +294,17 @@ def _open_maybe_gzip(path: Path) -> IO[bytes]:
     return io.BytesIO(raw)
 
 
-_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_TYPES: dict[int, np.dtype[Any]] = {
+    code: np.dtype(name)
+    for code, name in {
+        0x08: "u1",
+        0x09: "i1",
+        0x0B: ">i2",
+        0x0C: ">i4",
+        0x0D: ">f4",
+        0x0E: ">f8",
+    }.items()
+}
 
 
 def _read_idx(path: Path) -> np.ndarray:

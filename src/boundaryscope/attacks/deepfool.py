@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -128,6 +129,14 @@ class DeepFool(Attack):
         self.refine_steps = refine_steps
         self.subspace = subspace
         self.progress = progress
+
+    @classmethod
+    def as_published(cls, **kwargs: Any) -> DeepFool:
+        """DeepFool exactly as in the paper: no box-aware steps, no final refinement.
+
+        Same as ``DeepFool(box_aware=False, refine_steps=0, **kwargs)``.
+        """
+        return cls(**{**kwargs, "box_aware": False, "refine_steps": 0})
 
     def _run(
         self, clf: Classifier, x: Tensor, reference: Tensor, target: Tensor | None

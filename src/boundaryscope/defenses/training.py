@@ -49,7 +49,7 @@ class TrainHistory:
 
 
 def fit(
-    model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig, progress: bool = True
+    model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig, progress: bool | None = True
 ) -> TrainHistory:
     """Trains `model` in place on ``(x, y)`` with cross-entropy, SGD + momentum.
 
@@ -58,7 +58,7 @@ def fit(
         x: Inputs ``(N, *shape)``.
         y: Labels ``(N,)``.
         config: Hyperparameters.
-        progress: Show a progress bar (silent when not a TTY).
+        progress: Show a progress bar; ``None`` shows it only on a terminal.
 
     Returns:
         The per-epoch history.
@@ -75,7 +75,9 @@ def fit(
     )
     history = TrainHistory()
     model.train()
-    bar = tqdm(range(config.epochs), desc="train", disable=None if progress else True)
+    bar = tqdm(
+        range(config.epochs), desc="train", disable=None if progress is None else not progress
+    )
     for epoch in bar:
         order = torch.randperm(x.shape[0], generator=generator)
         total_loss, correct = 0.0, 0
@@ -123,7 +125,7 @@ def train_and_save(
     config: TrainConfig,
     out: str,
     command: str | None = None,
-    progress: bool = True,
+    progress: bool | None = True,
 ) -> dict[str, object]:
     """Trains a zoo architecture on a data spec and writes ``out`` (.pt) plus a model card.
 

@@ -89,16 +89,15 @@ class RobustnessAnalysis(Analysis):
         x, y = ctx.data.x, ctx.data.y
         result: dict[str, Any] = {"deepfool": {}, "norms": {}}
         correct = ctx.clf.predict(x) == y.to(ctx.clf.device)
-        extras = {"box_aware": False, "refine_steps": 0} if cfg.paper_exact else {}
+        make_attack = DeepFool.as_published if cfg.paper_exact else DeepFool
         l2_result = None
         for key, p in (("l2", 2.0), ("linf", math.inf)):
-            attack = DeepFool(
+            attack = make_attack(
                 p=p,
                 steps=cfg.deepfool_steps,
                 candidates=cfg.candidates,
                 overshoot=cfg.overshoot,
                 progress=None,
-                **extras,
             )
             start = time.perf_counter()
             attack_result = attack(ctx.clf, x, y)
