@@ -50,13 +50,18 @@ def test_report_and_resume(tmp_path, monkeypatch):
     args = ["report", "--n", "24", "--profile", "quick", "--out", str(out)]
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
-    assert set(results["sections"]) == {"accuracy", "robustness"}
+    assert list(results["sections"]) == ["accuracy", "robustness", "fixed_budget"]
     assert results["meta"]["n"] == 24
     html = (out / "report.html").read_text()
     assert (
         "ρ_adv" in html and "deepfool_norms.png" in html and "http" not in html.split("</style>")[0]
     )
-    for figure in ("confusion.png", "deepfool_norms.png", "fgsm_curve.png"):
+    for figure in (
+        "confusion.png",
+        "deepfool_norms.png",
+        "fgsm_curve.png",
+        "fixed_budget_curves.png",
+    ):
         assert (out / figure).stat().st_size > 1000
 
     from boundaryscope.report import ANALYSES
@@ -64,8 +69,8 @@ def test_report_and_resume(tmp_path, monkeypatch):
     def boom(ctx):
         raise AssertionError("resume must not recompute")
 
-    monkeypatch.setattr(ANALYSES["robustness"], "run", boom)
-    monkeypatch.setattr(ANALYSES["accuracy"], "run", boom)
+    for name in ("accuracy", "robustness", "fixed_budget"):
+        monkeypatch.setattr(ANALYSES[name], "run", boom)
     assert main([*args, "--resume"]) == 0
 
 
@@ -81,3 +86,36 @@ def test_attack_cli(tmp_path):
 def test_errors_are_reported(capsys):
     assert main(["attack", "deepfool", "--model", "zoo:nope", "--n", "4"]) == 2
     assert "zoo model must be one of" in capsys.readouterr().err
+
+
+def test_curves_cli(tmp_path):
+    out = tmp_path / "curves.json"
+    assert (
+        main(
+            [
+                "curves",
+                "--n",
+                "20",
+                "--eps",
+                "0:0.3:3",
+                "--attacks",
+                "deepfool-linf,alg1-3,fgsm,random",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    payload = json.loads(out.read_text())
+    assert set(payload["ratios"]) == {"deepfool-linf", "alg1-3", "fgsm", "random"}
+    assert payload["ratios"]["fgsm"][0] == 0.0
+    assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_budgeted_attack_cli_needs_eps(tmp_path, capsys):
+    assert main(["attack", "pgd", "--n", "4", "--out", str(tmp_path / "a.json")]) == 1
+    assert "--eps" in capsys.readouterr().err
+    assert (
+        main(["attack", "alg1-5", "--eps", "0.1", "--n", "4", "--out", str(tmp_path / "a.json")])
+        == 0
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -314,6 +314,14 @@ class Classifier:
         """Predicted labels ``(N,)`` (int64)."""
         return self.expand_scores(self.logits(x)).argmax(dim=1)
 
+    def differentiable_scores(self, x: Tensor) -> Tensor:
+        """Class scores ``(N, num_classes)`` with autograd enabled, for validated inputs.
+
+        For attacks that need their own derivatives (e.g. Jacobian-vector products); call
+        inside `session` so that the model stays in eval mode.
+        """
+        return self.expand_scores(self._forward(x))
+
     def forward_scores(self, x: Tensor) -> Tensor:
         """`scores` for inner loops on inputs that already passed `validate` (no checks)."""
         with self.session(), torch.no_grad():
@@ -386,20 +394,32 @@ class Classifier:
         assert grad.shape == (n, k, *x.shape[1:])
         return scores.detach(), diff.detach(), grad.to(dtype=x.dtype)
 
-    def loss_gradient(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Cross-entropy loss per sample and its input gradient (used by FGSM, thesis §3.2.3).
+    def value_and_gradient(
+        self, x: Tensor, objective: Callable[[Tensor], Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """A per-sample objective of the class scores and its input gradient.
+
+        Args:
+            x: Inputs ``(N, *shape)`` that already passed `validate`.
+            objective: Maps scores ``(N, C)`` (binary models expanded to ``[0, f]``) to one
+                value per sample ``(N,)``; samples must not interact.
 
         Returns:
-            ``(loss (N,), grad (N, *shape))``; the gradient of ``sum(loss)`` w.r.t. `x`.
+            ``(values (N,), grad (N, *shape))`` with ``grad[n] = ∇_x objective(x)[n]``.
         """
         with self.session(), torch.enable_grad():
             x_var = x.detach().requires_grad_(True)
-            scores = self.expand_scores(self._forward(x_var))
-            loss = nn.functional.cross_entropy(scores, y, reduction="none")
-            (grad,) = torch.autograd.grad(loss.sum(), x_var)
+            values = objective(self.expand_scores(self._forward(x_var)))
+            (grad,) = torch.autograd.grad(values.sum(), x_var)
         self.counter.backward_calls += 1
         self.counter.backward_rows += int(x.shape[0])
-        return loss.detach(), grad.to(dtype=x.dtype)
+        return values.detach(), grad.to(dtype=x.dtype)
+
+    def loss_gradient(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-entropy loss per sample and its input gradient (FGSM, thesis §3.2.3)."""
+        return self.value_and_gradient(
+            x, lambda scores: nn.functional.cross_entropy(scores, y, reduction="none")
+        )
 
     # ------------------------------------------------------------------ warnings
     def _first_call_checks(self, x: Tensor, out: Tensor) -> None:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -69,7 +70,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     attack = commands.add_parser("attack", help="run one attack and save per-sample results")
-    attack.add_argument("name", choices=["deepfool", "fgsm"], help="attack to run")
+    attack.add_argument(
+        "name",
+        help="deepfool, fgsm, lbfgs (minimal perturbations) or a budgeted attack: alg1, "
+        "alg1-N, alg2, pgd, bim, spsa, random (with --eps)",
+    )
     _add_model_args(attack)
     attack.add_argument(
         "--p",
@@ -89,7 +94,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--eps",
         type=float,
         default=None,
-        help="FGSM step; default: the smallest fooling 90%% of the data",
+        help="budget of a budgeted attack; FGSM default: the smallest fooling 90%% of the data",
     )
     attack.add_argument("--batch-size", type=int, default=256, help="samples per batch")
     attack.add_argument("--out", default="attack.json", help="output JSON file")
@@ -106,6 +111,21 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, help="checkpoint path (.pt); card beside it")
+
+    curves = commands.add_parser(
+        "curves", help="fooling ratio vs l_inf budget for several attacks (JSON + figure)"
+    )
+    _add_model_args(curves)
+    curves.add_argument(
+        "--attacks",
+        default="deepfool-linf,alg1,alg1-10,alg2,fgsm,pgd,random",
+        help="comma-separated: deepfool-linf, deepfool-l2, alg1, alg1-N, alg2, fgsm, pgd, "
+        "bim, spsa, random (default: %(default)s)",
+    )
+    curves.add_argument("--eps", default="0:0.3:31", help="start:stop:count or a,b,c")
+    curves.add_argument("--n", type=int, default=1000, help="test samples (default: 1000)")
+    curves.add_argument("--steps", type=int, default=20, help="iterations of PGD/BIM/SPSA")
+    curves.add_argument("--out", default="curves.json", help="output JSON; figure beside it")
 
     commands.add_parser("models", help="list shipped models and architectures")
     return parser
@@ -131,14 +151,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_attack(args: argparse.Namespace) -> int:
+def _classifier_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The `Classifier` and test data that the model/data arguments name."""
     import torch
 
     from boundaryscope import Classifier
-    from boundaryscope._io import dump_json
-    from boundaryscope.attacks import FGSM, Attack, DeepFool, smallest_fooling_epsilon
     from boundaryscope.data import load_dataset
-    from boundaryscope.metrics import RobustnessAccumulator
     from boundaryscope.zoo import load_model
 
     torch.manual_seed(args.seed)
@@ -147,12 +165,18 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     clf = Classifier(
         loaded.module, bounds=loaded.bounds, preprocessing=loaded.preprocessing, device=device
     )
-    data = load_dataset(args.data, "test").subset(args.n)
-    extra: dict[str, object] = {}
-    p = args.p or ("2" if args.name == "deepfool" else "inf")
+    return clf, load_dataset(args.data, "test").subset(args.n)
+
+
+def _make_attack(args: argparse.Namespace, clf: Any, data: Any, extra: dict[str, Any]) -> Any:
+    """The attack the `attack` command names, or ``None`` with a message on stderr."""
+    from boundaryscope.attacks import FGSM, LBFGS, DeepFool, smallest_fooling_epsilon
+    from boundaryscope.curves import budget_attack
+
+    p = args.p or ("2" if args.name in ("deepfool", "lbfgs") else "inf")
     if args.name == "deepfool":
-        make_attack = DeepFool.as_published if args.paper_exact else DeepFool
-        attack: Attack = make_attack(
+        make = DeepFool.as_published if args.paper_exact else DeepFool
+        return make(
             p=p,
             steps=args.steps,
             candidates=args.candidates,
@@ -160,15 +184,32 @@ def _cmd_attack(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             progress=None,
         )
-    else:
-        eps = args.eps
-        if eps is None:
-            search = smallest_fooling_epsilon(clf, data.x, data.y, p=p)
-            eps, extra["eps_search"] = search.epsilon, asdict(search)
+    if args.name == "lbfgs":
+        return LBFGS()
+    eps = args.eps
+    if args.name == "fgsm" and eps is None:
+        search = smallest_fooling_epsilon(clf, data.x, data.y, p=p)
+        eps, extra["eps_search"] = search.epsilon, asdict(search)
         if not math.isfinite(eps):
             print("FGSM cannot fool 90% of the data within the box; pass --eps.", file=sys.stderr)
-            return 1
-        attack = FGSM(eps=eps, p=p, batch_size=args.batch_size)
+            return None
+    if eps is None:
+        print(f"{args.name} is a budgeted attack: pass --eps.", file=sys.stderr)
+        return None
+    if args.name == "fgsm":
+        return FGSM(eps=eps, p=p, batch_size=args.batch_size)
+    return budget_attack(args.name, eps, steps=args.steps, seed=args.seed)
+
+
+def _cmd_attack(args: argparse.Namespace) -> int:
+    from boundaryscope._io import dump_json
+    from boundaryscope.metrics import RobustnessAccumulator
+
+    clf, data = _classifier_and_data(args)
+    extra: dict[str, Any] = {}
+    attack = _make_attack(args, clf, data, extra)
+    if attack is None:
+        return 1
     start = time.perf_counter()
     result = attack(clf, data.x, data.y)
     elapsed = time.perf_counter() - start
@@ -195,6 +236,26 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         f" median norm {summary['median_norm']:.4f}, success {summary['success_rate']:.2%}, "
         f"failures {summary['n_failures']} -> {Path(args.out).resolve()}"
     )
+    return 0
+
+
+def _cmd_curves(args: argparse.Namespace) -> int:
+    from boundaryscope._io import dump_json
+    from boundaryscope.curves import fooling_curves, parse_epsilons
+    from boundaryscope.report import figures
+
+    clf, data = _classifier_and_data(args)
+    epsilons = parse_epsilons(args.eps)
+    curves = fooling_curves(
+        clf, data.x, data.y, args.attacks.split(","), epsilons, steps=args.steps, seed=args.seed
+    )
+    out = Path(args.out)
+    dump_json(out, {"model": args.model, "data": args.data, "n": len(data), **asdict(curves)})
+    fig, _ = figures.fooling_curves(curves.epsilons, curves.ratios)
+    figures.save(fig, out.with_suffix(".png"))
+    for name, values in curves.ratios.items():
+        print(f"{name:14s} " + " ".join(f"{v:.2f}" for v in values))
+    print(f"curves over eps {epsilons[0]:g}..{epsilons[-1]:g} -> {out.resolve()} (+ .png)")
     return 0
 
 
@@ -238,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_report(args)
         if args.command == "attack":
             return _cmd_attack(args)
+        if args.command == "curves":
+            return _cmd_curves(args)
         if args.command == "train":
             return _cmd_train(args, argv)
         return _cmd_models()

@@ -4,24 +4,56 @@
 """
 
 from boundaryscope.attacks.base import ATTACKS, Attack, AttackResult, RawAttack, register_attack
+from boundaryscope.attacks.convex import (
+    Algorithm1,
+    Algorithm2,
+    SinglePixel,
+    gnii_solution,
+    infeasibility_bound,
+    jacobian_column_norms,
+    margin,
+    regression_perturbation,
+    top_singular_direction,
+)
 from boundaryscope.attacks.deepfool import DeepFool, Projector
 from boundaryscope.attacks.gradient import (
+    BIM,
     FGSM,
+    PGD,
     EpsilonSearch,
     fgsm_fooling_curve,
     smallest_fooling_epsilon,
 )
+from boundaryscope.attacks.lbfgs import LBFGS
+from boundaryscope.attacks.noise import BernoulliNoise, RandomDirection
+from boundaryscope.attacks.spsa import SPSA, spsa_gradient
 
 __all__ = [
     "ATTACKS",
+    "BIM",
     "FGSM",
+    "LBFGS",
+    "PGD",
+    "SPSA",
+    "Algorithm1",
+    "Algorithm2",
     "Attack",
     "AttackResult",
+    "BernoulliNoise",
     "DeepFool",
     "EpsilonSearch",
     "Projector",
+    "RandomDirection",
     "RawAttack",
+    "SinglePixel",
     "fgsm_fooling_curve",
+    "gnii_solution",
+    "infeasibility_bound",
+    "jacobian_column_norms",
+    "margin",
     "register_attack",
+    "regression_perturbation",
     "smallest_fooling_epsilon",
+    "spsa_gradient",
+    "top_singular_direction",
 ]

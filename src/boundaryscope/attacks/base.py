@@ -9,6 +9,7 @@ pass, and computes per-sample norms. Subclasses write only their maths in ``_run
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -128,7 +129,13 @@ class Attack(ABC):
     batch_size: int = 256
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        """``Name(param=value, ...)`` over the constructor's parameters, which ``eval`` rebuilds."""
+        parameters = inspect.signature(type(self).__init__).parameters
+        args = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in parameters
+            if name != "self" and hasattr(self, name)
+        )
         return f"{type(self).__name__}({args})"
 
     def __call__(

@@ -11,9 +11,16 @@ from torch import Tensor
 
 from boundaryscope.attacks.base import Attack, RawAttack, register_attack
 from boundaryscope.classifier import Classifier
-from boundaryscope.norms import parse_p, steepest_direction
+from boundaryscope.norms import parse_p, project_lp_ball, steepest_direction
 
-__all__ = ["FGSM", "EpsilonSearch", "fgsm_fooling_curve", "smallest_fooling_epsilon"]
+__all__ = [
+    "BIM",
+    "FGSM",
+    "PGD",
+    "EpsilonSearch",
+    "fgsm_fooling_curve",
+    "smallest_fooling_epsilon",
+]
 
 
 @register_attack("fgsm")
@@ -150,3 +157,116 @@ def smallest_fooling_epsilon(
         mid = 0.5 * (lo + hi)
         lo, hi = (lo, mid) if rate(mid) >= fraction else (mid, hi)
     return EpsilonSearch(hi, rate(hi), fraction)
+
+
+def _random_ball(
+    shape: torch.Size, eps: float, p: float, generator: torch.Generator, like: Tensor
+) -> Tensor:
+    """Uniform sample from the l_inf ball, or from the l2 ball (direction × radius)."""
+    if math.isinf(p):
+        u = torch.rand(shape, generator=generator, dtype=like.dtype)
+        return ((2 * u - 1) * eps).to(like.device)
+    direction = torch.randn(shape, generator=generator, dtype=like.dtype)
+    direction = steepest_direction(direction, 2.0)
+    d = direction[0].numel()
+    radius = eps * torch.rand(shape[0], generator=generator, dtype=like.dtype).pow(1 / d)
+    return (direction * radius.view(-1, *([1] * (len(shape) - 1)))).to(like.device)
+
+
+@register_attack("pgd")
+class PGD(Attack):
+    r"""Projected gradient descent on the cross-entropy (Madry et al.; BIM without start).
+
+    .. math::
+        x_{i+1} = \Pi_{B_p(x, \epsilon) \cap [lo, hi]^d}\big(x_i + \alpha\, u_p(\nabla J(x_i))\big)
+
+    from a uniform random point of the ε-ball (``random_start``) or from ``x`` (BIM).
+    A sample stops moving once it is adversarial, so success never flips back.
+
+    Args:
+        eps: Radius of the l_p ball (``p`` = inf or 2).
+        p: Norm.
+        steps: Iterations.
+        step_size: ``α``; default ``2.5 ε / steps``.
+        random_start: Start from a random point of the ball.
+        seed: Seed of the random start.
+        batch_size: Samples per pass.
+    """
+
+    def __init__(
+        self,
+        *,
+        eps: float = 0.1,
+        p: float | str = math.inf,
+        steps: int = 40,
+        step_size: float | None = None,
+        random_start: bool = True,
+        seed: int = 0,
+        batch_size: int = 256,
+    ) -> None:
+        self.p = parse_p(p)
+        if self.p not in (2.0, math.inf):
+            raise ValueError(f"{type(self).__name__} supports p = 2 or inf; got p={p!r}.")
+        if not eps >= 0 or steps < 1:
+            raise ValueError(f"{type(self).__name__} needs eps >= 0 and steps >= 1.")
+        self.eps = float(eps)
+        self.steps = steps
+        self.step_size = step_size
+        self.random_start = random_start
+        self.seed = seed
+        self.batch_size = batch_size
+
+    def _run(
+        self, clf: Classifier, x: Tensor, reference: Tensor, target: Tensor | None
+    ) -> RawAttack:
+        alpha = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+        generator = torch.Generator().manual_seed(self.seed)
+        sign = 1.0 if target is None else -1.0
+        labels = reference if target is None else target
+        adversarial = x.clone()
+        iterations = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+        for index in torch.arange(x.shape[0], device=x.device).split(self.batch_size):
+            x0, lab = x[index], labels[index]
+            start = _random_ball(x0.shape, self.eps, self.p, generator, x0)
+            current = clf.clip(x0 + start) if self.random_start else x0.clone()
+            for _ in range(self.steps):
+                predicted = clf.forward_scores(current).argmax(dim=1)
+                active = predicted == lab if target is None else predicted != lab
+                if not bool(active.any()):
+                    break
+                _, grad = clf.loss_gradient(current[active], lab[active])
+                moved = current[active] + sign * alpha * steepest_direction(grad, self.p)
+                delta = project_lp_ball(moved - x0[active], self.eps, self.p)
+                current[active] = clf.clip(x0[active] + delta)
+                iterations[index[active]] += 1
+            adversarial[index] = current
+        return RawAttack(adversarial, iterations)
+
+
+@register_attack("bim")
+class BIM(PGD):
+    """Basic iterative method (Kurakin et al.): `PGD` starting from ``x`` (no random start).
+
+    Same arguments as `PGD`, with ``steps=10`` and ``random_start=False`` by default.
+    """
+
+    def __init__(
+        self,
+        *,
+        eps: float = 0.1,
+        p: float | str = math.inf,
+        steps: int = 10,
+        step_size: float | None = None,
+        random_start: bool = False,
+        seed: int = 0,
+        batch_size: int = 256,
+    ) -> None:
+        super().__init__(
+            eps=eps,
+            p=p,
+            steps=steps,
+            step_size=step_size,
+            random_start=random_start,
+            seed=seed,
+            batch_size=batch_size,
+        )

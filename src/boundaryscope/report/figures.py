@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-__all__ = ["confusion_matrix", "example_grid", "fooling_curve", "norm_histograms", "save"]
+__all__ = ["confusion_matrix", "example_grid", "fooling_curves", "norm_histograms", "save"]
 
 
 def save(fig: Figure, path: Path) -> str:
@@ -96,20 +96,21 @@ def example_grid(
     return fig, axes[0][0]
 
 
-def fooling_curve(
+def fooling_curves(
     eps: Sequence[float],
-    rates: Sequence[float],
+    rates: Mapping[str, Sequence[float]],
     marker: float | None = None,
-    label: str = "FGSM",
+    xlabel: str = "ε (l∞)",
     ax: Axes | None = None,
 ) -> tuple[Figure, Axes]:
-    """Fooling rate against ε, with an optional vertical marker (e.g. ε at 90%)."""
-    fig, ax = _figure(ax, (4.6, 3.0))
-    ax.plot(eps, rates, marker="o", ms=3, label=label)
+    """Fooling ratio against ε, one line per attack, optional vertical marker."""
+    fig, ax = _figure(ax, (5.2, 3.4))
+    for name, values in rates.items():
+        ax.plot(eps, values, marker="o", ms=3, label=name)
     if marker is not None and np.isfinite(marker):
         ax.axvline(marker, color="#c0392b", ls="--", lw=1, label=f"ε = {marker:.3f}")
-    ax.set_xlabel("ε (l∞)")
-    ax.set_ylabel("fooling rate")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fooling ratio")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

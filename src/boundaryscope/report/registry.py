@@ -46,12 +46,33 @@ class ReportConfig:
     overshoot: float = 0.02
     paper_exact: bool = False
     examples: int = 6
+    curve_n: int = 300
+    curve_eps: str = "0:0.3:11"
+    curve_steps: int = 20
+    curve_attacks: tuple[str, ...] = (
+        "deepfool-linf",
+        "alg1",
+        "alg1-10",
+        "alg2",
+        "fgsm",
+        "pgd",
+        "random",
+    )
 
 
 PROFILES: dict[str, ReportConfig] = {
     "default": ReportConfig(),
-    "full": ReportConfig(n=1_000_000, paper_exact=True),
-    "quick": ReportConfig(n=64, examples=4),
+    "full": ReportConfig(
+        n=1_000_000, paper_exact=True, curve_n=1_000_000, curve_eps="0:0.3:31", curve_steps=40
+    ),
+    "quick": ReportConfig(
+        n=64,
+        examples=4,
+        curve_n=32,
+        curve_eps="0:0.3:4",
+        curve_steps=5,
+        curve_attacks=("deepfool-linf", "alg1", "fgsm", "random"),
+    ),
 }
 
 
@@ -91,6 +112,7 @@ class Analysis(ABC):
 
     name: str = "analysis"
     title: str = "Analysis"
+    order: int = 100  # position in the report, smaller first
 
     @abstractmethod
     def run(self, ctx: ReportContext) -> dict[str, Any]:

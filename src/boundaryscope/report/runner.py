@@ -23,7 +23,7 @@ from boundaryscope import __version__
 from boundaryscope._io import atomic_write, dump_json, from_jsonable, to_jsonable
 from boundaryscope.classifier import Classifier
 from boundaryscope.data import load_dataset
-from boundaryscope.report import analyses as _builtin  # noqa: F401  (registers sections)
+from boundaryscope.report import sections as sections_module
 from boundaryscope.report.registry import ANALYSES, PROFILES, ReportContext, Section
 from boundaryscope.zoo import load_model
 
@@ -61,7 +61,8 @@ def run_report(
     """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {sorted(PROFILES)}; got {profile!r}.")
-    names = sections or list(ANALYSES)
+    sections_module.load_all()
+    names = sections or sorted(ANALYSES, key=lambda name: ANALYSES[name].order)
     unknown = sorted(set(names) - set(ANALYSES))
     if unknown:
         raise ValueError(f"Unknown report sections {unknown}; available: {list(ANALYSES)}.")

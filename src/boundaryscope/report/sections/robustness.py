@@ -36,6 +36,7 @@ class AccuracyAnalysis(Analysis):
 
     name = "accuracy"
     title = "Clean accuracy"
+    order = 10
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """Predicts the test samples and tabulates true vs predicted classes."""
@@ -82,6 +83,7 @@ class RobustnessAnalysis(Analysis):
 
     name = "robustness"
     title = "Robustness to minimal adversarial perturbations"
+    order = 20
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """DeepFool in l2 and l∞ on every test sample, FGSM's 90% protocol, examples."""
@@ -186,8 +188,8 @@ class RobustnessAnalysis(Analysis):
                 "Minimal perturbation norms found by DeepFool (correctly classified).",
             )
         )
-        fig, _ = figures.fooling_curve(
-            fgsm["curve"]["eps"], fgsm["curve"]["rate"], marker=fgsm["eps90"]
+        fig, _ = figures.fooling_curves(
+            fgsm["curve"]["eps"], {"FGSM": fgsm["curve"]["rate"]}, marker=fgsm["eps90"]
         )
         figs.append(
             (
