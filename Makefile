@@ -56,6 +56,7 @@ test: setup-dev lint
 bench: setup-bench
 	$(PY) benchmarks/deepfool_vs_peers.py
 	$(PY) benchmarks/reproduce_table_3_1.py
+	$(PY) benchmarks/reproduce_balda.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -50,7 +50,7 @@ def test_report_and_resume(tmp_path, monkeypatch):
     args = ["report", "--n", "24", "--profile", "quick", "--out", str(out)]
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
-    assert list(results["sections"]) == ["accuracy", "robustness", "fixed_budget"]
+    assert list(results["sections"]) == ["accuracy", "robustness", "fixed_budget", "noise"]
     assert results["meta"]["n"] == 24
     html = (out / "report.html").read_text()
     assert (
@@ -61,6 +61,9 @@ def test_report_and_resume(tmp_path, monkeypatch):
         "deepfool_norms.png",
         "fgsm_curve.png",
         "fixed_budget_curves.png",
+        "noise_ratios.png",
+        "spectral.png",
+        "noise_example.png",
     ):
         assert (out / figure).stat().st_size > 1000
 
@@ -69,7 +72,7 @@ def test_report_and_resume(tmp_path, monkeypatch):
     def boom(ctx):
         raise AssertionError("resume must not recompute")
 
-    for name in ("accuracy", "robustness", "fixed_budget"):
+    for name in ("accuracy", "robustness", "fixed_budget", "noise"):
         monkeypatch.setattr(ANALYSES[name], "run", boom)
     assert main([*args, "--resume"]) == 0
 
@@ -119,3 +122,29 @@ def test_budgeted_attack_cli_needs_eps(tmp_path, capsys):
         main(["attack", "alg1-5", "--eps", "0.1", "--n", "4", "--out", str(tmp_path / "a.json")])
         == 0
     )
+
+
+def test_noise_cli(tmp_path):
+    out = tmp_path / "noise.json"
+    assert main(["noise", "--n", "6", "--m", "196,49", "--steps", "30", "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert [r["m"] for r in payload["regimes"]] == [196, 49]
+    assert (
+        main(
+            [
+                "noise",
+                "--regime",
+                "spectral",
+                "--block",
+                "14",
+                "--n",
+                "4",
+                "--steps",
+                "20",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert len(json.loads(out.read_text())["spectral"]["zeta"]) == 2

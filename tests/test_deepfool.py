@@ -145,7 +145,7 @@ def test_failures_are_reported(lenet_clf, mnist_test):
 def test_identity_subspace_changes_nothing(lenet_clf, mnist_test):
     x = mnist_test.x[:10]
     plain = DeepFool()(lenet_clf, x)
-    projected = DeepFool(subspace=lambda g: g.clone())(lenet_clf, x)
+    projected = DeepFool(subspace=lambda g, index: g.clone())(lenet_clf, x)
     torch.testing.assert_close(plain.adversarial, projected.adversarial)
 
 

@@ -20,8 +20,9 @@ from boundaryscope.norms import dual_exponent, linear_step, lp_norm, parse_p
 
 __all__ = ["DeepFool", "Projector"]
 
-#: Maps gradients ``(A, K, *shape)`` to their projections onto a subspace, same shape.
-Projector = Callable[[Tensor], Tensor]
+#: ``P_S``: maps gradients ``(A, K, *shape)`` of samples ``index`` ``(A,)`` to their
+#: projections onto a subspace, same shape (see `boundaryscope.subspaces`).
+Projector = Callable[[Tensor, Tensor], Tensor]
 _TINY = 1e-12
 
 
@@ -77,7 +78,8 @@ class DeepFool(Attack):
         box_aware: Freeze coordinates on the box that a step would push outward.
         refine_steps: Bisection steps shrinking the final perturbation (0 = off).
         subspace: Optional projector ``P_S`` applied to every ``w'_k`` (subspace-constrained
-            DeepFool, thesis Alg. 3); ``None`` is the full space.
+            DeepFool, thesis Alg. 3), called as ``subspace(grads, sample_ids)``; ``None`` is
+            the full space. See `boundaryscope.subspaces`.
         progress: Show a progress bar (``None``: only on a terminal).
 
     Returns (via ``__call__``):
@@ -177,7 +179,7 @@ class DeepFool(Attack):
             if not bool(go.any()):
                 continue
             active = idx[go]
-            step, chosen = self._step(clf, x_i[go], current[go], others[active])
+            step, chosen = self._step(clf, x_i[go], current[go], others[active], active)
             total[active] += step
             crossed[active] = chosen
             iterations[active] += 1
@@ -228,14 +230,14 @@ class DeepFool(Attack):
         return masked.topk(num_others, dim=1).indices
 
     def _step(
-        self, clf: Classifier, x_i: Tensor, current: Tensor, others: Tensor
+        self, clf: Classifier, x_i: Tensor, current: Tensor, others: Tensor, index: Tensor
     ) -> tuple[Tensor, Tensor]:
         """One linearised step (eqs. 3.11–3.12) for samples that are not adversarial yet."""
         _, diff, grad = clf.score_gradients(x_i, current, others)
         if self.box_aware:
             grad = _freeze_saturated(grad, x_i, clf.bounds)
         if self.subspace is not None:
-            grad = self.subspace(grad)
+            grad = self.subspace(grad, index)
         q = dual_exponent(self.p)
         distances = diff.abs() / lp_norm(grad, q, start_dim=2).clamp_min(_TINY)
         best = distances.argmin(dim=1)

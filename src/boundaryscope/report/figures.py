@@ -15,7 +15,16 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-__all__ = ["confusion_matrix", "example_grid", "fooling_curves", "norm_histograms", "save"]
+__all__ = [
+    "confusion_matrix",
+    "example_grid",
+    "fooling_curves",
+    "image_row",
+    "noise_ratios",
+    "norm_histograms",
+    "save",
+    "spectral_bars",
+]
 
 
 def save(fig: Figure, path: Path) -> str:
@@ -115,6 +124,70 @@ def fooling_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig, ax
+
+
+def noise_ratios(
+    ms: Sequence[int],
+    d: int,
+    ratios: Sequence[Sequence[float]],
+    theorem1: Sequence[tuple[float, float]],
+    corollary1: Sequence[tuple[float, float]],
+    ax: Axes | None = None,
+) -> tuple[Figure, Axes]:
+    """Measured ``||r_S||/||r*||`` per subspace dimension against ``sqrt(d/m)`` and the bounds."""
+    fig, ax = _figure(ax, (5.4, 3.6))
+    scale = np.sqrt(d / np.asarray(ms, dtype=float))
+    order = np.argsort(scale)
+    ax.fill_between(
+        scale[order],
+        [corollary1[i][0] for i in order],
+        [corollary1[i][1] for i in order],
+        color="#f5d7a1",
+        alpha=0.6,
+        label="Corollary 1",
+    )
+    ax.fill_between(
+        scale[order],
+        [theorem1[i][0] for i in order],
+        [theorem1[i][1] for i in order],
+        color="#a9c7e8",
+        alpha=0.8,
+        label="Theorem 1",
+    )
+    ax.plot(scale[order], scale[order], "k--", lw=1, label="√(d/m)")
+    for s_value, values in zip(scale, ratios, strict=True):
+        jitter = s_value * (1 + 0.03 * np.random.default_rng(0).standard_normal(len(values)))
+        ax.scatter(jitter, values, s=4, color="#3b6ea5", alpha=0.5)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("√(d/m)")
+    ax.set_ylabel("‖r*_S‖ / ‖r*‖")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return fig, ax
+
+
+def spectral_bars(
+    bands: Sequence[int], zeta: Sequence[float], ax: Axes | None = None
+) -> tuple[Figure, Axes]:
+    """ζ per DCT band (thesis Fig. 3.11); the dashed line is a random subspace's ζ = 1."""
+    fig, ax = _figure(ax, (5.4, 3.0))
+    values = [v if np.isfinite(v) else np.nan for v in zeta]
+    ax.bar([str(b) for b in bands], values, color="#3b6ea5")
+    ax.axhline(1.0, color="#c0392b", ls="--", lw=1, label="random subspace")
+    ax.set_xlabel("DCT band k (low → high frequency)")
+    ax.set_ylabel("ζ")
+    ax.legend(fontsize=8)
+    return fig, ax
+
+
+def image_row(images: Sequence[np.ndarray], titles: Sequence[str]) -> tuple[Figure, Axes]:
+    """Images side by side, clipped to [0, 1] for display."""
+    fig, axes = plt.subplots(1, len(images), figsize=(2.0 * len(images), 2.4), squeeze=False)
+    for panel, image, title in zip(axes[0], images, titles, strict=True):
+        _show(panel, image)
+        panel.set_title(title, fontsize=8)
+    return fig, axes[0][0]
 
 
 def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:

@@ -38,6 +38,14 @@ class ReportConfig:
         overshoot: DeepFool's overshoot.
         paper_exact: Run DeepFool without its box-aware/refinement extras.
         examples: Images shown in the example grid.
+        curve_n: Images of the fixed-budget curves.
+        curve_eps: Budgets of the curves (``start:stop:count``).
+        curve_steps: Iterations of PGD/BIM/SPSA in the curves.
+        curve_attacks: Attacks of the curves.
+        noise_n: Images of the random/semi-random noise measurements.
+        noise_fractions: ``d/m`` of the semi-random subspaces (Table 5.1).
+        noise_steps: DeepFool iterations inside subspaces.
+        spectral_n: Images of the spectral (DCT band) measurements.
     """
 
     n: int = 1000
@@ -58,14 +66,29 @@ class ReportConfig:
         "pgd",
         "random",
     )
+    noise_n: int = 100
+    noise_fractions: tuple[int, ...] = (4, 16, 36, 64, 100)  # m = d / fraction
+    noise_steps: int = 100
+    spectral_n: int = 50
 
 
 PROFILES: dict[str, ReportConfig] = {
     "default": ReportConfig(),
     "full": ReportConfig(
-        n=1_000_000, paper_exact=True, curve_n=1_000_000, curve_eps="0:0.3:31", curve_steps=40
+        noise_n=1000,
+        spectral_n=1000,
+        noise_steps=200,
+        n=1_000_000,
+        paper_exact=True,
+        curve_n=1_000_000,
+        curve_eps="0:0.3:31",
+        curve_steps=40,
     ),
     "quick": ReportConfig(
+        noise_n=8,
+        noise_fractions=(4, 64),
+        noise_steps=30,
+        spectral_n=6,
         n=64,
         examples=4,
         curve_n=32,
