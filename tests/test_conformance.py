@@ -21,6 +21,7 @@ SETTINGS = {
     "spsa": {"eps": 0.2, "steps": 3, "samples": 8},
     "random": {"eps": 0.3},
     "random-direction": {"eps": 3.0},
+    "random-line": {"bisection_steps": 20},
 }
 # Attacks whose randomness is drawn per batch: a sample's result depends on its batch.
 BATCH_DEPENDENT = {"spsa"}

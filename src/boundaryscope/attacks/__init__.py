@@ -25,7 +25,12 @@ from boundaryscope.attacks.gradient import (
     smallest_fooling_epsilon,
 )
 from boundaryscope.attacks.lbfgs import LBFGS
-from boundaryscope.attacks.noise import BernoulliNoise, RandomDirection
+from boundaryscope.attacks.noise import (
+    BernoulliNoise,
+    RandomDirection,
+    RandomLineSearch,
+    line_search,
+)
 from boundaryscope.attacks.spsa import SPSA, spsa_gradient
 
 __all__ = [
@@ -44,12 +49,14 @@ __all__ = [
     "EpsilonSearch",
     "Projector",
     "RandomDirection",
+    "RandomLineSearch",
     "RawAttack",
     "SinglePixel",
     "fgsm_fooling_curve",
     "gnii_solution",
     "infeasibility_bound",
     "jacobian_column_norms",
+    "line_search",
     "margin",
     "register_attack",
     "regression_perturbation",

@@ -1,4 +1,7 @@
-"""Random baselines: Bernoulli ±ε noise (seed 001 §V) and a random l_p direction.
+"""Random baselines: ±ε noise, a random direction, the minimal step along a random line.
+
+Bernoulli ±ε noise is seed 001 §V's baseline; the line search measures the random-noise
+regime of thesis §5.3 (``m = 1``).
 
 They calibrate the fooling-ratio curves: a classifier that random noise of the same
 budget fools as often as an attack does has no particular adversarial weakness there.
@@ -14,8 +17,9 @@ from torch import Tensor
 from boundaryscope.attacks.base import Attack, RawAttack, register_attack
 from boundaryscope.classifier import Classifier
 from boundaryscope.norms import parse_p
+from boundaryscope.subspaces import RandomSubspace
 
-__all__ = ["BernoulliNoise", "RandomDirection"]
+__all__ = ["BernoulliNoise", "RandomDirection", "RandomLineSearch", "line_search"]
 
 
 @register_attack("random")
@@ -73,3 +77,106 @@ class RandomDirection(Attack):
         direction = (flat / norms[:, None]).view_as(x)
         ones = torch.ones(x.shape[0], dtype=torch.int64, device=x.device)
         return RawAttack(clf.clip(x + self.eps * direction), ones)
+
+
+def line_search(
+    clf: Classifier,
+    x: Tensor,
+    direction: Tensor,
+    reference: Tensor,
+    *,
+    t_start: float = 1e-3,
+    t_max: float = 1e4,
+    growth: float = 2.0,
+    bisection_steps: int = 40,
+) -> Tensor:
+    """Smallest ``|t|`` with ``k̂(clip(x + t v)) ≠ reference``, along ``±v``, per sample.
+
+    Scans ``t = t_start · growth^k`` (up to `t_max`) in both directions, one batched
+    forward pass per grid point and sign; the first grid interval where the label changes
+    is then bisected. On an affine classifier the region of a class is convex, so the
+    crossing found is exact (up to ``growth^-bisection_steps`` relative).
+
+    Args:
+        clf: Classifier (its box applies).
+        x: ``(N, *shape)`` inputs.
+        direction: ``(N, *shape)`` directions ``v`` (unit norm for ``|t|`` to be a norm).
+        reference: ``(N,)`` labels to leave.
+        t_start: First grid point.
+        t_max: Last grid point; no change up to it is a failure.
+        growth: Ratio between grid points.
+        bisection_steps: Bisection steps inside the bracketing interval.
+
+    Returns:
+        ``(N,)`` signed ``t`` (``inf`` where no change up to `t_max`).
+    """
+    steps = max(1, math.ceil(math.log(t_max / t_start, growth)) + 1)
+    grid = [t_start * growth**k for k in range(steps)]
+    n = x.shape[0]
+    shape = (-1, *([1] * (x.ndim - 1)))
+    best = torch.full((n,), math.inf, dtype=x.dtype, device=x.device)
+    with clf.session():
+        for sign in (1.0, -1.0):
+            upper = torch.full((n,), math.inf, dtype=x.dtype, device=x.device)
+            lower = torch.zeros(n, dtype=x.dtype, device=x.device)
+            for t in grid:
+                open_ = torch.isinf(upper)
+                if not bool(open_.any()):
+                    break
+                moved = clf.clip(x + sign * t * direction)
+                changed = clf.predict_unchecked(moved) != reference
+                upper = torch.where(open_ & changed, torch.full_like(upper, t), upper)
+                lower = torch.where(open_ & ~changed, torch.full_like(lower, t), lower)
+            found = torch.isfinite(upper)
+            lo, hi = torch.where(found, lower, 0.0), torch.where(found, upper, 1.0)
+            for _ in range(bisection_steps):
+                mid = 0.5 * (lo + hi)
+                changed = (
+                    clf.predict_unchecked(clf.clip(x + sign * mid.view(shape) * direction))
+                    != reference
+                )
+                hi = torch.where(changed, mid, hi)
+                lo = torch.where(changed, lo, mid)
+            candidate = torch.where(found, hi, torch.full_like(hi, math.inf))
+            better = candidate < best.abs()
+            best = torch.where(better, sign * candidate, best)
+    return best
+
+
+@register_attack("random-line")
+class RandomLineSearch(Attack):
+    """Random-noise robustness as an attack: minimal ``|t|`` along a random direction ±v.
+
+    ``v`` is uniform on the unit sphere, drawn per sample from ``(seed, sample position)``.
+    ``||r||_2 = |t|``; by Theorem 1 it is about ``sqrt(d) ||r*||`` for flat boundaries.
+
+    Args:
+        seed: Seed of the directions.
+        t_max: Largest ``|t|`` searched (failure beyond).
+        bisection_steps: Bisection steps after bracketing.
+    """
+
+    def __init__(self, *, seed: int = 0, t_max: float = 1e4, bisection_steps: int = 40) -> None:
+        self.seed = seed
+        self.t_max = t_max
+        self.bisection_steps = bisection_steps
+        self.p = 2.0
+
+    def directions(self, x: Tensor) -> Tensor:
+        """Unit directions ``(N, *shape)``, the one of sample ``i`` seeded by ``(seed, i)``."""
+        basis = RandomSubspace(1, seed=self.seed, per_sample=True)
+        d = x[0].numel()
+        rows = [basis.basis(d, i, x.dtype, x.device)[:, 0] for i in range(x.shape[0])]
+        return torch.stack(rows).view_as(x) if rows else torch.zeros_like(x)
+
+    def _run(
+        self, clf: Classifier, x: Tensor, reference: Tensor, target: Tensor | None
+    ) -> RawAttack:
+        direction = self.directions(x)
+        t = line_search(
+            clf, x, direction, reference, t_max=self.t_max, bisection_steps=self.bisection_steps
+        )
+        t_safe = torch.where(torch.isfinite(t), t, torch.zeros_like(t))
+        adversarial = clf.clip(x + t_safe.view(-1, *([1] * (x.ndim - 1))) * direction)
+        iterations = torch.ones(x.shape[0], dtype=torch.int64, device=x.device)
+        return RawAttack(adversarial, iterations, {"t": t})
