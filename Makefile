@@ -57,6 +57,8 @@ bench: setup-bench
 	$(PY) benchmarks/deepfool_vs_peers.py
 	$(PY) benchmarks/reproduce_table_3_1.py
 	$(PY) benchmarks/reproduce_balda.py
+	$(PY) benchmarks/reproduce_table_5_1.py
+	$(PY) benchmarks/universal_vs_art.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -199,12 +199,16 @@ def main() -> None:
             model = load_model(f"zoo:{name}").module.eval()  # fresh copy: no leftover hooks
             x, y = data.x[:n], data.y[:n]
             adv, seconds, counts = runner(model, x, y)
+            adv = adv.detach().float()
+            m = args.slow_n  # every tool processed these: quality compared on the same images
+            common = quality(x[:m], adv[:m], y[:m], model)
             row = {
                 "model": name,
                 "tool": tool,
                 "n": n,
                 "images_per_s": n / seconds,
-                **quality(x, adv.detach().float(), y, model),
+                **quality(x, adv, y, model),
+                **{f"{key}_first{m}": value for key, value in common.items()},
                 **counts,
             }
             model_rows.append(row)
@@ -230,10 +234,13 @@ def main() -> None:
                 "images_per_s",
                 "speedup_of_boundaryscope",
                 "median_l2",
-                "mean_l2",
                 "rho_adv",
                 "success",
+                f"median_l2_first{args.slow_n}",
+                f"success_first{args.slow_n}",
                 "forward_rows",
+                "backward_calls",
+                "backward_rows",
                 "limit_ratio",
             ],
         )

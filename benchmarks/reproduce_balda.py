@@ -71,7 +71,9 @@ def orderings(curves: dict[str, list[float]], eps: list[float]) -> dict[str, dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--lbfgs-n", type=int, default=100)
+    parser.add_argument(
+        "--lbfgs-n", type=int, default=20, help="images for L-BFGS (seconds per image on LeNet)"
+    )
     parser.add_argument("--eps", default="0:0.3:16")
     args = parser.parse_args()
     data = load_mnist5k("test")

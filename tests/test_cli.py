@@ -148,3 +148,31 @@ def test_noise_cli(tmp_path):
         == 0
     )
     assert len(json.loads(out.read_text())["spectral"]["zeta"]) == 2
+
+
+def test_universal_cli_and_eval(tmp_path):
+    out = tmp_path / "u"
+    assert (
+        main(
+            [
+                "universal",
+                "--n",
+                "20",
+                "--xi",
+                "0.2",
+                "--max-passes",
+                "1",
+                "--variant",
+                "minibatch",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    payload = json.loads((out / "universal.json").read_text())
+    assert payload["norm"] <= 0.2 + 1e-6 and payload["passes"] == 1
+    assert (out / "v.npy").exists() and (out / "perturbation.png").exists()
+    assert main(["universal", "--eval", str(out / "v.pt"), "--n", "50", "--out", str(out)]) == 0
+    evaluation = json.loads((out / "eval.json").read_text())
+    assert 0 <= evaluation["fooling_rate"] <= 1 and evaluation["n"] == 50

@@ -151,6 +151,34 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     noise.add_argument("--out", default="noise.json", help="output JSON file")
 
+    universal = commands.add_parser(
+        "universal", help="compute (or --eval) a universal perturbation (thesis Alg. 4)"
+    )
+    _add_model_args(universal)
+    universal.add_argument(
+        "--xi",
+        type=float,
+        default=0.3,
+        help="radius in input units (0-255 seeds' xi=10 is 10/255 here)",
+    )
+    universal.add_argument("--p", default="inf", help="inf or 2 (default: inf)")
+    universal.add_argument(
+        "--n", type=int, default=500, help="images of X, from the train split (default: 500)"
+    )
+    universal.add_argument("--variant", choices=["paper", "minibatch"], default="paper")
+    universal.add_argument("--max-passes", type=int, default=10)
+    universal.add_argument(
+        "--delta", type=float, default=0.2, help="stop at fooling rate 1 - delta on X"
+    )
+    universal.add_argument("--batch-size", type=int, default=32, help="minibatch variant")
+    universal.add_argument(
+        "--eval",
+        default=None,
+        metavar="V.pt",
+        help="only evaluate a saved perturbation on the test split",
+    )
+    universal.add_argument("--out", default="runs/universal", help="output directory")
+
     commands.add_parser("models", help="list shipped models and architectures")
     return parser
 
@@ -333,6 +361,82 @@ def _cmd_noise(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_universal(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from boundaryscope._io import atomic_write, dump_json, save_torch
+    from boundaryscope.data import load_dataset
+    from boundaryscope.report import figures
+    from boundaryscope.universal import (
+        dominant_label_graph,
+        fooling_rate,
+        universal_perturbation,
+    )
+
+    clf, test = _classifier_and_data(args)
+    out = Path(args.out)
+    if args.eval:
+        v = torch.load(args.eval, map_location="cpu", weights_only=True)
+        rate = fooling_rate(clf, test.x, v)
+        print(f"fooling rate of {args.eval} on {len(test)} test images: {rate:.4f}")
+        dump_json(
+            out / "eval.json", {"perturbation": args.eval, "fooling_rate": rate, "n": len(test)}
+        )
+        return 0
+    train = load_dataset(args.data, "train").subset(args.n)
+    start = time.perf_counter()
+    result = universal_perturbation(
+        clf,
+        train.x,
+        args.xi,
+        p=args.p,
+        delta=args.delta,
+        max_passes=args.max_passes,
+        variant=args.variant,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        checkpoint=out / "checkpoint.pt",
+    )
+    seconds = time.perf_counter() - start
+    held_out = fooling_rate(clf, test.x, result.v)
+    v = result.v.detach().cpu()
+    save_torch(out / "v.pt", v)
+    atomic_write(out / "v.npy", lambda handle: np.save(handle, v.numpy()))
+    graph = dominant_label_graph(clf, test.x, result.v)
+    dump_json(
+        out / "universal.json",
+        {
+            "model": args.model,
+            "data": args.data,
+            "xi": args.xi,
+            "p": result.p,
+            "variant": result.variant,
+            "n_train": len(train),
+            "n_test": len(test),
+            "seconds": seconds,
+            "fooling_rate_train": result.fooling_rate,
+            "fooling_rate_test": held_out,
+            "norm": result.norm,
+            "passes": result.passes,
+            "history": result.history,
+            "accepted": result.accepted,
+            "rejected": result.rejected,
+            "converged": result.converged,
+            "dominant_labels": graph,
+        },
+    )
+    scale = float(v.abs().max()) or 1.0
+    fig, _ = figures.image_row([0.5 + 0.5 * v.numpy() / scale], [f"v (×{0.5 / scale:.1f})"])
+    figures.save(fig, out / "perturbation.png")
+    print(
+        f"universal perturbation in {seconds:.1f} s ({result.passes} passes): fooling rate "
+        f"{result.fooling_rate:.3f} on X, {held_out:.3f} on {len(test)} held-out images, "
+        f"||v||_p = {result.norm:.4g} -> {out.resolve()}"
+    )
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from boundaryscope.defenses.training import TrainConfig, train_and_save
 
@@ -377,6 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_curves(args)
         if args.command == "noise":
             return _cmd_noise(args)
+        if args.command == "universal":
+            return _cmd_universal(args)
         if args.command == "train":
             return _cmd_train(args, argv)
         return _cmd_models()
