@@ -190,3 +190,17 @@ def test_spsa_gradient_correlates_with_true_gradient():
     (true,) = torch.autograd.grad(fn(x_var).sum(), x_var)
     cosine = torch.nn.functional.cosine_similarity(estimate, true, dim=1)
     assert bool((cosine > 0.9).all())
+
+
+def test_certificate_reported_per_sample_and_never_violated_on_binary_affine():
+    net = two_class_affine(seed=4)
+    clf = Classifier(net, bounds=(-100, 100))
+    x = torch.randn(30, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    for p in (2.0, math.inf):
+        result = Algorithm1(eps=0.3, p=p, space="logits")(clf, x)
+        certificate = result.details["certificate"]
+        expected = infeasibility_bound(clf, x, clf.predict(x), p)  # one pair: same bound
+        torch.testing.assert_close(certificate, expected, rtol=1e-9, atol=1e-12)
+        infeasible = result.details["infeasible"]
+        assert bool(infeasible.any()) and bool((~infeasible).any())
+        assert not bool((result.success & infeasible).any())

@@ -127,7 +127,13 @@ def _pair_margin(scores: Tensor, label: Tensor, other: Tensor, space: ScoreSpace
 
 
 class _GNIIAttack(Attack):
-    """n re-linearised (GNII) steps of size ε/n on a score function; fooled samples stop."""
+    """n re-linearised (GNII) steps of size ε/n on a score function; fooled samples stop.
+
+    ``details["certificate"]`` holds Prop. 1's ``L(x) / ||∇L(x)||_q`` at the clean input
+    and ``details["infeasible"]`` whether ε is below it: then (GN), the linearised
+    fooling problem, has no solution within the budget (the network itself may still be
+    fooled, as it is not linear; on an affine binary model it cannot be).
+    """
 
     def __init__(
         self,
@@ -160,17 +166,21 @@ class _GNIIAttack(Attack):
     ) -> RawAttack:
         adversarial = x.clone()
         iterations = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+        certificate = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        q = dual_exponent(self.p)
         for chunk in torch.arange(x.shape[0], device=x.device).split(self.batch_size):
             ref = reference[chunk]
             tgt = None if target is None else target[chunk]
             current = x[chunk]
             active = torch.ones(chunk.numel(), dtype=torch.bool, device=x.device)
-            for _ in range(self.steps):
+            for step_index in range(self.steps):
                 ref_a, tgt_a = ref[active], _sub(tgt, active)
-                _, grad = clf.value_and_gradient(
+                values, grad = clf.value_and_gradient(
                     current[active],
                     partial(self.objective, label=ref_a, target=tgt_a),
                 )
+                if step_index == 0:  # Prop. 1 at the clean input, free from the first step
+                    certificate[chunk] = values / lp_norm(grad, q).clamp_min(1e-30)
                 step = gnii_solution(grad, self.eps / self.steps, self.p)
                 current[active] = clf.clip(current[active] + step)
                 iterations[chunk[active]] += 1
@@ -179,7 +189,8 @@ class _GNIIAttack(Attack):
                 if not bool(active.any()):
                     break
             adversarial[chunk] = current
-        return RawAttack(adversarial, iterations)
+        details = {"certificate": certificate, "infeasible": certificate > self.eps}
+        return RawAttack(adversarial, iterations, details)
 
 
 def _sub(values: Tensor | None, mask: Tensor) -> Tensor | None:
