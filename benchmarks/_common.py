@@ -31,6 +31,20 @@ def write(name: str, payload: dict[str, Any]) -> Path:
     return dump_json(RESULTS / f"{name}.json", {"machine": machine(), **payload})
 
 
+def art_classifier(model: Any, input_shape: Any, classes: int = 10) -> Any:
+    """ART's PyTorch wrapper for a [0, 1]-input classifier (cross-entropy loss)."""
+    from art.estimators.classification import PyTorchClassifier
+    from torch import nn
+
+    return PyTorchClassifier(
+        model,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=tuple(input_shape),
+        nb_classes=classes,
+        clip_values=(0.0, 1.0),
+    )
+
+
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     def cell(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)

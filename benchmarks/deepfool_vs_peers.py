@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from _common import table, write
+from _common import art_classifier, table, write
 from boundaryscope import Classifier
 from boundaryscope.attacks import DeepFool
 from boundaryscope.data import load_mnist5k
@@ -47,6 +47,9 @@ class PassCount:
 
     def _backward(self, module: nn.Module, grad_in: Any, grad_out: Any) -> None:
         self.backward_calls += 1
+
+    def counts(self) -> dict[str, int]:
+        return {"forward_rows": self.forward_rows, "backward_calls": self.backward_calls}
 
 
 def quality(x: torch.Tensor, adv: torch.Tensor, y: torch.Tensor, model: nn.Module) -> dict:
@@ -111,25 +114,14 @@ def run_foolbox(model, x, y):
     fmodel = fb.PyTorchModel(model, bounds=(0, 1))
     attack = fb.attacks.L2DeepFoolAttack(steps=STEPS, candidates=CANDIDATES, overshoot=OVERSHOOT)
     (_, clipped, _), seconds = timed(lambda: attack(fmodel, x, y, epsilons=None))
-    return (
-        clipped,
-        seconds,
-        {"forward_rows": counter.forward_rows, "backward_calls": counter.backward_calls},
-    )
+    return clipped, seconds, counter.counts()
 
 
 def run_art(model, x, y):
     from art.attacks.evasion import DeepFool as ArtDeepFool
-    from art.estimators.classification import PyTorchClassifier
 
     counter = PassCount(model)
-    classifier = PyTorchClassifier(
-        model,
-        loss=nn.CrossEntropyLoss(),
-        input_shape=x.shape[1:],
-        nb_classes=10,
-        clip_values=(0.0, 1.0),
-    )
+    classifier = art_classifier(model, x.shape[1:])
     # ART's `epsilon` is its overshoot, applied once at the end (peers.md §2.3).
     attack = ArtDeepFool(
         classifier,
@@ -140,11 +132,7 @@ def run_art(model, x, y):
         verbose=False,
     )
     adv, seconds = timed(lambda: torch.from_numpy(attack.generate(x.numpy())))
-    return (
-        adv,
-        seconds,
-        {"forward_rows": counter.forward_rows, "backward_calls": counter.backward_calls},
-    )
+    return adv, seconds, counter.counts()
 
 
 def run_torchattacks(model, x, y):
@@ -153,11 +141,7 @@ def run_torchattacks(model, x, y):
     counter = PassCount(model)
     attack = torchattacks.DeepFool(model, steps=STEPS, overshoot=OVERSHOOT)
     adv, seconds = timed(lambda: attack(x, y))
-    return (
-        adv,
-        seconds,
-        {"forward_rows": counter.forward_rows, "backward_calls": counter.backward_calls},
-    )
+    return adv, seconds, counter.counts()
 
 
 def main() -> None:
