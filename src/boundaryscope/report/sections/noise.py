@@ -56,6 +56,8 @@ class NoiseAnalysis(Analysis):
         """One image fooled by random, semi-random (m = 10) and adversarial noise."""
         clf = unbounded(ctx.clf)
         correct = (ctx.clf.predict(data.x) == data.y.to(ctx.clf.device)).nonzero().flatten()
+        if correct.numel() == 0:
+            return {}
         x, y = data.x[correct[:1]], data.y[correct[:1]]
         attacks = {
             "random noise": RandomLineSearch(seed=ctx.seed),
@@ -113,18 +115,19 @@ class NoiseAnalysis(Analysis):
             )
         )
         example = result["example"]
-        titles = [
-            f"{name}\nlabel {p['label']}" + (f", ‖r‖={p['norm']:.2g}" if p["norm"] else "")
-            for name, p in example.items()
-        ]
-        fig, _ = figures.image_row([np.asarray(p["image"]) for p in example.values()], titles)
-        figs.append(
-            (
-                figures.save(fig, out_dir / "noise_example.png"),
-                "One image fooled by random, semi-random (m = 10) and adversarial noise "
-                "(cf. Fig. 5.4); the images are clipped to [0, 1] for display only.",
+        if example:
+            titles = [
+                f"{name}\nlabel {p['label']}" + (f", ‖r‖={p['norm']:.2g}" if p["norm"] else "")
+                for name, p in example.items()
+            ]
+            fig, _ = figures.image_row([np.asarray(p["image"]) for p in example.values()], titles)
+            figs.append(
+                (
+                    figures.save(fig, out_dir / "noise_example.png"),
+                    "One image fooled by random, semi-random (m = 10) and adversarial noise "
+                    "(cf. Fig. 5.4); the images are clipped to [0, 1] for display only.",
+                )
             )
-        )
         failures = sum(spectral["failures"])
         notes = (
             [
