@@ -338,7 +338,7 @@ def _cmd_noise(args: argparse.Namespace) -> int:
         elif args.m:
             ms = [int(v) for v in args.m.split(",")]
         else:
-            ms = [max(2, d // f) for f in (4, 16, 36, 64, 100)]
+            ms = [max(2, round(d / f)) for f in (4, 16, 36, 64, 100)]
         regimes = semi_random_robustness(
             clf,
             data.x,

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 __all__ = [
     "confusion_matrix",
@@ -160,6 +161,8 @@ def noise_ratios(
         ax.scatter(jitter, values, s=4, color="#3b6ea5", alpha=0.5)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # labelled minor ticks overlap on short log ranges
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("√(d/m)")
     ax.set_ylabel("‖r*_S‖ / ‖r*‖")
     ax.legend(fontsize=8)

@@ -36,7 +36,7 @@ class NoiseAnalysis(Analysis):
         cfg = ctx.config
         data = ctx.data.subset(cfg.noise_n)
         d = data.x[0].numel()
-        ms = [1, *sorted({max(2, d // f) for f in cfg.noise_fractions}, reverse=True)]
+        ms = [1, *sorted({max(2, round(d / f)) for f in cfg.noise_fractions}, reverse=True)]
         regimes = semi_random_robustness(
             ctx.clf, data.x, data.y, ms, seed=ctx.seed, steps=cfg.noise_steps
         )
