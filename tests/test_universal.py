@@ -179,3 +179,28 @@ def test_diversity_of_orthogonal_and_equal_vectors():
     same = diversity(torch.stack([vs[0], 2 * vs[0]]))
     assert float(same[0, 1]) == pytest.approx(1.0)
     assert lp_norm(vs, 2).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_phase_transition_and_size(lenet_clf, mnist_test):
+    from boundaryscope.universal import fooling_vs_size, phase_transition
+
+    x = mnist_test.x[:40]
+    v = universal_perturbation(lenet_clf, x, 6.0, p=2, max_passes=2, variant="minibatch").v
+    norms = [0.0, 3.0, 6.0]
+    curves = phase_transition(lenet_clf, x, v, norms, p=2)
+    assert set(curves) == {
+        "universal",
+        "random",
+        "single adversarial",
+        "sum of adversarial",
+        "dataset mean",
+    }
+    assert all(values[0] == 0.0 for values in curves.values())  # nothing moves at norm 0
+    # At its own norm the universal perturbation beats a random direction (Fig. 4.9).
+    assert curves["universal"][2] > curves["random"][2]
+    rescaled = v / v.norm() * 6.0
+    assert curves["universal"][2] == pytest.approx(fooling_rate(lenet_clf, x, rescaled), abs=1e-9)
+    rates = fooling_vs_size(
+        lenet_clf, x, mnist_test.x[40:80], [5, 20], 0.3, max_passes=1, variant="minibatch"
+    )
+    assert set(rates) == {5, 20} and all(0 <= r <= 1 for r in rates.values())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +43,8 @@ __all__ = [
     "diversity",
     "dominant_label_graph",
     "fooling_rate",
+    "fooling_vs_size",
+    "phase_transition",
     "transfer_matrix",
     "universal_perturbation",
 ]
@@ -285,3 +288,71 @@ def dominant_label_graph(
             j = int(moved.argmax())
             edges.append((i, j, int(moved[j]) / total))
     return {"transitions": counts.tolist(), "edges": edges}
+
+
+def fooling_vs_size(
+    clf: Classifier,
+    x_train: Tensor,
+    x_test: Tensor,
+    sizes: Sequence[int],
+    xi: float,
+    **options: Any,
+) -> dict[int, float]:
+    """Held-out fooling rate of a universal perturbation computed on ``|X|`` images (Fig. 4.6).
+
+    Args:
+        clf: Classifier.
+        x_train: Pool of images; ``X`` is its first ``size`` images.
+        x_test: Held-out images.
+        sizes: The ``|X|`` values.
+        xi: Radius.
+        **options: Passed to `universal_perturbation` (``p``, ``variant``, ...).
+
+    Returns:
+        ``{size: held-out fooling rate}``.
+    """
+    return {
+        int(size): fooling_rate(
+            clf, x_test, universal_perturbation(clf, x_train[:size], xi, **options).v
+        )
+        for size in sizes
+    }
+
+
+def phase_transition(
+    clf: Classifier,
+    x: Tensor,
+    universal: Tensor,
+    norms: Sequence[float],
+    *,
+    p: float | str = 2,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> dict[str, list[float]]:
+    """Fooling rate against the norm of five kinds of perturbation (thesis Fig. 4.9).
+
+    Each direction is normalised to unit l_p norm and scaled to every value of `norms`:
+    the universal perturbation, a random direction, the DeepFool perturbation of a single
+    image applied to all, the sum of the DeepFool perturbations of all images, and the
+    dataset mean image. Universal perturbations fool far more than the others at the same
+    norm; the sum of adversarial perturbations is the strongest of the simple baselines.
+
+    Returns:
+        ``{kind: fooling rate per norm}`` (rates against clean predictions).
+    """
+    p = parse_p(p)
+    x = clf.validate(x)
+    generator = torch.Generator().manual_seed(seed)
+    adversarial = DeepFool(p=2, batch_size=batch_size)(clf, x).perturbation
+    directions = {
+        "universal": universal.to(x.device, x.dtype),
+        "random": torch.randn(x.shape[1:], generator=generator, dtype=x.dtype).to(x.device),
+        "single adversarial": adversarial[0],
+        "sum of adversarial": adversarial.sum(dim=0),
+        "dataset mean": x.mean(dim=0),
+    }
+    curves = {}
+    for kind, direction in directions.items():
+        unit = direction / lp_norm(direction[None], p).clamp_min(1e-30)[0]
+        curves[kind] = [fooling_rate(clf, x, float(norm) * unit, batch_size) for norm in norms]
+    return curves
