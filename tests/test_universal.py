@@ -204,3 +204,19 @@ def test_phase_transition_and_size(lenet_clf, mnist_test):
         lenet_clf, x, mnist_test.x[40:80], [5, 20], 0.3, max_passes=1, variant="minibatch"
     )
     assert set(rates) == {5, 20} and all(0 <= r <= 1 for r in rates.values())
+
+
+def test_flat_model_on_a_linear_classifier():
+    from boundaryscope.universal import flat_model
+
+    d, classes = 60, 4
+    net = linear_classifier(d, classes, seed=2)
+    clf = Classifier(net, bounds=(-math.inf, math.inf))
+    x = points_at_unit_distance(net, 80, d, seed=3)
+    model = flat_model(clf, x, xi=3.0, ms=[classes - 1], draws=8)
+    s = torch.tensor(model.singular_values)
+    # The normals w_i - w_j of a linear classifier span L - 1 dimensions (Remark 1).
+    assert float(s[classes - 1 :].max()) < 1e-8 * float(s[0])
+    assert float(torch.tensor(model.random_singular_values)[classes - 1]) > 0.5
+    # Random vectors of S_f fool far more than random directions of the same norm.
+    assert model.fooling_rates[classes - 1] > 3 * model.random_fooling_rate

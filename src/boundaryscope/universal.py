@@ -39,9 +39,11 @@ from boundaryscope.classifier import Classifier
 from boundaryscope.norms import lp_norm, parse_p, project_lp_ball
 
 __all__ = [
+    "FlatModel",
     "UniversalResult",
     "diversity",
     "dominant_label_graph",
+    "flat_model",
     "fooling_rate",
     "fooling_vs_size",
     "phase_transition",
@@ -356,3 +358,71 @@ def phase_transition(
         unit = direction / lp_norm(direction[None], p).clamp_min(1e-30)[0]
         curves[kind] = [fooling_rate(clf, x, float(norm) * unit, batch_size) for norm in norms]
     return curves
+
+
+@dataclass
+class FlatModel:
+    """The flat-boundary model of thesis §6.3 (Fig. 6.3 and the S_f construction).
+
+    Attributes:
+        singular_values: Singular values of the matrix N of unit normals ``r(x)/||r(x)||``.
+        random_singular_values: The same for as many random unit vectors (the reference).
+        fooling_rates: ``{m: mean fooling rate}`` of random unit vectors of the top-``m``
+            right singular subspace ``S_f`` of N, scaled to ``xi``.
+        random_fooling_rate: Mean fooling rate of random directions of norm ``xi``.
+        xi: Norm of the drawn perturbations (l2).
+        draws: Random vectors drawn per ``m``.
+    """
+
+    singular_values: list[float]
+    random_singular_values: list[float]
+    fooling_rates: dict[int, float]
+    random_fooling_rate: float
+    xi: float
+    draws: int
+
+
+def flat_model(
+    clf: Classifier,
+    x: Tensor,
+    xi: float,
+    ms: Sequence[int],
+    *,
+    draws: int = 10,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> FlatModel:
+    """Universal perturbations from the subspace of decision-boundary normals (§6.3).
+
+    The normals ``r(x)/||r(x)||`` (DeepFool, l2) of the images are stacked into N; if they
+    concentrate in a low-dimensional subspace (singular values decaying much faster than
+    those of random vectors, Fig. 6.3), random vectors from its top-``m`` singular subspace
+    ``S_f`` are universal perturbations (Theorem 3). Singular values by `torch.linalg.svd`.
+
+    Returns:
+        A `FlatModel`.
+    """
+    x = clf.validate(x)
+    generator = torch.Generator().manual_seed(seed)
+    result = DeepFool(p=2, batch_size=batch_size)(clf, x)
+    r = result.perturbation[result.success].flatten(1).double()
+    normals = r / r.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    _, singular, basis = torch.linalg.svd(normals, full_matrices=False)
+    gaussian = torch.randn(normals.shape, generator=generator, dtype=torch.float64)
+    random_singular = torch.linalg.svdvals(gaussian / gaussian.norm(dim=1, keepdim=True))
+
+    def mean_rate(vectors: Tensor) -> float:
+        unit = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        rates = [fooling_rate(clf, x, (xi * u).view(x.shape[1:]).to(x.dtype)) for u in unit]
+        return sum(rates) / len(rates)
+
+    fooling = {}
+    for m in ms:
+        coefficients = torch.randn(draws, m, generator=generator, dtype=torch.float64)
+        fooling[int(m)] = mean_rate(coefficients @ basis[:m].cpu())
+    random_rate = mean_rate(
+        torch.randn(draws, normals.shape[1], generator=generator, dtype=torch.float64)
+    )
+    return FlatModel(
+        singular.tolist(), random_singular.tolist(), fooling, random_rate, float(xi), draws
+    )
