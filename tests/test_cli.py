@@ -50,7 +50,13 @@ def test_report_and_resume(tmp_path, monkeypatch):
     args = ["report", "--n", "24", "--profile", "quick", "--out", str(out)]
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
-    assert list(results["sections"]) == ["accuracy", "robustness", "fixed_budget", "noise"]
+    assert list(results["sections"]) == [
+        "accuracy",
+        "robustness",
+        "fixed_budget",
+        "noise",
+        "universal",
+    ]
     assert results["meta"]["n"] == 24
     html = (out / "report.html").read_text()
     assert (
@@ -64,6 +70,9 @@ def test_report_and_resume(tmp_path, monkeypatch):
         "noise_ratios.png",
         "spectral.png",
         "noise_example.png",
+        "universal_examples.png",
+        "universal_phase.png",
+        "universal_singular_values.png",
     ):
         assert (out / figure).stat().st_size > 1000
 
@@ -72,7 +81,7 @@ def test_report_and_resume(tmp_path, monkeypatch):
     def boom(ctx):
         raise AssertionError("resume must not recompute")
 
-    for name in ("accuracy", "robustness", "fixed_budget", "noise"):
+    for name in ("accuracy", "robustness", "fixed_budget", "noise", "universal"):
         monkeypatch.setattr(ANALYSES[name], "run", boom)
     assert main([*args, "--resume"]) == 0
 

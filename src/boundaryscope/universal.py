@@ -368,7 +368,8 @@ class FlatModel:
         singular_values: Singular values of the matrix N of unit normals ``r(x)/||r(x)||``.
         random_singular_values: The same for as many random unit vectors (the reference).
         fooling_rates: ``{m: mean fooling rate}`` of random unit vectors of the top-``m``
-            right singular subspace ``S_f`` of N, scaled to ``xi``.
+            right singular subspace ``S_f`` of N, scaled to ``xi`` (``m`` is capped at the
+            number of normals).
         random_fooling_rate: Mean fooling rate of random directions of norm ``xi``.
         xi: Norm of the drawn perturbations (l2).
         draws: Random vectors drawn per ``m``.
@@ -417,9 +418,10 @@ def flat_model(
         return sum(rates) / len(rates)
 
     fooling = {}
-    for m in ms:
+    for requested in ms:
+        m = min(int(requested), basis.shape[0])  # S_f has at most one dimension per normal
         coefficients = torch.randn(draws, m, generator=generator, dtype=torch.float64)
-        fooling[int(m)] = mean_rate(coefficients @ basis[:m].cpu())
+        fooling[m] = mean_rate(coefficients @ basis[:m].cpu())
     random_rate = mean_rate(
         torch.randn(draws, normals.shape[1], generator=generator, dtype=torch.float64)
     )

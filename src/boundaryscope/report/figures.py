@@ -21,6 +21,7 @@ __all__ = [
     "example_grid",
     "fooling_curves",
     "image_row",
+    "lines",
     "noise_ratios",
     "norm_histograms",
     "save",
@@ -191,6 +192,27 @@ def image_row(images: Sequence[np.ndarray], titles: Sequence[str]) -> tuple[Figu
         _show(panel, image)
         panel.set_title(title, fontsize=8)
     return fig, axes[0][0]
+
+
+def lines(
+    x: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    xlabel: str,
+    ylabel: str,
+    log_y: bool = False,
+    ax: Axes | None = None,
+) -> tuple[Figure, Axes]:
+    """One line per named series over a common x axis."""
+    fig, ax = _figure(ax, (5.2, 3.4))
+    for name, values in series.items():
+        ax.plot(list(x)[: len(values)], values, marker="o", ms=2, label=name)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig, ax
 
 
 def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:

@@ -46,6 +46,9 @@ class ReportConfig:
         noise_fractions: ``d/m`` of the semi-random subspaces (Table 5.1).
         noise_steps: DeepFool iterations inside subspaces.
         spectral_n: Images of the spectral (DCT band) measurements.
+        universal_n: Training images ``X`` of the universal perturbation.
+        universal_xi: Its l∞ radius (input units).
+        universal_passes: Passes of Alg. 4 (paper variant).
     """
 
     n: int = 1000
@@ -70,6 +73,9 @@ class ReportConfig:
     noise_fractions: tuple[int, ...] = (4, 16, 36, 64, 100)  # m = d / fraction
     noise_steps: int = 100
     spectral_n: int = 50
+    universal_n: int = 500
+    universal_xi: float = 0.5
+    universal_passes: int = 5
 
 
 PROFILES: dict[str, ReportConfig] = {
@@ -89,6 +95,8 @@ PROFILES: dict[str, ReportConfig] = {
         noise_fractions=(4, 64),
         noise_steps=30,
         spectral_n=6,
+        universal_n=24,
+        universal_passes=1,
         n=64,
         examples=4,
         curve_n=32,
@@ -109,6 +117,7 @@ class ReportContext:
     config: ReportConfig
     seed: int
     out_dir: Path
+    data_spec: str = "mnist5k"  # the spec of `data` (its train split serves X)
 
 
 @dataclass

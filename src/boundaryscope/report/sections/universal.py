@@ -1,0 +1,149 @@
+"""Report section: a universal perturbation and the geometry behind it (thesis ch. 4, §6.3)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from boundaryscope.data import load_dataset
+from boundaryscope.norms import lp_norm
+from boundaryscope.report import figures
+from boundaryscope.report.registry import Analysis, ReportContext, Section, register_analysis
+from boundaryscope.universal import (
+    dominant_label_graph,
+    flat_model,
+    fooling_rate,
+    phase_transition,
+    universal_perturbation,
+)
+
+__all__ = ["UniversalAnalysis"]
+
+
+@register_analysis
+class UniversalAnalysis(Analysis):
+    """Alg. 4 on training images, held-out fooling, Fig. 4.9 curves, Fig. 4.7, Fig. 6.3."""
+
+    name = "universal"
+    title = "Universal perturbations"
+    order = 50
+
+    def run(self, ctx: ReportContext) -> dict[str, Any]:
+        """Computes v on ``universal_n`` training images (l∞) and evaluates it."""
+        cfg = ctx.config
+        train = load_dataset(ctx.data_spec, "train").subset(cfg.universal_n)
+        test = ctx.data
+        result = universal_perturbation(
+            ctx.clf,
+            train.x,
+            cfg.universal_xi,
+            p=math.inf,
+            max_passes=cfg.universal_passes,
+            seed=ctx.seed,
+        )
+        v = result.v
+        l2 = float(lp_norm(v[None].double(), 2)[0])
+        norms = np.linspace(0, 2 * l2, 9).tolist()
+        curves = phase_transition(ctx.clf, test.x, v, norms, p=2, seed=ctx.seed)
+        flat = flat_model(ctx.clf, test.x, l2, [5, 20, 100], seed=ctx.seed)
+        examples = test.x[:4]
+        return {
+            "xi": cfg.universal_xi,
+            "n_train": len(train),
+            "n_test": len(test),
+            "fooling_train": result.fooling_rate,
+            "fooling_test": fooling_rate(ctx.clf, test.x, v),
+            "history": result.history,
+            "l2_norm": l2,
+            "v": v.cpu().numpy().round(5).tolist(),
+            "examples": (examples + v).clamp(*ctx.clf.bounds).cpu().numpy().round(4).tolist(),
+            "example_labels": ctx.clf.predict(examples).tolist(),
+            "example_adversarial_labels": ctx.clf.predict(
+                (examples + v).clamp(*ctx.clf.bounds)
+            ).tolist(),
+            "phase_transition": {"norms": norms, "curves": curves},
+            "dominant_labels": dominant_label_graph(ctx.clf, test.x, v)["edges"],
+            "flat_model": asdict(flat),
+        }
+
+    def render(self, result: dict[str, Any], out_dir: Path) -> Section:
+        """Perturbation, examples, phase transition, singular values, dominant labels."""
+        v = np.asarray(result["v"])
+        scale = float(np.abs(v).max()) or 1.0
+        images = [0.5 + 0.5 * v / scale, *map(np.asarray, result["examples"])]
+        titles = [f"v (×{0.5 / scale:.1f})"] + [
+            f"{a} → {b}"
+            for a, b in zip(
+                result["example_labels"], result["example_adversarial_labels"], strict=True
+            )
+        ]
+        figs = []
+        fig, _ = figures.image_row(images, titles)
+        figs.append(
+            (
+                figures.save(fig, out_dir / "universal_examples.png"),
+                "The universal perturbation (contrast-stretched) and perturbed test images "
+                "with clean → perturbed labels.",
+            )
+        )
+        phase = result["phase_transition"]
+        fig, _ = figures.lines(phase["norms"], phase["curves"], "‖perturbation‖₂", "fooling rate")
+        figs.append(
+            (
+                figures.save(fig, out_dir / "universal_phase.png"),
+                "Fooling rate against the l2 norm of each kind of perturbation (cf. Fig. 4.9).",
+            )
+        )
+        flat = result["flat_model"]
+        k = len(flat["singular_values"])
+        fig, _ = figures.lines(
+            range(1, k + 1),
+            {
+                "normals r(x)/‖r(x)‖": flat["singular_values"],
+                "random unit vectors": flat["random_singular_values"],
+            },
+            "index",
+            "singular value",
+            log_y=True,
+        )
+        figs.append(
+            (
+                figures.save(fig, out_dir / "universal_singular_values.png"),
+                "Singular values of the matrix of boundary normals against random vectors "
+                "(cf. Fig. 6.3): a fast decay means normals share a low-dimensional "
+                "subspace S_f.",
+            )
+        )
+        rows = [
+            ["fooling rate on X (training images)", f"{result['fooling_train']:.3f}"],
+            ["fooling rate on held-out test images", f"{result['fooling_test']:.3f}"],
+            ["‖v‖∞ / ‖v‖₂", f"{result['xi']:.3g} / {result['l2_norm']:.3g}"],
+            *[
+                [f"random v ∈ S_f, m = {m} (same ‖·‖₂)", f"{rate:.3f}"]
+                for m, rate in flat["fooling_rates"].items()
+            ],
+            ["random direction (same ‖·‖₂)", f"{flat['random_fooling_rate']:.3f}"],
+        ]
+        edges = [[str(i), str(j), f"{share:.2f}"] for i, j, share in result["dominant_labels"]]
+        return Section(
+            title=self.title,
+            intro=(
+                "One perturbation v, computed once on training images with Alg. 4 "
+                f"(‖v‖∞ ≤ {result['xi']:.3g}), applied to every test image: the share whose "
+                "label changes is its fooling rate. It generalises because the decision "
+                "boundary's normals near the data share a few directions (§6.3)."
+            ),
+            tables=[
+                ("Universal perturbation", ["quantity", "value"], rows),
+                (
+                    "Dominant labels (cf. Fig. 4.7): class → where v sends most of it",
+                    ["class", "dominant label", "share of the class"],
+                    edges,
+                ),
+            ],
+            figures=figs,
+        )
