@@ -220,3 +220,52 @@ def test_flat_model_on_a_linear_classifier():
     assert float(torch.tensor(model.random_singular_values)[classes - 1]) > 0.5
     # Random vectors of S_f fool far more than random directions of the same norm.
     assert model.fooling_rates[classes - 1] > 3 * model.random_fooling_rate
+
+
+def test_universal_finetune_on_a_copy(mnist_test):
+    from boundaryscope.data import load_mnist5k
+    from boundaryscope.defenses import TrainConfig, universal_finetune
+    from boundaryscope.zoo import load_model
+
+    model = load_model("zoo:lenet-mnist").module
+    before = [p.clone() for p in model.parameters()]
+    train = load_mnist5k("train")
+    x, y = train.x[:160], train.y[:160]
+    result = universal_finetune(
+        model,
+        x,
+        y,
+        mnist_test.x[:100],
+        mnist_test.y[:100],
+        xi=0.4,
+        pool_size=2,
+        pool_images=32,
+        config=TrainConfig(epochs=1, lr=0.01, seed=0),
+    )
+    for old, new in zip(before, model.parameters(), strict=True):
+        assert torch.equal(old, new)  # the user's network is untouched
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(model.parameters(), result.model.parameters(), strict=True)
+    )
+    assert 0.3 < result.perturbed_share < 0.7  # probability 1/2, minus unfoolable lines
+    assert all(n <= 0.4 + 1e-6 for n in result.pool_norms) and len(result.pool_norms) == 2
+    for value in (
+        result.fooling_before,
+        result.fooling_after,
+        result.accuracy_before,
+        result.accuracy_after,
+    ):
+        assert 0.0 <= value <= 1.0
+
+
+def test_adaptive_magnitude_just_fools(lenet_clf, mnist_test):
+    from boundaryscope.defenses.universal_finetune import _perturbed_training_set
+
+    x = mnist_test.x[:60]
+    pool = [universal_perturbation(lenet_clf, x, 0.4, max_passes=1, variant="minibatch").v]
+    out, share = _perturbed_training_set(lenet_clf, x, pool, 0.5, torch.Generator().manual_seed(0))
+    changed = (out != x).flatten(1).any(dim=1)
+    assert share == pytest.approx(float(changed.float().mean()))
+    clean = lenet_clf.predict(x[changed])
+    assert bool((lenet_clf.predict(out[changed]) != clean).all())  # each one fools
