@@ -73,6 +73,7 @@ def test_report_and_resume(tmp_path, monkeypatch):
         "universal_examples.png",
         "universal_phase.png",
         "universal_singular_values.png",
+        "universal_dominant_labels.png",
     ):
         assert (out / figure).stat().st_size > 1000
 

@@ -21,6 +21,7 @@ __all__ = [
     "example_grid",
     "fooling_curves",
     "image_row",
+    "label_graph",
     "lines",
     "noise_ratios",
     "norm_histograms",
@@ -212,6 +213,45 @@ def lines(
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return fig, ax
+
+
+def label_graph(
+    edges: Sequence[Sequence[float]],
+    classes: Sequence[str],
+    ax: Axes | None = None,
+) -> tuple[Figure, Axes]:
+    """Dominant-label graph (thesis Fig. 4.7): classes on a circle, arrow i → j per edge.
+
+    Args:
+        edges: ``(i, j, share)`` triples; the arrow's width grows with ``share``.
+        classes: Class names (node labels).
+        ax: Axes to draw into (a new figure when ``None``).
+    """
+    fig, ax = _figure(ax, (4.2, 4.2))
+    angles = np.linspace(0, 2 * np.pi, len(classes), endpoint=False) + np.pi / 2
+    points = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    for i, j, share in edges:
+        start, end = points[int(i)], points[int(j)]
+        ax.annotate(
+            "",
+            xy=end,
+            xytext=start,
+            arrowprops={
+                "arrowstyle": "-|>",
+                "color": "#c0392b",
+                "shrinkA": 12,
+                "shrinkB": 12,
+                "lw": 0.8 + 4 * float(share),
+            },
+        )
+    ax.scatter(points[:, 0], points[:, 1], s=500, color="#a9c7e8", zorder=3)
+    for (px, py), name in zip(points, classes, strict=True):
+        ax.text(px, py, name, ha="center", va="center", fontsize=9, zorder=4)
+    ax.set_xlim(-1.3, 1.3)
+    ax.set_ylim(-1.3, 1.3)
+    ax.set_aspect("equal")
+    ax.axis("off")
     return fig, ax
 
 

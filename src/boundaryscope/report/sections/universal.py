@@ -67,6 +67,7 @@ class UniversalAnalysis(Analysis):
             ).tolist(),
             "phase_transition": {"norms": norms, "curves": curves},
             "dominant_labels": dominant_label_graph(ctx.clf, test.x, v)["edges"],
+            "num_classes": ctx.clf.num_classes,
             "flat_model": asdict(flat),
         }
 
@@ -118,6 +119,19 @@ class UniversalAnalysis(Analysis):
                 "subspace S_f.",
             )
         )
+        edges = result["dominant_labels"]
+        # Results written before `num_classes` was recorded: infer it from the edges.
+        count = result.get("num_classes") or 1 + max((max(e[0], e[1]) for e in edges), default=0)
+        classes = [str(c) for c in range(int(count))]
+        if edges:
+            fig, _ = figures.label_graph(edges, classes)
+            figs.append(
+                (
+                    figures.save(fig, out_dir / "universal_dominant_labels.png"),
+                    "Dominant labels (cf. Fig. 4.7): each class points to the label v sends "
+                    "most of its images to; wider arrows for larger shares.",
+                )
+            )
         rows = [
             ["fooling rate on X (training images)", f"{result['fooling_train']:.3f}"],
             ["fooling rate on held-out test images", f"{result['fooling_test']:.3f}"],
@@ -128,7 +142,7 @@ class UniversalAnalysis(Analysis):
             ],
             ["random direction (same ‖·‖₂)", f"{flat['random_fooling_rate']:.3f}"],
         ]
-        edges = [[str(i), str(j), f"{share:.2f}"] for i, j, share in result["dominant_labels"]]
+        edge_rows = [[str(i), str(j), f"{share:.2f}"] for i, j, share in edges]
         return Section(
             title=self.title,
             intro=(
@@ -142,7 +156,7 @@ class UniversalAnalysis(Analysis):
                 (
                     "Dominant labels (cf. Fig. 4.7): class → where v sends most of it",
                     ["class", "dominant label", "share of the class"],
-                    edges,
+                    edge_rows,
                 ),
             ],
             figures=figs,
