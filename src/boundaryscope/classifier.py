@@ -310,9 +310,9 @@ class Classifier:
         """Class scores ``(N, num_classes)``; a binary logit ``f`` becomes ``[0, f]``."""
         return self.expand_scores(self.logits(x))
 
-    def predict(self, x: Tensor) -> Tensor:
-        """Predicted labels ``(N,)`` (int64)."""
-        return self.expand_scores(self.logits(x)).argmax(dim=1)
+    def predict(self, x: Tensor, batch_size: int | None = None) -> Tensor:
+        """Predicted labels ``(N,)`` (int64), in chunks of `batch_size` if given."""
+        return self.predict_unchecked(self.validate(x), batch_size)
 
     def differentiable_scores(self, x: Tensor) -> Tensor:
         """Class scores ``(N, num_classes)`` with autograd enabled, for validated inputs.
@@ -327,9 +327,21 @@ class Classifier:
         with self.session(), torch.no_grad():
             return self.expand_scores(self._forward(x))
 
-    def predict_unchecked(self, x: Tensor) -> Tensor:
-        """`predict` for inner loops on inputs that already passed `validate` (no checks)."""
-        return self.forward_scores(x).argmax(dim=1)
+    def predict_unchecked(self, x: Tensor, batch_size: int | None = None) -> Tensor:
+        """`predict` for inputs that already passed `validate` (no checks).
+
+        With `batch_size`, the forward passes run on chunks of that many samples, which
+        bounds memory on large inputs.
+        """
+        if batch_size is None or x.shape[0] <= batch_size:
+            return self.forward_scores(x).argmax(dim=1)
+        with self.session():
+            return torch.cat(
+                [
+                    self.forward_scores(x[i : i + batch_size]).argmax(dim=1)
+                    for i in range(0, x.shape[0], batch_size)
+                ]
+            )
 
     @staticmethod
     def expand_scores(out: Tensor) -> Tensor:

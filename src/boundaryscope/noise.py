@@ -107,6 +107,14 @@ def _regime(m: int, d: int, ratios: Tensor, n: int, failures: int, delta: float)
     )
 
 
+def _correctly_classified(clf: Classifier, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """The validated samples that `clf` classifies correctly (the theory's population)."""
+    x = clf.validate(x)
+    y = y.to(clf.device)
+    keep = clf.predict_unchecked(x) == y
+    return x[keep], y[keep]
+
+
 def semi_random_robustness(
     clf: Classifier,
     x: Tensor,
@@ -134,10 +142,7 @@ def semi_random_robustness(
         theory_mode: Measure on the classifier without its box (see module docstring).
     """
     model = unbounded(clf) if theory_mode else clf
-    x = clf.validate(x)
-    y = y.to(clf.device)
-    keep = clf.predict(x) == y
-    x, y = x[keep], y[keep]
+    x, y = _correctly_classified(clf, x, y)
     d = x[0].numel()
     full = DeepFool(p=2, steps=steps)(model, x, y)
     regimes = []
@@ -200,10 +205,7 @@ def spectral_robustness(
         theory_mode: Measure without the box (as the seed does).
     """
     model = unbounded(clf) if theory_mode else clf
-    x = clf.validate(x)
-    y = y.to(clf.device)
-    keep = clf.predict(x) == y
-    x, y = x[keep], y[keep]
+    x, y = _correctly_classified(clf, x, y)
     height, width = x.shape[-2:]
     block = block or DCTBands.default_block(height)
     bands = list(bands) if bands is not None else list(range(DCTBands.count(height, width, block)))

@@ -89,19 +89,26 @@ class UniversalResult:
         return float(lp_norm(self.v[None], self.p)[0])
 
 
-def fooling_rate(clf: Classifier, x: Tensor, v: Tensor, batch_size: int = 500) -> float:
+def fooling_rate(
+    clf: Classifier, x: Tensor, v: Tensor, batch_size: int = 500, clean: Tensor | None = None
+) -> float:
     """Share of images whose predicted label changes under ``clip(x + v)``.
 
-    Measured against the clean predictions, not the labels (thesis §4.2).
+    Measured against the clean predictions, not the labels (thesis §4.2). Callers that
+    evaluate many perturbations on the same images pass those predictions as `clean`.
     """
     x = clf.validate(x)
     v = v.to(x.device, x.dtype)
     changed = 0
     with clf.session():
-        for start in range(0, x.shape[0], batch_size):
-            chunk = x[start : start + batch_size]
-            clean = clf.predict_unchecked(chunk)
-            changed += int((clf.predict_unchecked(clf.clip(chunk + v)) != clean).sum())
+        if clean is None:
+            clean = clf.predict_unchecked(x, batch_size)
+        clean = clean.to(x.device)
+        for start in range(0, x.shape[0], batch_size):  # x + v is formed chunk by chunk
+            chunk = clf.clip(x[start : start + batch_size] + v)
+            changed += int(
+                (clf.predict_unchecked(chunk) != clean[start : start + batch_size]).sum()
+            )
     return changed / max(x.shape[0], 1)
 
 
@@ -188,7 +195,7 @@ def universal_perturbation(
         result.history, result.passes = list(state["history"]), int(state["passes"])
         result.accepted, result.rejected = int(state["accepted"]), int(state["rejected"])
     with clf.session():
-        clean = torch.cat([clf.predict_unchecked(x[i : i + 500]) for i in range(0, len(x), 500)])
+        clean = clf.predict_unchecked(x, 500)
         bar = tqdm(
             total=max_passes,
             initial=result.passes,
@@ -214,7 +221,7 @@ def universal_perturbation(
                 if bool(ok.any()):
                     v = project_lp_ball((v + attack.perturbation[ok].sum(dim=0))[None], xi, p)[0]
             result.passes += 1
-            result.history.append(fooling_rate(clf, x, v))
+            result.history.append(fooling_rate(clf, x, v, clean=clean))
             if result.history[-1] >= max(result.history):
                 best = v.clone()
             bar.update(1)
@@ -345,6 +352,7 @@ def phase_transition(
     p = parse_p(p)
     x = clf.validate(x)
     generator = torch.Generator().manual_seed(seed)
+    clean = clf.predict_unchecked(x, batch_size)
     adversarial = DeepFool(p=2, batch_size=batch_size)(clf, x).perturbation
     directions = {
         "universal": universal.to(x.device, x.dtype),
@@ -356,7 +364,9 @@ def phase_transition(
     curves = {}
     for kind, direction in directions.items():
         unit = direction / lp_norm(direction[None], p).clamp_min(1e-30)[0]
-        curves[kind] = [fooling_rate(clf, x, float(norm) * unit, batch_size) for norm in norms]
+        curves[kind] = [
+            fooling_rate(clf, x, float(norm) * unit, batch_size, clean=clean) for norm in norms
+        ]
     return curves
 
 
@@ -405,6 +415,7 @@ def flat_model(
     """
     x = clf.validate(x)
     generator = torch.Generator().manual_seed(seed)
+    clean = clf.predict_unchecked(x, batch_size)
     result = DeepFool(p=2, batch_size=batch_size)(clf, x)
     r = result.perturbation[result.success].flatten(1).double()
     normals = r / r.norm(dim=1, keepdim=True).clamp_min(1e-30)
@@ -414,7 +425,9 @@ def flat_model(
 
     def mean_rate(vectors: Tensor) -> float:
         unit = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-30)
-        rates = [fooling_rate(clf, x, (xi * u).view(x.shape[1:]).to(x.dtype)) for u in unit]
+        rates = [
+            fooling_rate(clf, x, (xi * u).view(x.shape[1:]).to(x.dtype), clean=clean) for u in unit
+        ]
         return sum(rates) / len(rates)
 
     fooling = {}

@@ -179,14 +179,7 @@ class Attack(ABC):
 
     def predict(self, clf: Classifier, x: Tensor) -> Tensor:
         """Labels for validated inputs, in chunks of `batch_size`."""
-        if x.shape[0] == 0:
-            return torch.zeros(0, dtype=torch.int64, device=x.device)
-        return torch.cat(
-            [
-                clf.predict_unchecked(x[i : i + self.batch_size])
-                for i in range(0, x.shape[0], self.batch_size)
-            ]
-        )
+        return clf.predict_unchecked(x, self.batch_size)
 
     @abstractmethod
     def _run(

@@ -40,9 +40,7 @@ class AccuracyAnalysis(Analysis):
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """Predicts the test samples and tabulates true vs predicted classes."""
-        predictions = torch.cat(
-            [ctx.clf.predict(ctx.data.x[i : i + 500]) for i in range(0, len(ctx.data), 500)]
-        ).cpu()
+        predictions = ctx.clf.predict(ctx.data.x, batch_size=500).cpu()
         labels = ctx.data.y.cpu()
         num_classes = max(len(ctx.data.classes), int(predictions.max()) + 1)
         confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
