@@ -427,6 +427,54 @@ class Classifier:
         self.counter.backward_rows += int(x.shape[0])
         return values.detach(), grad.to(dtype=x.dtype)
 
+    def hessian_vector_product(
+        self,
+        x: Tensor,
+        objective: Callable[[Tensor], Tensor],
+        v: Tensor,
+        mode: Literal["reverse", "forward"] = "reverse",
+    ) -> Tensor:
+        """Exact input-space Hessian-vector products ``∇²_x objective(x)[n] · v[n]``.
+
+        ``reverse`` differentiates the gradient once more (double backward,
+        ``∇_x <∇_x φ, v>``); ``forward`` pushes `v` forward through the gradient computation
+        (``torch.func.jvp`` of ``torch.func.grad``). A piecewise-affine model (ReLU,
+        max-pool) has a zero Hessian almost everywhere, which both modes return as zeros.
+
+        Args:
+            x: Inputs ``(N, *shape)`` that already passed `validate`.
+            objective: Maps scores ``(N, C)`` to one value per sample ``(N,)``; samples
+                must not interact.
+            v: Directions ``(N, *shape)``, one per sample.
+            mode: ``"reverse"`` (default) or ``"forward"``.
+
+        Returns:
+            ``(N, *shape)`` products, in the dtype of `x`.
+        """
+        if mode not in ("reverse", "forward"):
+            raise ValueError(
+                f"The 'mode' parameter must be 'reverse' or 'forward'. Got {mode!r} instead."
+            )
+
+        def total(z: Tensor) -> Tensor:
+            return objective(self.expand_scores(self._forward(z))).sum()
+
+        with self.session(), torch.enable_grad():
+            x_var = x.detach().to(self.dtype).requires_grad_(True)
+            v = v.detach().to(self.dtype)
+            if mode == "forward":
+                product = torch.func.jvp(torch.func.grad(total), (x_var,), (v,))[1]
+            else:
+                (grad,) = torch.autograd.grad(total(x_var), x_var, create_graph=True)
+                if grad.requires_grad:
+                    (product,) = torch.autograd.grad(grad, x_var, v, allow_unused=True)
+                    product = torch.zeros_like(x_var) if product is None else product
+                else:  # the gradient does not depend on x at all (an affine model)
+                    product = torch.zeros_like(x_var)
+        self.counter.backward_calls += 2
+        self.counter.backward_rows += 2 * int(x.shape[0])
+        return product.detach().to(dtype=x.dtype)
+
     def loss_gradient(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Cross-entropy loss per sample and its input gradient (FGSM, thesis §3.2.3)."""
         return self.value_and_gradient(

@@ -101,7 +101,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a zoo architecture (SGD + momentum)")
     train.add_argument(
-        "--arch", required=True, help="lenet, fc500-150-10, lenet-cifar, nin, resnet18"
+        "--arch",
+        required=True,
+        help="lenet, lenet-smooth, fc500-150-10, lenet-cifar, nin, resnet18",
     )
     train.add_argument("--data", default="mnist5k", help="data spec (train split)")
     train.add_argument("--epochs", type=int, default=15)

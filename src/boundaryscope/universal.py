@@ -47,6 +47,7 @@ __all__ = [
     "fooling_rate",
     "fooling_vs_size",
     "phase_transition",
+    "subspace_fooling_rates",
     "transfer_matrix",
     "universal_perturbation",
 ]
@@ -393,6 +394,59 @@ class FlatModel:
     draws: int
 
 
+def subspace_fooling_rates(
+    clf: Classifier,
+    x: Tensor,
+    basis: Tensor | None,
+    xi: float,
+    ms: Sequence[int],
+    *,
+    draws: int = 10,
+    generator: torch.Generator | None = None,
+    clean: Tensor | None = None,
+    batch_size: int = 256,
+) -> dict[int, float]:
+    """Mean fooling rate of random vectors from the span of the first m basis vectors.
+
+    The constructive side of Theorems 3 and 4 (§6.3–6.4): a random unit vector of a
+    subspace where the boundary's normals concentrate (``S_f``) or where it is positively
+    curved (``S_c``), scaled to l2 norm ``ξ``, is a universal perturbation. ``basis=None``
+    draws from the whole space (the random baseline; ``ms`` is then ignored but keyed).
+
+    Args:
+        clf: The classifier.
+        x: Images ``(N, *shape)``.
+        basis: Orthonormal rows ``(M, d)`` or ``(M, *shape)``, or ``None``.
+        xi: l2 norm of the perturbations (input units).
+        ms: Subspace dimensions (capped at ``M``).
+        draws: Random vectors per dimension; their fooling rates are averaged.
+        generator: Source of the random coefficients (default: seeded with 0).
+        clean: Clean predictions of `x`, if already known.
+        batch_size: Samples per forward pass.
+
+    Returns:
+        ``{m: mean fooling rate}``.
+    """
+    x = clf.validate(x)
+    generator = generator or torch.Generator().manual_seed(0)
+    clean = clf.predict_unchecked(x, batch_size) if clean is None else clean
+    d = x[0].numel()
+    rates = {}
+    for requested in ms:
+        if basis is None:
+            vectors = torch.randn(draws, d, generator=generator, dtype=torch.float64)
+        else:
+            flat = basis.flatten(1).double().cpu()
+            m = min(int(requested), flat.shape[0])
+            coefficients = torch.randn(draws, m, generator=generator, dtype=torch.float64)
+            vectors = coefficients @ flat[:m]
+        unit = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        rates[int(requested)] = sum(
+            fooling_rate(clf, x, (xi * u).view(x.shape[1:]).to(x.dtype), clean=clean) for u in unit
+        ) / len(unit)
+    return rates
+
+
 def flat_model(
     clf: Classifier,
     x: Tensor,
@@ -423,21 +477,31 @@ def flat_model(
     gaussian = torch.randn(normals.shape, generator=generator, dtype=torch.float64)
     random_singular = torch.linalg.svdvals(gaussian / gaussian.norm(dim=1, keepdim=True))
 
-    def mean_rate(vectors: Tensor) -> float:
-        unit = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-30)
-        rates = [
-            fooling_rate(clf, x, (xi * u).view(x.shape[1:]).to(x.dtype), clean=clean) for u in unit
-        ]
-        return sum(rates) / len(rates)
-
-    fooling = {}
-    for requested in ms:
-        m = min(int(requested), basis.shape[0])  # S_f has at most one dimension per normal
-        coefficients = torch.randn(draws, m, generator=generator, dtype=torch.float64)
-        fooling[m] = mean_rate(coefficients @ basis[:m].cpu())
-    random_rate = mean_rate(
-        torch.randn(draws, normals.shape[1], generator=generator, dtype=torch.float64)
-    )
+    fooling = {
+        min(int(m), basis.shape[0]): rate  # S_f has at most one dimension per normal
+        for m, rate in subspace_fooling_rates(
+            clf,
+            x,
+            basis,
+            xi,
+            ms,
+            draws=draws,
+            generator=generator,
+            clean=clean,
+            batch_size=batch_size,
+        ).items()
+    }
+    random_rate = subspace_fooling_rates(
+        clf,
+        x,
+        None,
+        xi,
+        [0],
+        draws=draws,
+        generator=generator,
+        clean=clean,
+        batch_size=batch_size,
+    )[0]
     return FlatModel(
         singular.tolist(), random_singular.tolist(), fooling, random_rate, float(xi), draws
     )

@@ -13,7 +13,16 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["corollary1_interval", "theorem1_interval", "zeta1", "zeta2"]
+import torch
+from torch import Tensor
+
+__all__ = [
+    "corollary1_interval",
+    "theorem1_interval",
+    "theorem5_bounds",
+    "zeta1",
+    "zeta2",
+]
 
 
 def _check(m: int, delta: float) -> None:
@@ -45,3 +54,34 @@ def corollary1_interval(m: int, d: int, delta: float = 0.05) -> tuple[float, flo
     """Corollary 1's interval: Theorem 1's widened by the constants 0.875 and 1.45."""
     lo, hi = theorem1_interval(m, d, delta)
     return 0.875 * lo, 1.45 * hi
+
+
+def theorem5_bounds(
+    gradient_norm: Tensor, gradient_dot_u: Tensor, nu: Tensor, c: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Theorem 5 (thesis §8.3, eqs. 8.2–8.3): bounds on the smallest fooling ``||r*||``.
+
+    Under the quadratic model ``ℓ(x + r) ≈ ℓ(x) + gᵀr + rᵀHr/2`` with ``c = t − ℓ(x) >= 0``,
+    ``ν = λ_max(H) >= 0`` and ``u`` its eigenvector:
+
+        ||g||/ν (sqrt(1 + 2νc/||g||²) − 1) <= ||r*|| <= |gᵀu|/ν (sqrt(1 + 2νc/(gᵀu)²) − 1).
+
+    As ``ν → 0`` both sides tend to the linear values ``c/||g||`` and ``c/|gᵀu|``, used for
+    tiny ``ν`` to avoid cancellation. Elementwise over tensors; NaN where ``c < 0`` or
+    ``ν < 0`` (the theorem does not apply).
+
+    Returns:
+        ``(lower, upper)``.
+    """
+
+    def bound(a: Tensor) -> Tensor:
+        a = a.double().clamp_min(1e-300)
+        ratio = 2 * nu.double() * c.double() / a**2
+        # sqrt(1 + t) − 1 = t / (sqrt(1 + t) + 1): no cancellation for small t.
+        return 2 * c.double() / (a * (torch.sqrt(1 + ratio) + 1))
+
+    valid = (c >= 0) & (nu >= 0)
+    nan = torch.tensor(math.nan, dtype=torch.float64)
+    lower = torch.where(valid, bound(gradient_norm), nan)
+    upper = torch.where(valid, bound(gradient_dot_u), nan)
+    return lower, upper

@@ -10,7 +10,15 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-__all__ = ["ARCHITECTURES", "fc500_150_10", "lenet", "lenet_cifar", "nin", "resnet18"]
+__all__ = [
+    "ARCHITECTURES",
+    "fc500_150_10",
+    "lenet",
+    "lenet_cifar",
+    "lenet_smooth",
+    "nin",
+    "resnet18",
+]
 
 
 def fc500_150_10(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
@@ -38,6 +46,30 @@ def lenet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> 
         nn.Flatten(),
         nn.Linear(50 * side * side, 500),
         nn.ReLU(),
+        nn.Linear(500, num_classes),
+    )
+
+
+def lenet_smooth(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
+    """LeNet with softplus activations and average pooling: a twice-differentiable reference.
+
+    ReLU and max-pool networks are piecewise affine, so their exact input Hessian is zero
+    almost everywhere and boundary curvature can only be measured by finite differences
+    (thesis §8.2, footnote 3). This variant has the layer sizes of `lenet` but a smooth
+    forward map, so exact (double-backward) and finite-difference curvature can be compared
+    on a real network (`boundaryscope.geometry.hessian`).
+    """
+    side = ((image_size - 4) // 2 - 4) // 2
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 20, 5),
+        nn.Softplus(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(20, 50, 5),
+        nn.Softplus(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(50 * side * side, 500),
+        nn.Softplus(),
         nn.Linear(500, num_classes),
     )
 
@@ -134,6 +166,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "fc500-150-10": fc500_150_10,
     "lenet": lenet,
     "lenet-cifar": lenet_cifar,
+    "lenet-smooth": lenet_smooth,
     "nin": nin,
     "resnet18": resnet18,
 }

@@ -1,0 +1,658 @@
+"""Curvature of the decision boundary and of the loss, near the data (thesis §7.4, §6.4, §8.2).
+
+At a point ``z`` on the boundary between the class ``s = k̂(x)`` of an image and the class
+``t`` across it, with ``F = f_t − f_s`` (so ``F < 0`` on the image's side), the normal
+curvature along a tangent ``v`` is (eq. 7.2)
+
+    κ(z, v) = vᵀ H_F v / (||v||² ||∇F(z)||),
+
+and the principal curvatures are the nonzero eigenvalues of ``G = P H_F P / ||∇F||`` with
+``P = I − n nᵀ``, ``n = ∇F/||∇F||`` (ALGORITHMS.md §7). **Sign convention**: ``κ > 0`` when
+the boundary bends towards the image (the image's region is locally like a ball around it:
+a sphere of radius R gives ``κ = 1/R``); the thesis finds the profile near natural images
+skewed *negative* (Fig. 7.5b) and the universally fooling directions *positive* (§6.4).
+
+Everything is computed from Hessian-vector products (`boundaryscope.geometry.hessian`),
+batched over points: principal curvatures (batched Lanczos, or ARPACK per point), their
+average profile, Hutchinson estimates of the mean curvature (eq. 7.4), the shared curved
+directions and their relative curvature ``ρ_i`` (eq. 7.3, Fig. 7.6), projections of
+perturbations on them (Table 7.1), noise in S vs S⊥ (Fig. 7.7), the average curvature in a
+subspace (eq. 6.4) and its top eigenvectors ``S_c`` (§6.4.1, Fig. 6.9), and the
+loss-curvature profile with Theorem 5's bounds and the gradient alignment (§8.2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import LinearOperator, eigsh
+from torch import Tensor
+
+from boundaryscope.attacks import DeepFool
+from boundaryscope.classifier import Classifier
+from boundaryscope.geometry.hessian import (
+    HessianOperator,
+    MatVec,
+    Method,
+    batched_lanczos,
+    cross_entropy_objective,
+    objective_gradients,
+    point_operator,
+    score_difference_objective,
+)
+from boundaryscope.geometry.theory import theorem5_bounds
+
+__all__ = [
+    "BoundaryPoints",
+    "LossCurvature",
+    "PrincipalCurvatures",
+    "SharedDirections",
+    "average_curvature",
+    "boundary_points",
+    "curvature_operator",
+    "curvature_profile",
+    "curvature_ratios",
+    "curved_subspace",
+    "loss_curvature",
+    "noise_misclassification",
+    "principal_curvatures",
+    "projection_ratios",
+    "shared_directions",
+    "subspace_curvature",
+]
+
+Which = Literal["both", "largest", "smallest", "magnitude"]
+
+
+# ---------------------------------------------------------------------- boundary points
+@dataclass
+class BoundaryPoints:
+    """Points on the decision boundary next to images (``z = x + r(x)``, thesis §7.4).
+
+    Attributes:
+        x: The images ``(N, *shape)`` (those DeepFool fooled).
+        z: Boundary points ``(N, *shape)``; ``F(z) ≈ 0`` (they may leave the box slightly).
+        source: Predicted class of each image ``(N,)``.
+        target: Class across the boundary ``(N,)``; ``F = f_target − f_source``.
+        normal: Unit normals ``∇F(z)/||∇F(z)||`` ``(N, *shape)``, pointing away from x.
+        grad_norm: ``||∇F(z)||`` ``(N,)``.
+        value: ``F(z)`` after projection ``(N,)`` (≈ 0).
+        index: Positions of these images in the input batch ``(N,)``.
+    """
+
+    x: Tensor
+    z: Tensor
+    source: Tensor
+    target: Tensor
+    normal: Tensor
+    grad_norm: Tensor
+    value: Tensor
+    index: Tensor
+
+    def __len__(self) -> int:
+        return int(self.z.shape[0])
+
+    @property
+    def distance(self) -> Tensor:
+        """``||z − x||₂`` per point ``(N,)``."""
+        return (self.z - self.x).flatten(1).norm(dim=1)
+
+    def subset(self, rows: Tensor) -> BoundaryPoints:
+        """The points at `rows`."""
+        return BoundaryPoints(
+            *(getattr(self, name)[rows] for name in self.__dataclass_fields__)  # type: ignore[arg-type]
+        )
+
+
+def boundary_points(
+    clf: Classifier,
+    x: Tensor,
+    *,
+    snap_steps: int = 3,
+    steps: int = 50,
+    batch_size: int = 256,
+) -> BoundaryPoints:
+    """The closest boundary points ``z = x + r(x)`` by DeepFool (l2), projected onto F = 0.
+
+    DeepFool's point lies just past the boundary (overshoot, clipping); `snap_steps` Newton
+    steps ``z ← z − F(z) ∇F(z) / ||∇F(z)||²`` along the normal put it on ``F = 0``, where
+    eq. 7.2 holds. Images DeepFool does not fool within `steps` are left out (``index``
+    says which were kept).
+
+    Args:
+        clf: The classifier.
+        x: Images ``(N, *shape)``.
+        snap_steps: Newton steps onto ``F = 0`` (one gradient each).
+        steps: DeepFool iterations.
+        batch_size: Samples per pass.
+
+    Returns:
+        `BoundaryPoints`.
+    """
+    x = clf.validate(x)
+    result = DeepFool(p=2, steps=steps, batch_size=batch_size)(clf, x)
+    index = result.success.nonzero()[:, 0].cpu()
+    source = result.original_label[index].cpu()
+    target = result.adversarial_label[index].cpu()
+    z = result.adversarial[index.to(x.device)].clone()
+    objective = score_difference_objective(target, source)
+    rows = torch.arange(len(index))
+    value, grad = objective_gradients(clf, z, objective, rows, batch_size)
+    for _ in range(snap_steps):
+        sq = grad.flatten(1).pow(2).sum(1).clamp_min(1e-30)
+        z = z - (value / sq).view(-1, *[1] * (z.ndim - 1)) * grad
+        value, grad = objective_gradients(clf, z, objective, rows, batch_size)
+    norm = grad.flatten(1).norm(dim=1)
+    normal = grad / norm.clamp_min(1e-30).view(-1, *[1] * (z.ndim - 1))
+    return BoundaryPoints(x[index.to(x.device)], z, source, target, normal, norm, value, index)
+
+
+# ---------------------------------------------------------------------- the operator G
+def curvature_operator(
+    clf: Classifier,
+    points: BoundaryPoints,
+    *,
+    method: Method = "fd",
+    h: float | None = None,
+    batch_size: int = 512,
+) -> tuple[HessianOperator, MatVec]:
+    """``G_n v = P_n H_F P_n v / ||∇F(z_n)||`` on flattened vectors, for every point.
+
+    Returns:
+        The underlying `HessianOperator` of ``F`` at ``z`` (it counts the products) and
+        the `MatVec` ``(v (R, d), rows (R,)) -> (R, d)``.
+    """
+    hessian = HessianOperator(
+        clf,
+        points.z,
+        score_difference_objective(points.target, points.source),
+        method=method,
+        h=h,
+        batch_size=batch_size,
+    )
+    normals = points.normal.flatten(1)
+    scale = points.grad_norm.clamp_min(1e-30)
+    shape = points.z.shape[1:]
+
+    def matvec(v: Tensor, rows: Tensor) -> Tensor:
+        n = normals[rows.to(normals.device)].to(v)
+        tangent = v - (v * n).sum(1, keepdim=True) * n
+        hv = hessian(tangent.reshape(-1, *shape).to(points.z), rows).flatten(1).to(v)
+        hv = hv - (hv * n).sum(1, keepdim=True) * n
+        return hv / scale[rows.to(scale.device)].to(v)[:, None]
+
+    return hessian, matvec
+
+
+def _tangent_gaussian(points: BoundaryPoints, count: int, generator: torch.Generator) -> Tensor:
+    """``count`` Gaussian vectors per point projected on its tangent space ``(N, count, d)``."""
+    d = points.normal[0].numel()
+    g = torch.randn(len(points), count, d, generator=generator, dtype=torch.float64)
+    n = points.normal.flatten(1).double().cpu()[:, None, :]
+    return g - (g * n).sum(-1, keepdim=True) * n
+
+
+# ---------------------------------------------------------------------- principal curvatures
+@dataclass
+class PrincipalCurvatures:
+    """Extreme principal curvatures and directions at boundary points (eq. 7.2).
+
+    Attributes:
+        curvatures: ``(N, K)`` in decreasing order (``k`` most positive then ``k`` most
+            negative for ``which="both"``), in units of 1 / input units.
+        directions: Principal directions ``(N, K, *shape)``, unit norm.
+        residuals: Relative residuals ``||G v − κ v|| / max|κ|`` ``(N, K)``.
+        products: Hessian-vector products per point (operator applications).
+        method: ``"fd"`` or ``"exact"``.
+        h: Finite-difference scale (input units).
+        which: Which eigenvalues were asked for.
+    """
+
+    curvatures: Tensor
+    directions: Tensor
+    residuals: Tensor
+    products: Tensor
+    method: str
+    h: float
+    which: str
+
+
+def principal_curvatures(
+    clf: Classifier,
+    points: BoundaryPoints,
+    k: int = 10,
+    *,
+    which: Which = "both",
+    method: Method = "fd",
+    h: float | None = None,
+    solver: Literal["lanczos", "eigsh"] = "lanczos",
+    tol: float = 1e-3,
+    max_steps: int = 120,
+    batch_size: int = 512,
+    seed: int = 0,
+) -> PrincipalCurvatures:
+    """The `k` extreme principal curvatures of the boundary at each point.
+
+    ``solver="lanczos"`` runs `batched_lanczos` (every step of every point in one model
+    pass); ``"eigsh"`` runs ARPACK's implicitly restarted Lanczos
+    (`scipy.sparse.linalg.eigsh`) one point at a time — the reference path.
+
+    Args:
+        clf: The classifier.
+        points: Boundary points (`boundary_points`).
+        k: Eigenpairs per end (``which="both"``) or in total.
+        which: ``"both"`` ends, ``"largest"``, ``"smallest"`` or ``"magnitude"``.
+        method: Hessian-vector products: ``"fd"``, ``"exact"`` or ``"auto"``.
+        h: Finite-difference scale (input units; default ``0.1 × box width``).
+        solver: ``"lanczos"`` (batched) or ``"eigsh"`` (per point).
+        tol: Relative residual tolerance.
+        max_steps: Largest Krylov dimension (Lanczos).
+        batch_size: Rows per model pass.
+        seed: Seeds the starting vectors.
+
+    Returns:
+        `PrincipalCurvatures`.
+    """
+    if k < 1:
+        raise ValueError(f"The 'k' parameter must be >= 1. Got {k!r}.")
+    hessian, matvec = curvature_operator(clf, points, method=method, h=h, batch_size=batch_size)
+    generator = torch.Generator().manual_seed(seed)
+    start = _tangent_gaussian(points, 1, generator)[:, 0]
+    d = start.shape[1]
+    if solver == "lanczos":
+        result = batched_lanczos(
+            matvec, start, k=k, which=which, tol=tol, max_steps=max_steps, check_every=10
+        )
+        values, vectors, residuals, products = (
+            result.values,
+            result.vectors,
+            result.residuals,
+            result.steps,
+        )
+    elif solver == "eigsh":
+        values, vectors, residuals, products = _eigsh_each(
+            matvec, start, k, which, tol, d, points.z.dtype
+        )
+    else:
+        raise ValueError(f"The 'solver' parameter must be 'lanczos' or 'eigsh'. Got {solver!r}.")
+    scale = values.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)
+    assert hessian.h is not None
+    return PrincipalCurvatures(
+        values.float(),
+        vectors.float().reshape(len(points), -1, *points.z.shape[1:]),
+        (residuals / scale).float(),
+        products,
+        hessian.method,
+        float(hessian.h),
+        which,
+    )
+
+
+def _eigsh_each(
+    matvec: MatVec, start: Tensor, k: int, which: str, tol: float, d: int, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """ARPACK per point; returns the same layout as `batched_lanczos`."""
+    arpack_which = {"both": "BE", "largest": "LA", "smallest": "SA", "magnitude": "LM"}[which]
+    count = 2 * k if which == "both" else k
+    all_values, all_vectors, all_residuals, products = [], [], [], []
+    for row in range(start.shape[0]):
+        calls = [0]
+
+        def counted(v: Tensor, rows: Tensor, calls: list[int] = calls) -> Tensor:
+            calls[0] += v.shape[0]
+            return matvec(v, rows)
+
+        operator = point_operator(counted, row, d, dtype)
+        values, vectors = eigsh(
+            operator, k=count, which=arpack_which, tol=tol, v0=start[row].numpy()
+        )
+        order = np.argsort(-np.abs(values)) if which == "magnitude" else np.argsort(-values)
+        values, vectors = values[order], vectors[:, order]
+        applied = np.stack([operator.matvec(vectors[:, i]) for i in range(count)], axis=1)
+        residual = np.linalg.norm(applied - vectors * values, axis=0)
+        all_values.append(torch.from_numpy(values.copy()))
+        all_vectors.append(torch.from_numpy(vectors.T.copy()))
+        all_residuals.append(torch.from_numpy(residual))
+        products.append(calls[0])
+    return (
+        torch.stack(all_values),
+        torch.stack(all_vectors),
+        torch.stack(all_residuals),
+        torch.tensor(products),
+    )
+
+
+def curvature_profile(result: PrincipalCurvatures) -> dict[str, list[float]]:
+    """The principal-curvature profile averaged over points (Fig. 7.5b).
+
+    Returns:
+        ``{"mean": ..., "std": ..., "median": ...}``: per rank (most positive first), over
+        the points.
+    """
+    c = result.curvatures.double()
+    return {
+        "mean": c.mean(0).tolist(),
+        "std": c.std(0).tolist() if len(c) > 1 else [0.0] * c.shape[1],
+        "median": c.median(0).values.tolist(),
+    }
+
+
+# ---------------------------------------------------------------------- Hutchinson
+def average_curvature(
+    clf: Classifier,
+    points: BoundaryPoints,
+    samples: int = 32,
+    *,
+    method: Method = "fd",
+    h: float | None = None,
+    batch_size: int = 512,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Mean principal curvature ``κ̄ = tr(G)/(d − 1)`` by a Hutchinson estimate (eq. 7.4).
+
+    ``κ̄ = E_v vᵀ G v`` for ``v`` uniform on the unit sphere of the tangent space (the
+    thesis samples the whole sphere, whose expectation is ``tr(G)/d``; sampling tangent
+    directions removes the ``(d − 1)/d`` bias and the normal's zero).
+
+    Returns:
+        ``(mean (N,), standard_error (N,))`` over the `samples` directions per point.
+    """
+    if samples < 2:
+        raise ValueError(f"The 'samples' parameter must be >= 2. Got {samples!r}.")
+    _, matvec = curvature_operator(clf, points, method=method, h=h, batch_size=batch_size)
+    generator = torch.Generator().manual_seed(seed)
+    v = _tangent_gaussian(points, samples, generator)
+    v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    forms = _quadratic_forms(matvec, v)
+    return forms.mean(1).float(), (forms.std(1) / math.sqrt(samples)).float()
+
+
+def _quadratic_forms(matvec: MatVec, v: Tensor) -> Tensor:
+    """``v[n, j]ᵀ A_n v[n, j]`` for ``v`` ``(N, J, d)`` — one batched operator call."""
+    n, j, d = v.shape
+    rows = torch.arange(n).repeat_interleave(j)
+    av = matvec(v.reshape(n * j, d), rows).double().reshape(n, j, d)
+    return (av * v.double()).sum(-1)
+
+
+# ---------------------------------------------------------------------- shared directions
+@dataclass
+class SharedDirections:
+    """Directions along which the boundary is curved at many points (§7.4, Fig. 7.6b).
+
+    Attributes:
+        basis: Orthonormal ``u_1..u_m`` ``(m, *shape)``.
+        singular_values: Singular values of the stacked principal directions ``(m,)``.
+    """
+
+    basis: Tensor
+    singular_values: Tensor
+
+    @property
+    def flat(self) -> Tensor:
+        """The basis as an ``(m, d)`` matrix."""
+        return self.basis.flatten(1)
+
+
+def shared_directions(result: PrincipalCurvatures, m: int | None = None) -> SharedDirections:
+    """The top right singular vectors of the matrix M of stacked principal directions.
+
+    Every point contributes its computed principal directions (both ends by default),
+    curvature-weighted or not: the thesis stacks the directions themselves (§7.4).
+
+    Args:
+        result: Principal curvatures at ~100 training points.
+        m: Number of shared directions (default: all ``min(N·K, d)``).
+    """
+    stacked = result.directions.flatten(2).flatten(0, 1).double()
+    _, singular, vh = torch.linalg.svd(stacked, full_matrices=False)
+    m = vh.shape[0] if m is None else min(int(m), vh.shape[0])
+    shape = result.directions.shape[2:]
+    return SharedDirections(vh[:m].float().reshape(m, *shape), singular[:m].float())
+
+
+def curvature_ratios(
+    clf: Classifier,
+    points: BoundaryPoints,
+    basis: Tensor,
+    *,
+    samples: int = 32,
+    method: Method = "fd",
+    h: float | None = None,
+    batch_size: int = 512,
+    seed: int = 0,
+) -> Tensor:
+    """``ρ_i(z) = |u_iᵀ P H P u_i| / E_v |vᵀ P H P v|``, v uniform on the sphere (eq. 7.3).
+
+    ``ρ_i ≫ 1``: the boundary at ``z`` is much more curved along ``u_i`` than along a
+    random direction. The ``1/||∇F||`` of G cancels in the ratio.
+
+    Args:
+        clf: The classifier.
+        points: Boundary points.
+        basis: Directions ``(m, *shape)`` (e.g. `SharedDirections.basis`).
+        samples: Random directions for the denominator.
+        method: Hessian-vector products (see `principal_curvatures`).
+        h: Finite-difference scale.
+        batch_size: Rows per model pass.
+        seed: Seeds the random directions.
+
+    Returns:
+        ``(N, m)`` ratios.
+    """
+    _, matvec = curvature_operator(clf, points, method=method, h=h, batch_size=batch_size)
+    generator = torch.Generator().manual_seed(seed)
+    n, d = len(points), points.normal[0].numel()
+    u = basis.flatten(1).double()[None].expand(n, -1, -1)
+    g = torch.randn(n, samples, d, generator=generator, dtype=torch.float64)
+    v = g / g.norm(dim=-1, keepdim=True)
+    forms = _quadratic_forms(matvec, torch.cat([u, v], dim=1)).abs()
+    numerator, denominator = forms[:, : u.shape[1]], forms[:, u.shape[1] :].mean(1)
+    return (numerator / denominator.clamp_min(1e-30)[:, None]).float()
+
+
+def projection_ratios(basis: Tensor, vectors: Tensor) -> Tensor:
+    """``||P_S v|| / ||v||`` for each vector (Table 7.1); `basis` orthonormal ``(m, *shape)``."""
+    b = basis.flatten(1).double()
+    v = vectors.flatten(1).double().to(b.device)
+    return ((v @ b.T).norm(dim=1) / v.norm(dim=1).clamp_min(1e-30)).float()
+
+
+def noise_misclassification(
+    clf: Classifier,
+    x: Tensor,
+    basis: Tensor,
+    norms: Sequence[float],
+    *,
+    seed: int = 0,
+    batch_size: int = 512,
+) -> dict[str, list[float]]:
+    """Share of images whose label changes under Gaussian noise in S, in S⊥, and in R^d.
+
+    Fig. 7.7: one noise direction per image, scaled to each l2 norm in `norms`; measured
+    on R^d (no clipping to the box), like the noise regimes of `boundaryscope.noise`.
+
+    Returns:
+        ``{"S": rates, "S_perp": rates, "random": rates}``, one rate per norm.
+    """
+    x = clf.validate(x)
+    clean = clf.predict_unchecked(x, batch_size)
+    b = basis.flatten(1).double().cpu()
+    generator = torch.Generator().manual_seed(seed)
+    g = torch.randn(x.shape[0], b.shape[1], generator=generator, dtype=torch.float64)
+    in_s = (g @ b.T) @ b
+    kinds = {"S": in_s, "S_perp": g - in_s, "random": g}
+    rates: dict[str, list[float]] = {}
+    for name, noise in kinds.items():
+        unit = (noise / noise.norm(dim=1, keepdim=True).clamp_min(1e-30)).to(x).view_as(x)
+        rates[name] = [
+            float(
+                (clf.predict_unchecked(x + float(eps) * unit, batch_size) != clean).double().mean()
+            )
+            for eps in norms
+        ]
+    return rates
+
+
+# ---------------------------------------------------------------------- subspaces (§6.4)
+def subspace_curvature(
+    clf: Classifier,
+    points: BoundaryPoints,
+    basis: Tensor,
+    ms: Sequence[int],
+    *,
+    samples: int = 16,
+    method: Method = "fd",
+    h: float | None = None,
+    batch_size: int = 512,
+    seed: int = 0,
+) -> dict[int, Tensor]:
+    """Average curvature in the span of the first m basis vectors (eq. 6.4, Fig. 6.9a).
+
+    ``κ_S(z) = E_{v ∈ S, ||v|| = 1} (Pv)ᵀ H_F (Pv) / (||Pv||² ||∇F||)`` for each m.
+
+    Returns:
+        ``{m: (N,) average curvatures}``.
+    """
+    _, matvec = curvature_operator(clf, points, method=method, h=h, batch_size=batch_size)
+    generator = torch.Generator().manual_seed(seed)
+    b = basis.flatten(1).double()
+    n = points.normal.flatten(1).double().cpu()[:, None, :]
+    out: dict[int, Tensor] = {}
+    for m in ms:
+        m = min(int(m), b.shape[0])
+        coefficients = torch.randn(len(points), samples, m, generator=generator, dtype=b.dtype)
+        v = coefficients @ b[:m]
+        pv = v - (v * n).sum(-1, keepdim=True) * n
+        pv = pv / pv.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+        out[m] = _quadratic_forms(matvec, pv).mean(1).float()
+    return out
+
+
+def curved_subspace(
+    clf: Classifier,
+    points: BoundaryPoints,
+    m: int,
+    *,
+    method: Method = "fd",
+    h: float | None = None,
+    tol: float = 1e-3,
+    batch_size: int = 512,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """S_c: the top-m eigenvectors of the average curvature matrix ``Ḡ = mean_n G_n`` (§6.4.1).
+
+    Each product ``Ḡ v`` applies ``v`` at every point in one batched pass and averages;
+    ARPACK (`scipy.sparse.linalg.eigsh`, largest algebraic) finds the positively curved
+    directions, along which the boundary bends towards the images and random vectors are
+    universal perturbations (Theorem 4).
+
+    Returns:
+        ``(basis (m, *shape), eigenvalues (m,))``, eigenvalues decreasing.
+    """
+    _, matvec = curvature_operator(clf, points, method=method, h=h, batch_size=batch_size)
+    n, d = len(points), points.normal[0].numel()
+    rows = torch.arange(n)
+
+    def mean_product(vector: np.ndarray) -> np.ndarray:
+        v = torch.as_tensor(np.asarray(vector).reshape(1, d)).expand(n, d)
+        out = matvec(v.to(points.z.dtype), rows).double().mean(0).numpy()
+        return out.reshape(np.shape(vector))
+
+    operator = LinearOperator((d, d), matvec=mean_product, dtype=np.float64)
+    start = np.random.default_rng(seed).standard_normal(d)
+    values, vectors = eigsh(operator, k=min(m, d - 1), which="LA", tol=tol, v0=start)
+    order = np.argsort(-values)
+    basis = torch.from_numpy(vectors[:, order].T.copy()).float()
+    return basis.reshape(-1, *points.z.shape[1:]), torch.from_numpy(values[order].copy())
+
+
+# ---------------------------------------------------------------------- loss curvature (§8.2)
+@dataclass
+class LossCurvature:
+    """Input Hessian of the loss at data points and Theorem 5 (thesis §8.2–8.3).
+
+    Attributes:
+        eigenvalues: ``(N, 2k)`` extreme eigenvalues of ``∇²ℓ(x)``, decreasing.
+        loss: ``ℓ(x)`` ``(N,)``.
+        gradient_norm: ``||∇ℓ(x)||`` ``(N,)``.
+        alignment: ``|gᵀu| / ||g||`` with ``u`` the top eigenvector ``(N,)``.
+        lower: Theorem 5 lower bound on ``||r*||`` ``(N,)`` (NaN where it does not apply).
+        upper: Theorem 5 upper bound ``(N,)``.
+        threshold: Loss level ``t`` taken as "fooled" (``log 2``).
+        products: Hessian-vector products per point.
+    """
+
+    eigenvalues: Tensor
+    loss: Tensor
+    gradient_norm: Tensor
+    alignment: Tensor
+    lower: Tensor
+    upper: Tensor
+    threshold: float
+    products: Tensor
+
+
+def loss_curvature(
+    clf: Classifier,
+    x: Tensor,
+    y: Tensor,
+    k: int = 10,
+    *,
+    method: Method = "fd",
+    h: float | None = None,
+    tol: float = 1e-3,
+    max_steps: int = 120,
+    batch_size: int = 512,
+    seed: int = 0,
+) -> LossCurvature:
+    """The loss-curvature profile at data points, alignment and Theorem 5 bounds (§8.2).
+
+    Eigenvalues of the input Hessian of the cross-entropy ``ℓ(x) = XEnt(f(x), y)`` by
+    batched Lanczos on Hessian-vector products (eq. 8.1 with ``method="fd"``). Theorem 5
+    bounds the smallest ``r`` with ``ℓ(x + r) >= t`` under the quadratic model, with
+    ``c = t − ℓ(x)``, ``ν`` the top eigenvalue and ``u`` its eigenvector:
+
+        ||g||/ν (sqrt(1 + 2νc/||g||²) − 1)  <=  ||r*||  <=  |gᵀu|/ν (sqrt(1 + 2νc/(gᵀu)²) − 1).
+
+    We take ``t = log 2``: a label change needs ``p_y < 1/2``, i.e. ``ℓ > log 2``, so the
+    lower bound also bounds the smallest fooling perturbation of a multi-class model (the
+    upper bound is exact only for two classes).
+
+    Returns:
+        `LossCurvature`.
+    """
+    x = clf.validate(x)
+    objective = cross_entropy_objective(y)
+    hessian = HessianOperator(clf, x, objective, method=method, h=h, batch_size=batch_size)
+    loss, grad = hessian.gradient()
+    generator = torch.Generator().manual_seed(seed)
+    start = torch.randn(x.shape[0], x[0].numel(), generator=generator, dtype=torch.float64)
+
+    def matvec(v: Tensor, r: Tensor) -> Tensor:
+        return hessian(v.reshape(-1, *x.shape[1:]).to(x), r).flatten(1).to(v)
+
+    result = batched_lanczos(matvec, start, k=k, which="both", tol=tol, max_steps=max_steps)
+    g = grad.flatten(1).double().cpu()
+    g_norm = g.norm(dim=1)
+    top = result.vectors[:, 0]
+    g_dot_u = (g * top).sum(1).abs()
+    threshold = math.log(2.0)
+    lower, upper = theorem5_bounds(
+        g_norm, g_dot_u, result.values[:, 0], threshold - loss.double().cpu()
+    )
+    return LossCurvature(
+        result.values.float(),
+        loss.float().cpu(),
+        g_norm.float(),
+        (g_dot_u / g_norm.clamp_min(1e-30)).float(),
+        lower.float(),
+        upper.float(),
+        threshold,
+        result.steps,
+    )
