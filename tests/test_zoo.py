@@ -9,13 +9,13 @@ from boundaryscope.zoo import ARCHITECTURES, build, load_model, model_card, ship
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_forward_shapes(arch):
-    mnist = arch in ("lenet", "fc500-150-10")
+    mnist = arch in ("lenet", "lenet-smooth", "fc500-150-10")
     net = build(arch).eval()
     x = torch.rand(2, 1, 28, 28) if mnist else torch.rand(2, 3, 32, 32)
     assert net(x).shape == (2, 10)
 
 
-@pytest.mark.parametrize("name", ["lenet-mnist", "fc500-150-10-mnist"])
+@pytest.mark.parametrize("name", ["lenet-mnist", "fc500-150-10-mnist", "lenet-smooth-mnist"])
 def test_shipped_weights_match_their_card(name, mnist_test):
     card = model_card(name)
     model = load_model(f"zoo:{name}").module
