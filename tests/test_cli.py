@@ -56,6 +56,7 @@ def test_report_and_resume(tmp_path, monkeypatch):
         "fixed_budget",
         "noise",
         "universal",
+        "curvature",
     ]
     assert results["meta"]["n"] == 24
     html = (out / "report.html").read_text()
@@ -74,6 +75,11 @@ def test_report_and_resume(tmp_path, monkeypatch):
         "universal_phase.png",
         "universal_singular_values.png",
         "universal_dominant_labels.png",
+        "curvature_profile.png",
+        "curvature_rho.png",
+        "curvature_basis.png",
+        "curvature_noise.png",
+        "curvature_loss.png",
     ):
         assert (out / figure).stat().st_size > 1000
 
@@ -82,7 +88,7 @@ def test_report_and_resume(tmp_path, monkeypatch):
     def boom(ctx):
         raise AssertionError("resume must not recompute")
 
-    for name in ("accuracy", "robustness", "fixed_budget", "noise", "universal"):
+    for name in ("accuracy", "robustness", "fixed_budget", "noise", "universal", "curvature"):
         monkeypatch.setattr(ANALYSES[name], "run", boom)
     assert main([*args, "--resume"]) == 0
 
@@ -186,3 +192,14 @@ def test_universal_cli_and_eval(tmp_path):
     assert main(["universal", "--eval", str(out / "v.pt"), "--n", "50", "--out", str(out)]) == 0
     evaluation = json.loads((out / "eval.json").read_text())
     assert 0 <= evaluation["fooling_rate"] <= 1 and evaluation["n"] == 50
+
+
+def test_geometry_curvature_cli(tmp_path):
+    out = tmp_path / "curv"
+    args = ["geometry", "curvature", "--n", "6", "--n-train", "6", "--k", "2"]
+    assert main([*args, "--samples", "4", "--max-steps", "10", "--out", str(out)]) == 0
+    result = json.loads((out / "curvature.json").read_text())
+    assert result["n_test_points"] == 6 and len(result["profile"]["mean"]) == 4
+    assert result["config"]["method"] == "fd" and result["config"]["h"] == 0.1
+    assert (out / "curvature_profile.png").stat().st_size > 1000
+    assert main([*args, "--k", "0", "--out", str(out)]) == 2

@@ -181,6 +181,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     universal.add_argument("--out", default="runs/universal", help="output directory")
 
+    from boundaryscope import cli_geometry
+
+    cli_geometry.add_parser(commands, _add_model_args)
     commands.add_parser("models", help="list shipped models and architectures")
     return parser
 
@@ -487,6 +490,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_universal(args)
         if args.command == "train":
             return _cmd_train(args, argv)
+        if args.command == "geometry":
+            from boundaryscope import cli_geometry
+
+            return cli_geometry.run(args, _classifier_and_data)
         return _cmd_models()
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"boundaryscope {args.command}: error: {error}", file=sys.stderr)

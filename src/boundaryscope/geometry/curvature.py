@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -49,6 +49,7 @@ from boundaryscope.geometry.theory import theorem5_bounds
 
 __all__ = [
     "BoundaryPoints",
+    "CurvatureConfig",
     "LossCurvature",
     "PrincipalCurvatures",
     "SharedDirections",
@@ -57,6 +58,7 @@ __all__ = [
     "curvature_operator",
     "curvature_profile",
     "curvature_ratios",
+    "curvature_study",
     "curved_subspace",
     "loss_curvature",
     "noise_misclassification",
@@ -656,3 +658,199 @@ def loss_curvature(
         threshold,
         result.steps,
     )
+
+
+# ---------------------------------------------------------------------- the whole study
+@dataclass(frozen=True)
+class CurvatureConfig:
+    """Sizes of `curvature_study` (the report's and the CLI's settings).
+
+    Attributes:
+        n_train: Training images whose principal directions define the shared directions
+            and S_c (the thesis uses 100).
+        n_test: Held-out images for the profile, ρ_i, Table 7.1 and Fig. 7.7.
+        k: Principal curvatures per end at each point.
+        method: ``"fd"``, ``"exact"`` or ``"auto"``.
+        h: Finite-difference scale (``None``: 0.1 × box width).
+        samples: Random directions of the Hutchinson and ρ_i estimates.
+        rho_m: Shared directions whose ρ_i is plotted.
+        subspace_fraction: ``dim S / d`` of Table 7.1 and Fig. 7.7 (the thesis' 200 of
+            CIFAR's 3072 dimensions).
+        sc_m: Dimension of S_c.
+        sc_ms: Subspace sizes for the fooling rates and eq. 6.4.
+        xi_factor: l2 norm of the universal perturbations compared, as a multiple of the
+            median ``||r(x)||₂`` of the training images.
+        draws: Random vectors per subspace size.
+        loss_n: Test images of the loss-curvature profile.
+        max_steps: Lanczos steps per point.
+        batch_size: Rows per model pass.
+    """
+
+    n_train: int = 100
+    n_test: int = 100
+    k: int = 10
+    method: Method = "fd"
+    h: float | None = None
+    samples: int = 32
+    rho_m: int = 50
+    subspace_fraction: float = 200 / 3072
+    sc_m: int = 20
+    sc_ms: tuple[int, ...] = (1, 5, 20)
+    xi_factor: float = 4.0
+    draws: int = 10
+    loss_n: int = 50
+    max_steps: int = 120
+    batch_size: int = 512
+
+
+def curvature_study(
+    clf: Classifier,
+    x_train: Tensor,
+    x_test: Tensor,
+    y_test: Tensor,
+    config: CurvatureConfig = CurvatureConfig(),
+    *,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Every curvature measurement of thesis §7.4, §6.4 and §8.2 on one model, JSON-ready.
+
+    Principal curvatures at the boundary points of ``n_train`` training images give the
+    shared curved directions ``u_i`` and S_c; held-out images give the profile (Fig. 7.5b),
+    Hutchinson mean curvatures (eq. 7.4), ``ρ_i`` (eq. 7.3, Fig. 7.6a), Table 7.1, the
+    noise curves of Fig. 7.7, the curvature averaged in S_c (eq. 6.4, Fig. 6.9a) and the
+    fooling rates of random vectors from S_c, S_f, of Alg. 4 and of random directions at one
+    l2 norm (Fig. 6.9b). The loss curvature (Fig. 8.2) with Theorem 5 closes it.
+
+    Returns:
+        A dict of lists and numbers (see the report section "Boundary curvature").
+    """
+    from boundaryscope.universal import (
+        fooling_rate,
+        subspace_fooling_rates,
+        universal_perturbation,
+    )
+
+    opts: dict[str, Any] = {"method": config.method, "h": config.h, "batch_size": config.batch_size}
+    x_train, x_test = x_train[: config.n_train], x_test[: config.n_test]
+    y_test = y_test[: config.n_test]
+    train_points = boundary_points(clf, x_train, batch_size=config.batch_size)
+    test_points = boundary_points(clf, x_test, batch_size=config.batch_size)
+    d = int(x_test[0].numel())
+    train_pc = principal_curvatures(
+        clf, train_points, config.k, max_steps=config.max_steps, seed=seed, **opts
+    )
+    test_pc = principal_curvatures(
+        clf, test_points, config.k, max_steps=config.max_steps, seed=seed + 1, **opts
+    )
+    mean, stderr = average_curvature(clf, test_points, config.samples, seed=seed, **opts)
+    subspace_m = max(1, round(config.subspace_fraction * d))
+    shared = shared_directions(train_pc, max(subspace_m, config.rho_m))
+    rho = curvature_ratios(
+        clf, test_points, shared.basis[: config.rho_m], samples=config.samples, seed=seed, **opts
+    )
+    s_basis = shared.basis[:subspace_m]
+    vectors = _sensitivity_vectors(clf, x_test, y_test, test_points, seed)
+    table = {
+        name: {"mean": float(r.mean()), "std": float(r.std()) if len(r) > 1 else 0.0}
+        for name, r in ((n, projection_ratios(s_basis, v)) for n, v in vectors.items())
+    }
+    image_norm = float(x_test.flatten(1).norm(dim=1).median())
+    noise_levels = [image_norm * t for t in (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)]
+    noise = noise_misclassification(
+        clf, x_test, s_basis, noise_levels, seed=seed, batch_size=config.batch_size
+    )
+    sc_basis, sc_values = curved_subspace(clf, train_points, config.sc_m, seed=seed, **opts)
+    in_sc = subspace_curvature(
+        clf, test_points, sc_basis, config.sc_ms, samples=config.samples, seed=seed, **opts
+    )
+    xi = config.xi_factor * float(train_points.distance.median())
+    generator = torch.Generator().manual_seed(seed)
+    clean = clf.predict_unchecked(x_test, config.batch_size)
+    normals = (train_points.z - train_points.x).flatten(1).double()
+    sf_basis = torch.linalg.svd(normals / normals.norm(dim=1, keepdim=True), full_matrices=False)[2]
+    fool = {
+        "S_c": subspace_fooling_rates(
+            clf, x_test, sc_basis, xi, config.sc_ms, draws=config.draws, generator=generator,
+            clean=clean,
+        ),
+        "S_f": subspace_fooling_rates(
+            clf, x_test, sf_basis, xi, config.sc_ms, draws=config.draws, generator=generator,
+            clean=clean,
+        ),
+        "random": subspace_fooling_rates(
+            clf, x_test, None, xi, [0], draws=config.draws, generator=generator, clean=clean
+        )[0],
+    }  # fmt: skip
+    universal = universal_perturbation(
+        clf, x_train, xi, p=2, variant="minibatch", max_passes=5, seed=seed
+    )
+    fool["alg4"] = fooling_rate(clf, x_test, universal.v, clean=clean)
+    loss_n = min(config.loss_n, x_test.shape[0])
+    loss = loss_curvature(
+        clf, x_test[:loss_n], y_test[:loss_n], config.k, max_steps=config.max_steps, **opts
+    )
+    loss_points = test_points.index < loss_n
+    return {
+        "config": {**config.__dict__, "h": train_pc.h, "method": train_pc.method},
+        "d": d,
+        "n_train_points": len(train_points),
+        "n_test_points": len(test_points),
+        "distance_median": float(test_points.distance.median()),
+        "profile": curvature_profile(test_pc),
+        "curvatures": test_pc.curvatures.tolist(),
+        "residual_median": float(test_pc.residuals.median()),
+        "products_per_point": float(test_pc.products.double().mean()),
+        "mean_curvature": mean.tolist(),
+        "mean_curvature_stderr": stderr.tolist(),
+        "shared_singular_values": shared.singular_values.tolist(),
+        "shared_basis": shared.basis[:8].cpu().numpy().round(5).tolist(),
+        "rho": {"mean": rho.mean(0).tolist(), "std": rho.std(0).tolist()},
+        "subspace_m": subspace_m,
+        "projections": table,
+        "noise": {"levels": noise_levels, "image_norm": image_norm, "rates": noise},
+        "sc_eigenvalues": sc_values.tolist(),
+        "sc_basis": sc_basis[:4].cpu().numpy().round(5).tolist(),
+        "sc_curvature": {str(m): [float(v.mean()), float(v.std())] for m, v in in_sc.items()},
+        "fooling": {"xi": xi, **fool},
+        "loss": {
+            "eigenvalues_mean": loss.eigenvalues.double().mean(0).tolist(),
+            "alignment": loss.alignment.tolist(),
+            "lower": loss.lower.tolist(),
+            "upper": loss.upper.tolist(),
+            "deepfool_norm": _distances_by_index(test_points, loss_points, loss_n),
+        },
+    }
+
+
+def _distances_by_index(points: BoundaryPoints, keep: Tensor, n: int) -> list[float]:
+    """``||r(x)||₂`` of the first `n` images, NaN for those DeepFool did not fool."""
+    out = torch.full((n,), math.nan, dtype=torch.float64)
+    out[points.index[keep]] = points.distance[keep].double().cpu()
+    return out.tolist()
+
+
+def _sensitivity_vectors(
+    clf: Classifier, x: Tensor, y: Tensor, points: BoundaryPoints, seed: int
+) -> dict[str, Tensor]:
+    """The perturbations of Table 7.1: random, adversarial, x₂ − x₁, image and loss gradients.
+
+    "Image gradient" is the spatial derivative of the image (thesis §7.4, footnote 5: the
+    direction of a small translation), by `torch.gradient` along rows and columns; the
+    loss gradient ``∇_x ℓ`` is listed too.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    pairs = torch.randperm(n, generator=generator)
+    spatial = torch.gradient(x.double().cpu(), dim=(-2, -1)) if x.ndim == 4 else None
+    _, loss_grad = clf.loss_gradient(clf.validate(x), y.to(clf.device))
+    vectors = {
+        "random": torch.randn(n, x[0].numel(), generator=generator, dtype=torch.float64),
+        "adversarial (DeepFool)": (points.z - points.x).flatten(1),
+        "x₂ − x₁": (x[pairs] - x).flatten(1)[pairs != torch.arange(n)],
+        "loss gradient ∇ₓℓ": loss_grad.flatten(1),
+    }
+    if spatial is not None:
+        vectors["image gradient (∂/∂row, ∂/∂col)"] = torch.cat(
+            [spatial[0].flatten(1), spatial[1].flatten(1)]
+        )
+    return vectors

@@ -118,6 +118,7 @@ class ReportContext:
     seed: int
     out_dir: Path
     data_spec: str = "mnist5k"  # the spec of `data` (its train split serves X)
+    profile: str = "default"  # sections that own their settings pick them by profile
 
 
 @dataclass

@@ -93,7 +93,9 @@ def run_report(
     }
     results_path = out_dir / "results.json"
     saved = _load_previous(results_path, meta) if resume else {}
-    ctx = ReportContext(clf, dataset, loaded, config, seed, out_dir, data_spec=data)
+    ctx = ReportContext(
+        clf, dataset, loaded, config, seed, out_dir, data_spec=data, profile=profile
+    )
     results: dict[str, Any] = {"meta": meta, "sections": dict(saved)}
     rendered: list[Section] = []
     for name in names:

@@ -1,0 +1,248 @@
+"""Report section: how the decision boundary bends near the data (thesis §7.4, §6.4, §8.2).
+
+The section owns its settings: `SETTINGS` maps each report profile to a `CurvatureConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from boundaryscope.data import load_dataset
+from boundaryscope.geometry.curvature import CurvatureConfig, curvature_study
+from boundaryscope.report import figures
+from boundaryscope.report.registry import Analysis, ReportContext, Section, register_analysis
+
+__all__ = ["SETTINGS", "CurvatureAnalysis"]
+
+SETTINGS: dict[str, CurvatureConfig] = {
+    "default": CurvatureConfig(max_steps=80),
+    "full": CurvatureConfig(n_test=1000, max_steps=200, samples=64),
+    "quick": CurvatureConfig(
+        n_train=10,
+        n_test=10,
+        k=3,
+        samples=8,
+        rho_m=8,
+        sc_m=4,
+        sc_ms=(1, 4),
+        draws=2,
+        loss_n=5,
+        max_steps=20,
+    ),
+}
+
+
+@register_analysis
+class CurvatureAnalysis(Analysis):
+    """Principal curvatures, shared curved directions, S_c, loss curvature."""
+
+    name = "curvature"
+    title = "Boundary curvature"
+    order = 60
+
+    def run(self, ctx: ReportContext) -> dict[str, Any]:
+        """Runs `curvature_study` on training images (directions) and test images."""
+        config = SETTINGS.get(ctx.profile, SETTINGS["default"])
+        train = load_dataset(ctx.data_spec, "train").subset(config.n_train)
+        test = ctx.data
+        return curvature_study(ctx.clf, train.x, test.x, test.y, config, seed=ctx.seed)
+
+    def render(self, result: dict[str, Any], out_dir: Path) -> Section:
+        """Profile, ρ_i, basis images, S/S⊥ noise, Table 7.1, S_c vs S_f vs Alg. 4, loss."""
+        cfg = result["config"]
+        scale = f"finite differences at h = {cfg['h']:.3g}" if cfg["method"] == "fd" else "exact"
+        figs = [
+            _profile_figure(result, out_dir),
+            _rho_figure(result, out_dir),
+            _basis_figure(result, out_dir),
+            _noise_figure(result, out_dir),
+            _loss_figure(result, out_dir),
+        ]
+        mean = np.asarray(result["mean_curvature"])
+        stderr = np.asarray(result["mean_curvature_stderr"])
+        significant = np.abs(mean) > 2 * stderr
+        summary = [
+            ["boundary points (held-out images)", f"{result['n_test_points']}"],
+            ["median distance ‖r(x)‖₂ to the boundary", f"{result['distance_median']:.3f}"],
+            [
+                "mean curvature κ̄ < 0 (all points / where |κ̄| > 2 s.e.)",
+                f"{np.mean(mean < 0):.0%} / "
+                f"{np.mean(mean[significant] < 0) if significant.any() else math.nan:.0%}",
+            ],
+            ["median κ̄ (1 / input units)", f"{np.median(mean):.4f}"],
+            ["largest / most negative principal curvature (mean)", _ends(result)],
+            ["Hessian-vector products per point (Lanczos)", f"{result['products_per_point']:.0f}"],
+            ["median relative Lanczos residual", f"{result['residual_median']:.2g}"],
+        ]
+        projections = [
+            [name, f"{v['mean']:.2f} ± {v['std']:.2f}"] for name, v in result["projections"].items()
+        ]
+        fool = result["fooling"]
+        fooling_rows = [
+            *[[f"random v ∈ S_c, m = {m}", f"{r:.3f}"] for m, r in fool["S_c"].items()],
+            *[[f"random v ∈ S_f, m = {m}", f"{r:.3f}"] for m, r in fool["S_f"].items()],
+            ["Alg. 4 universal perturbation (l2)", f"{fool['alg4']:.3f}"],
+            ["random direction", f"{fool['random']:.3f}"],
+        ]
+        sc_rows = [
+            [m, f"{mean_std[0]:.4f} ± {mean_std[1]:.4f}"]
+            for m, mean_std in result["sc_curvature"].items()
+        ]
+        loss = result["loss"]
+        lower = np.asarray(loss["lower"], dtype=float)
+        measured = np.asarray(loss["deepfool_norm"], dtype=float)
+        both = np.isfinite(lower) & np.isfinite(measured)
+        loss_rows = [
+            ["gradient–top-eigenvector alignment |gᵀu|/‖g‖ (median)", _median(loss["alignment"])],
+            ["Theorem 5 lower bound on ‖r*‖ (median)", _median(loss["lower"])],
+            ["Theorem 5 upper bound (median)", _median(loss["upper"])],
+            ["DeepFool ‖r(x)‖₂ on the same images (median)", _median(loss["deepfool_norm"])],
+            [
+                "images where the lower bound ≤ DeepFool's norm",
+                f"{np.mean(lower[both] <= measured[both]):.0%}" if both.any() else "—",
+            ],
+        ]
+        return Section(
+            title=self.title,
+            intro=(
+                "How the decision boundary bends next to the data (thesis §7.4). For each "
+                "image x, DeepFool gives the closest boundary point z; the principal "
+                "curvatures there are the eigenvalues of the boundary function's Hessian "
+                "restricted to the tangent plane, divided by the gradient norm (eq. 7.2), "
+                f"computed from Hessian-vector products ({scale}). Positive curvature means "
+                "the boundary bends towards the image. A few curved directions, shared "
+                "between images, explain where the model is sensitive."
+            ),
+            tables=[
+                ("Curvature at the boundary", ["quantity", "value"], [*summary, *loss_rows]),
+                (
+                    f"‖P_S v‖/‖v‖ on S = the first {result['subspace_m']} shared curved "
+                    f"directions of d = {result['d']} (cf. Table 7.1: larger = more inside S)",
+                    ["perturbation v", "mean ± std"],
+                    projections,
+                ),
+                (
+                    f"Fooling rate of perturbations of l2 norm {fool['xi']:.3g} on held-out "
+                    "images (cf. Fig. 6.9b): random vectors from the most positively curved "
+                    "subspace S_c, from the span of the normals S_f, Alg. 4, a random direction",
+                    ["perturbation", "fooling rate"],
+                    fooling_rows,
+                ),
+                (
+                    "Average curvature of the boundary in the first m directions of S_c at "
+                    "held-out points (eq. 6.4; > 0: bends towards the image)",
+                    ["m", "mean ± std over points"],
+                    sc_rows,
+                ),
+            ],
+            figures=figs,
+            notes=[
+                "How to read: the profile shows that most principal curvatures are small and "
+                "a few are large; an asymmetric profile (more negative mass) is what the "
+                "curvature detector of §7.5 relies on. ρ_i ≫ 1 means the shared direction "
+                "u_i is far more curved than a random one at images not used to find it.",
+                "Theorem 5 bounds assume the loss is quadratic over the whole distance to the "
+                "boundary; for confidently classified images the cross-entropy is saturated "
+                "and the bounds can be far from DeepFool's norm — read them as the "
+                "quadratic model's prediction, not as guarantees.",
+            ],
+        )
+
+
+def _ends(result: dict[str, Any]) -> str:
+    mean = result["profile"]["mean"]
+    return f"{mean[0]:.3f} / {mean[-1]:.3f}"
+
+
+def _median(values: list[float]) -> str:
+    array = np.asarray(values, dtype=float)
+    array = array[np.isfinite(array)]
+    return f"{np.median(array):.3g}" if array.size else "—"
+
+
+def _profile_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
+    profile = result["profile"]
+    k = len(profile["mean"]) // 2
+    ranks = [*range(1, k + 1), *range(-k, 0)]
+    labels = [str(r) for r in ranks]
+    fig, ax = figures.lines(
+        range(len(ranks)),
+        {"mean over points": profile["mean"], "median": profile["median"]},
+        "rank (most positive … most negative)",
+        "principal curvature (1 / input units)",
+    )
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xticks(range(len(ranks)), labels, fontsize=6)
+    return (
+        figures.save(fig, out_dir / "curvature_profile.png"),
+        "Extreme principal curvatures at boundary points near held-out images, averaged "
+        "rank by rank (cf. Fig. 7.5b). The middle of the profile (not computed) is ≈ 0.",
+    )
+
+
+def _rho_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
+    rho = result["rho"]["mean"]
+    fig, ax = figures.lines(
+        range(1, len(rho) + 1), {"mean ρ_i(z)": rho}, "shared direction i", "ρ_i", log_y=True
+    )
+    ax.axhline(1, color="black", lw=0.6)
+    return (
+        figures.save(fig, out_dir / "curvature_rho.png"),
+        "ρ_i(z): curvature along the i-th shared direction relative to random directions, "
+        "at held-out points (cf. Fig. 7.6a); above 1 = more curved than random.",
+    )
+
+
+def _basis_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
+    images = []
+    for u in result["shared_basis"]:
+        u = np.asarray(u)
+        images.append(0.5 + 0.5 * u / (np.abs(u).max() or 1.0))
+    fig, _ = figures.image_row(images, [f"u_{i + 1}" for i in range(len(images))])
+    return (
+        figures.save(fig, out_dir / "curvature_basis.png"),
+        "The first shared curved directions u_i (grey = 0; cf. Fig. 7.6b).",
+    )
+
+
+def _noise_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
+    noise = result["noise"]
+    relative = [level / noise["image_norm"] for level in noise["levels"]]
+    fig, _ = figures.lines(
+        relative,
+        {
+            f"noise in S (first {result['subspace_m']} u_i)": noise["rates"]["S"],
+            "noise in S⊥": noise["rates"]["S_perp"],
+            "noise in R^d": noise["rates"]["random"],
+        },
+        "‖noise‖₂ / median ‖x‖₂",
+        "share of labels changed",
+    )
+    return (
+        figures.save(fig, out_dir / "curvature_noise.png"),
+        "Label changes under Gaussian noise restricted to the shared curved subspace S or "
+        "its complement (cf. Fig. 7.7; no clipping to the box).",
+    )
+
+
+def _loss_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
+    values = result["loss"]["eigenvalues_mean"]
+    k = len(values) // 2
+    fig, ax = figures.lines(
+        range(len(values)),
+        {"mean eigenvalue": values},
+        "rank (largest … smallest)",
+        "eigenvalue of ∇²ₓℓ",
+    )
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xticks(range(len(values)), [*map(str, range(1, k + 1)), *map(str, range(-k, 0))])
+    ax.tick_params(axis="x", labelsize=6)
+    return (
+        figures.save(fig, out_dir / "curvature_loss.png"),
+        "Extreme eigenvalues of the input Hessian of the loss at test images (cf. Fig. 8.2); "
+        "robust training flattens this profile.",
+    )
