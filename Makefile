@@ -59,6 +59,7 @@ bench: setup-bench
 	$(PY) benchmarks/reproduce_balda.py
 	$(PY) benchmarks/reproduce_table_5_1.py
 	$(PY) benchmarks/universal_vs_art.py
+	$(PY) benchmarks/curvature.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

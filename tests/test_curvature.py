@@ -272,6 +272,27 @@ def test_principal_curvatures_match_dense_projected_hessian(seed):
         eig = torch.linalg.eigvalsh(dense_curvature_matrix(net, points, n)).flip(0)
         expected = torch.cat([eig[:2], eig[-2:]]).float()
         torch.testing.assert_close(result.curvatures[n], expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(result.ritz_values, result.curvatures, rtol=1e-4, atol=1e-6)
+
+
+def test_reported_curvature_is_measured_along_its_direction_on_relu_nets(seed):
+    torch.manual_seed(seed)
+    relu = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3)).double().eval()
+    clf = Classifier(relu, bounds=(-10, 10))
+    g = torch.Generator().manual_seed(seed)
+    points = boundary_points(clf, torch.rand(4, 8, generator=g, dtype=torch.float64))
+    result = principal_curvatures(clf, points, k=2, method="fd", h=0.2, max_steps=8)
+    hessian = HessianOperator(
+        clf, points.z, score_difference_objective(points.target, points.source), h=0.2
+    )
+    for n in range(len(points)):
+        for j, v in enumerate(result.directions[n].double()):
+            # Independent recomputation of κ_h(z, v) = vᵀ P H P v / ||∇F|| by two gradients.
+            tangent = v - (v @ points.normal[n]) * points.normal[n]
+            hv = hessian(tangent[None], torch.tensor([n]))[0]
+            kappa = float(tangent @ hv / points.grad_norm[n])
+            assert abs(float(result.curvatures[n, j]) - kappa) < 1e-5
+    assert torch.all(result.curvatures[:, :2].diff(dim=1) <= 0)
 
 
 def test_hutchinson_mean_curvature_within_three_standard_errors(seed):
