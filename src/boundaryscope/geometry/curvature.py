@@ -60,6 +60,7 @@ __all__ = [
     "curvature_ratios",
     "curvature_study",
     "curved_subspace",
+    "level_set_points",
     "loss_curvature",
     "noise_misclassification",
     "principal_curvatures",
@@ -139,11 +140,49 @@ def boundary_points(
     x = clf.validate(x)
     result = DeepFool(p=2, steps=steps, batch_size=batch_size)(clf, x)
     index = result.success.nonzero()[:, 0].cpu()
-    source = result.original_label[index].cpu()
-    target = result.adversarial_label[index].cpu()
-    z = result.adversarial[index.to(x.device)].clone()
+    device_index = index.to(x.device)
+    return level_set_points(
+        clf,
+        x[device_index],
+        result.adversarial[device_index],
+        result.original_label[index].cpu(),
+        result.adversarial_label[index].cpu(),
+        index=index,
+        snap_steps=snap_steps,
+        batch_size=batch_size,
+    )
+
+
+def level_set_points(
+    clf: Classifier,
+    x: Tensor,
+    z: Tensor,
+    source: Tensor,
+    target: Tensor,
+    *,
+    index: Tensor | None = None,
+    snap_steps: int = 0,
+    batch_size: int = 256,
+) -> BoundaryPoints:
+    """Normals of ``F = f_target − f_source`` at points ``z`` (after `snap_steps` onto F = 0).
+
+    With ``snap_steps = 0`` the points stay where they are: the level set of F through z
+    is then what is measured — Alg. 6 evaluates the curvature at the image itself
+    (thesis §7.5: "we approximate G(z) with G(x)").
+
+    Args:
+        clf: The classifier.
+        x: The images the points belong to ``(N, *shape)``.
+        z: The points ``(N, *shape)``.
+        source: Classes ``(N,)`` on the images' side.
+        target: Classes ``(N,)`` across the boundary.
+        index: Positions in the caller's batch (default ``arange(N)``).
+        snap_steps: Newton steps ``z ← z − F ∇F / ||∇F||²``.
+        batch_size: Samples per pass.
+    """
+    source, target = source.cpu(), target.cpu()
     objective = score_difference_objective(target, source)
-    rows = torch.arange(len(index))
+    rows = torch.arange(z.shape[0])
     value, grad = objective_gradients(clf, z, objective, rows, batch_size)
     for _ in range(snap_steps):
         sq = grad.flatten(1).pow(2).sum(1).clamp_min(1e-30)
@@ -151,7 +190,8 @@ def boundary_points(
         value, grad = objective_gradients(clf, z, objective, rows, batch_size)
     norm = grad.flatten(1).norm(dim=1)
     normal = grad / norm.clamp_min(1e-30).view(-1, *[1] * (z.ndim - 1))
-    return BoundaryPoints(x[index.to(x.device)], z, source, target, normal, norm, value, index)
+    index = rows if index is None else index
+    return BoundaryPoints(x, z, source, target, normal, norm, value, index)
 
 
 # ---------------------------------------------------------------------- the operator G
