@@ -1,0 +1,487 @@
+"""Detecting perturbed inputs from the curvature of the boundary (thesis §7.5, Alg. 6).
+
+Near natural images the decision boundary bends away from the image (negative average
+curvature, Fig. 7.5b); an image pushed just across the boundary by a minimal perturbation
+sees the same boundary from the other side, bent towards it (Fig. 7.8). Alg. 6 scores an
+input ``x`` with predicted class ``k̂`` by the average curvature of the level sets of
+``F_i = f_i − f_k̂`` through ``x`` itself, over the other classes ``i`` (ALGORITHMS.md §9):
+
+    ρ(x) = 1/(L T) Σ_i Σ_j v_jᵀ G_i(x) v_j,   G_i = P_i H_{F_i} P_i / ||∇F_i||,
+
+with ``v_1..v_T`` uniform on the unit sphere (a Hutchinson estimate of ``tr G_i / d``).
+``ρ >= t`` flags the input as perturbed, and ``argmax_i Σ_j v_jᵀ G_i v_j`` — the class
+whose boundary bends most towards x — is its recovered label. No training on attacks:
+only the threshold ``t`` is fitted, on clean data, for a target false-positive rate.
+
+The detectors follow scikit-learn's outlier-detector conventions — hyperparameters stored
+as given in ``__init__``, ``fit`` returns ``self``, fitted state ends with ``_`` — except
+that `score_samples` grows with the evidence of a perturbation (Alg. 6's ρ), where
+scikit-learn's grows with normality. `ConfidenceDetector` (one minus the top softmax
+probability) is the floor every number is compared with.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score, roc_curve
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from boundaryscope._io import atomic_write
+from boundaryscope.attacks import PGD, DeepFool, smallest_fooling_epsilon
+from boundaryscope.attacks.gradient import FGSM
+from boundaryscope.classifier import Classifier
+from boundaryscope.geometry.curvature import curvature_operator, level_set_points
+from boundaryscope.geometry.hessian import Method
+
+__all__ = [
+    "ConfidenceDetector",
+    "CurvatureDetector",
+    "DetectionEvaluation",
+    "evaluate",
+    "load_detector",
+]
+
+
+class _Detector:
+    """Shared threshold fitting, prediction and persistence of the detectors."""
+
+    kind: ClassVar[str] = "detector"
+    _params: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, fpr: float) -> None:
+        if not 0 < fpr < 1:
+            raise ValueError(f"The 'fpr' parameter must be in (0, 1). Got {fpr!r} instead.")
+        self.fpr = fpr
+        self.threshold_: float | None = None
+        self.n_fit_: int = 0
+        self.clean_scores_: list[float] = []
+
+    def score_samples(self, clf: Classifier, x: Tensor) -> Tensor:
+        """Scores ``(N,)``: larger = more likely perturbed."""
+        raise NotImplementedError
+
+    def recover(self, clf: Classifier, x: Tensor) -> Tensor:
+        """The label each input most likely had before a perturbation ``(N,)``."""
+        raise NotImplementedError
+
+    def fit(self, clf: Classifier, x_clean: Tensor) -> _Detector:
+        """Chooses the threshold ``t``: the ``1 − fpr`` quantile of the clean scores.
+
+        Args:
+            clf: The classifier.
+            x_clean: Clean images ``(N, *shape)`` (N >= 1; a few hundred for a stable t).
+
+        Returns:
+            ``self``.
+        """
+        scores = self.score_samples(clf, x_clean).double().cpu().numpy()
+        if scores.size == 0:
+            raise ValueError("x_clean must hold at least one image; got an empty batch.")
+        # "higher": a clean score equal to t counts as clean, so the fitted rate is <= fpr.
+        self.threshold_ = float(np.quantile(scores, 1 - self.fpr, method="higher"))
+        self.n_fit_ = int(scores.size)
+        self.clean_scores_ = scores.tolist()
+        return self
+
+    def predict(self, clf: Classifier, x: Tensor) -> Tensor:
+        """``True`` where an input is flagged as perturbed (score > threshold) ``(N,)``."""
+        return self.score_samples(clf, x) > self._threshold()
+
+    def _threshold(self) -> float:
+        if self.threshold_ is None:
+            raise RuntimeError(f"This {type(self).__name__} is not fitted yet; call fit first.")
+        return self.threshold_
+
+    def get_params(self) -> dict[str, Any]:
+        """The hyperparameters, as given."""
+        return {name: getattr(self, name) for name in self._params}
+
+    def save(self, path: str | Path) -> Path:
+        """Writes hyperparameters and fitted threshold as JSON (atomically)."""
+        payload = {
+            "kind": self.kind,
+            "params": self.get_params(),
+            "threshold": self._threshold(),
+            "n_fit": self.n_fit_,
+        }
+        text = json.dumps(payload, indent=2).encode()
+        return atomic_write(path, lambda handle: handle.write(text))
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+
+class CurvatureDetector(_Detector):
+    """Alg. 6: average boundary curvature at the input over the other classes.
+
+    Args:
+        n_directions: ``T``, random unit directions, shared by every input and class (so a
+            score does not depend on the batch the input came in).
+        candidates: Classes ``i`` averaged over: ``None`` = every other class (Alg. 6),
+            an int = the top-scoring other classes only (cheaper for many classes).
+        method: Hessian-vector products: ``"fd"`` (default), ``"exact"`` or ``"auto"``.
+        h: Finite-difference scale in input units (default 0.1 × box width).
+        fpr: Target false-positive rate on clean data for `fit`.
+        seed: Seeds the directions.
+        batch_size: Inputs per chunk (each costs ``2 × classes × T`` gradient rows).
+
+    Example:
+        >>> detector = CurvatureDetector(n_directions=20).fit(clf, x_clean)  # doctest: +SKIP
+        >>> flagged = detector.predict(clf, x)                              # doctest: +SKIP
+        >>> labels = detector.recover(clf, x[flagged])                      # doctest: +SKIP
+    """
+
+    kind = "curvature"
+    _params = ("n_directions", "candidates", "method", "h", "fpr", "seed", "batch_size")
+
+    def __init__(
+        self,
+        n_directions: int = 20,
+        candidates: int | None = None,
+        *,
+        method: Method = "fd",
+        h: float | None = None,
+        fpr: float = 0.05,
+        seed: int = 0,
+        batch_size: int = 32,
+    ) -> None:
+        super().__init__(fpr)
+        if n_directions < 1:
+            raise ValueError(f"The 'n_directions' parameter must be >= 1. Got {n_directions!r}.")
+        if candidates is not None and candidates < 1:
+            raise ValueError(f"The 'candidates' parameter must be None or >= 1. Got {candidates}.")
+        if batch_size < 1:
+            raise ValueError(f"The 'batch_size' parameter must be >= 1. Got {batch_size!r}.")
+        self.n_directions = n_directions
+        self.candidates = candidates
+        self.method: Method = method
+        self.h = h
+        self.seed = seed
+        self.batch_size = batch_size
+
+    def class_curvatures(self, clf: Classifier, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-class average curvatures ``(1/T) Σ_j v_jᵀ G_i(x) v_j`` of Alg. 6.
+
+        Returns:
+            ``(classes (N, L), curvatures (N, L))``: the candidate classes of each input
+            and their curvature estimates.
+        """
+        x = clf.validate(x)
+        d = int(x[0].numel()) if x.shape[0] else 1
+        directions = _unit_directions(self.n_directions, d, self.seed)
+        classes, curvatures = [], []
+        bar = tqdm(total=x.shape[0], desc="curvature scores", disable=None, leave=False)
+        for start in range(0, x.shape[0], self.batch_size):
+            chunk = x[start : start + self.batch_size]
+            chunk_classes, chunk_curvatures = self._chunk(clf, chunk, directions)
+            classes.append(chunk_classes)
+            curvatures.append(chunk_curvatures)
+            bar.update(chunk.shape[0])
+        bar.close()
+        if not classes:
+            return torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, 0)
+        return torch.cat(classes), torch.cat(curvatures)
+
+    def _chunk(self, clf: Classifier, x: Tensor, directions: Tensor) -> tuple[Tensor, Tensor]:
+        scores = clf.forward_scores(x).cpu()
+        predicted = scores.argmax(dim=1)
+        num = scores.shape[1]
+        count = num - 1 if self.candidates is None else min(self.candidates, num - 1)
+        # Other classes by decreasing score: the first `count` are the candidates.
+        others = scores.scatter(1, predicted[:, None], -math.inf).topk(count, dim=1).indices
+        n = x.shape[0]
+        pairs_image = torch.arange(n).repeat_interleave(count)
+        points = level_set_points(
+            clf,
+            x[pairs_image.to(x.device)],
+            x[pairs_image.to(x.device)],
+            predicted[pairs_image],
+            others.flatten(),
+            batch_size=max(1, n * count),
+        )
+        _, matvec = curvature_operator(clf, points, method=self.method, h=self.h)
+        t, d = directions.shape
+        v = directions[None].expand(len(points), t, d).reshape(-1, d)
+        rows = torch.arange(len(points)).repeat_interleave(t)
+        gv = matvec(v, rows).double().reshape(len(points), t, d)
+        forms = (gv * directions[None]).sum(-1)  # v_jᵀ G_i v_j, projection inside G
+        return others, forms.mean(1).reshape(n, count).float()
+
+    def score_samples(self, clf: Classifier, x: Tensor) -> Tensor:
+        """``ρ(x)``: the mean over classes of the average curvature (Alg. 6, line 5)."""
+        _, curvatures = self.class_curvatures(clf, x)
+        return curvatures.mean(1) if curvatures.numel() else torch.zeros(curvatures.shape[0])
+
+    def recover(self, clf: Classifier, x: Tensor) -> Tensor:
+        """The class whose boundary bends most towards each input (Alg. 6, line 7)."""
+        classes, curvatures = self.class_curvatures(clf, x)
+        return classes.gather(1, curvatures.argmax(dim=1, keepdim=True))[:, 0]
+
+    def hvps_per_image(self, num_classes: int) -> int:
+        """Hessian-vector products per scored image: ``candidates × T``."""
+        count = num_classes - 1 if self.candidates is None else self.candidates
+        return min(count, num_classes - 1) * self.n_directions
+
+
+class ConfidenceDetector(_Detector):
+    """Baseline: score ``1 − max softmax probability``; recovers the runner-up class.
+
+    Args:
+        fpr: Target false-positive rate on clean data for `fit`.
+        batch_size: Inputs per forward pass.
+    """
+
+    kind = "confidence"
+    _params = ("fpr", "batch_size")
+
+    def __init__(self, *, fpr: float = 0.05, batch_size: int = 512) -> None:
+        super().__init__(fpr)
+        self.batch_size = batch_size
+
+    def _probabilities(self, clf: Classifier, x: Tensor) -> Tensor:
+        x = clf.validate(x)
+        chunks = [
+            clf.forward_scores(x[i : i + self.batch_size]).softmax(dim=1).cpu()
+            for i in range(0, x.shape[0], self.batch_size)
+        ]
+        return torch.cat(chunks) if chunks else torch.zeros(0, 2)
+
+    def score_samples(self, clf: Classifier, x: Tensor) -> Tensor:
+        """``1 − max_k p_k(x)``."""
+        return 1 - self._probabilities(clf, x).amax(dim=1)
+
+    def recover(self, clf: Classifier, x: Tensor) -> Tensor:
+        """The second most probable class."""
+        return self._probabilities(clf, x).topk(2, dim=1).indices[:, 1]
+
+
+def load_detector(path: str | Path) -> CurvatureDetector | ConfidenceDetector:
+    """Reads a detector written by ``save`` (hyperparameters and threshold)."""
+    payload = json.loads(Path(path).read_text())
+    kinds: dict[str, type[CurvatureDetector] | type[ConfidenceDetector]] = {
+        "curvature": CurvatureDetector,
+        "confidence": ConfidenceDetector,
+    }
+    if not isinstance(payload, dict) or payload.get("kind") not in kinds:
+        raise ValueError(
+            f"{path} is not a saved boundaryscope detector (expected a JSON object with "
+            f"'kind' in {sorted(kinds)})."
+        )
+    detector = kinds[payload["kind"]](**payload["params"])
+    detector.threshold_ = float(payload["threshold"])
+    detector.n_fit_ = int(payload.get("n_fit", 0))
+    return detector
+
+
+def _unit_directions(t: int, d: int, seed: int) -> Tensor:
+    """``T`` directions uniform on the unit sphere of ``R^d`` (float64)."""
+    g = torch.randn(t, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return g / g.norm(dim=1, keepdim=True)
+
+
+# ---------------------------------------------------------------------- evaluation
+@dataclass
+class DetectionEvaluation:
+    """Clean vs perturbed scores of the detectors, per attack (Fig. 7.9, Table 7.2).
+
+    Attributes:
+        attacks: For each attack name: ``fooled`` (images whose label changed),
+            per-detector ``auc``, ``roc`` (fpr, tpr lists), ``detected`` (share of the
+            perturbed images above the threshold), ``recovered`` (share of the detected
+            perturbed images whose recovered label is the true one), ``positive``
+            (share of perturbed images with ρ > 0), ``median_norm``.
+        clean: Per detector: ``false_positive`` (share of clean test images above the
+            threshold), ``negative`` (share of clean images with ρ < 0, curvature only).
+        adaptive: The attacker who knows the detector: DeepFool's perturbation scaled by
+            the smallest α (from a grid) that keeps the label changed and brings ρ under
+            the threshold; share of images evading and their α.
+        cost: Model passes and Hessian-vector products per scored image.
+    """
+
+    attacks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    clean: dict[str, dict[str, float]] = field(default_factory=dict)
+    adaptive: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, float] = field(default_factory=dict)
+
+
+def perturbation_suite(
+    clf: Classifier,
+    x: Tensor,
+    y: Tensor,
+    *,
+    alphas: Sequence[float] = (1.0, 2.0, 5.0),
+    batch_size: int = 256,
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """The perturbed images of the evaluation: ``{name: (x_perturbed, fooled mask)}``.
+
+    DeepFool l2 and l∞; FGSM at the ε fooling 90% of the images; PGD(20) at the smallest ε
+    fooling 90% (bisection on ε); DeepFool l2 perturbations scaled by α (Fig. 7.9 right).
+    """
+    suite: dict[str, tuple[Tensor, Tensor]] = {}
+    deepfool = DeepFool(p=2, batch_size=batch_size)(clf, x, y)
+    for alpha in alphas:
+        scaled = clf.clip(x + alpha * deepfool.perturbation)
+        suite[f"DeepFool l2 × {alpha:g}"] = (scaled, clf.predict(scaled, batch_size) != y)
+    linf = DeepFool(p=math.inf, batch_size=batch_size)(clf, x, y)
+    suite["DeepFool l∞"] = (linf.adversarial, linf.success)
+    eps = smallest_fooling_epsilon(clf, x, y, batch_size=batch_size).epsilon
+    fgsm = FGSM(eps=eps)(clf, x, y)
+    suite[f"FGSM ε={eps:.3g}"] = (fgsm.adversarial, fgsm.success)
+    pgd_eps = _pgd_epsilon(clf, x, y, hi=eps, batch_size=batch_size)
+    pgd = PGD(eps=pgd_eps, steps=20, batch_size=batch_size)(clf, x, y)
+    suite[f"PGD(20) ε={pgd_eps:.3g}"] = (pgd.adversarial, pgd.success)
+    return suite
+
+
+def _pgd_epsilon(
+    clf: Classifier, x: Tensor, y: Tensor, *, hi: float, batch_size: int, fraction: float = 0.9
+) -> float:
+    """Smallest ε (to 2% by bisection below FGSM's) at which PGD(20) fools `fraction`."""
+    lo = 0.0
+    for _ in range(8):
+        mid = 0.5 * (lo + hi)
+        fooled = PGD(eps=mid, steps=20, batch_size=batch_size)(clf, x, y).success
+        lo, hi = (lo, mid) if float(fooled.double().mean()) >= fraction else (mid, hi)
+    return hi
+
+
+def evaluate(
+    clf: Classifier,
+    x: Tensor,
+    y: Tensor,
+    detectors: dict[str, CurvatureDetector | ConfidenceDetector],
+    *,
+    alphas: Sequence[float] = (1.0, 2.0, 5.0),
+    adaptive_alphas: Sequence[float] = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 8.0),
+    batch_size: int = 256,
+) -> DetectionEvaluation:
+    """ROC/AUC, sign table, recovery and cost of fitted detectors on attacked test images.
+
+    Only correctly classified images enter; an attack's perturbed set holds the images
+    whose label it changed. The first detector named ``"curvature"`` (if any) also gets
+    the sign table and the adaptive attack.
+
+    Args:
+        clf: The classifier.
+        x: Clean test images (not those the detectors were fitted on).
+        y: Their labels.
+        detectors: Fitted detectors by display name.
+        alphas: Scales of DeepFool's perturbation (Fig. 7.9 right).
+        adaptive_alphas: Grid of the adaptive attack.
+        batch_size: Samples per attack pass.
+
+    Returns:
+        `DetectionEvaluation`.
+    """
+    x = clf.validate(x)
+    y = y.to(clf.device)
+    correct = clf.predict(x, batch_size) == y
+    x, y = x[correct], y[correct]
+    out = DetectionEvaluation()
+    clean_scores = {
+        name: det.score_samples(clf, x).double().cpu() for name, det in detectors.items()
+    }
+    for name, det in detectors.items():
+        out.clean[name] = {
+            "false_positive": float((clean_scores[name] > det._threshold()).double().mean())
+        }
+        if isinstance(det, CurvatureDetector):
+            out.clean[name]["negative"] = float((clean_scores[name] < 0).double().mean())
+    for attack, (perturbed, fooled) in perturbation_suite(
+        clf, x, y, alphas=alphas, batch_size=batch_size
+    ).items():
+        fooled = fooled.cpu()
+        xp, yp = perturbed[fooled.to(x.device)], y[fooled.to(y.device)].cpu()
+        entry: dict[str, Any] = {
+            "fooled": int(fooled.sum()),
+            "median_norm": float(
+                (perturbed - x)[fooled.to(x.device)].flatten(1).norm(dim=1).median()
+            )
+            if fooled.any()
+            else math.nan,
+        }
+        for name, det in detectors.items():
+            entry[name] = _attack_metrics(clf, det, clean_scores[name], xp, yp)
+        out.attacks[attack] = entry
+    curvature = next((d for d in detectors.values() if isinstance(d, CurvatureDetector)), None)
+    if curvature is not None:
+        out.adaptive = _adaptive(clf, curvature, x, y, adaptive_alphas, batch_size)
+        out.cost["hvps_per_image"] = float(curvature.hvps_per_image(clf.num_classes))
+        before = (clf.counter.forward_rows, clf.counter.backward_rows)
+        probe = x[: min(16, x.shape[0])]
+        curvature.score_samples(clf, probe)
+        out.cost["forward_rows_per_image"] = (clf.counter.forward_rows - before[0]) / max(
+            len(probe), 1
+        )
+        out.cost["backward_rows_per_image"] = (clf.counter.backward_rows - before[1]) / max(
+            len(probe), 1
+        )
+    return out
+
+
+def _attack_metrics(
+    clf: Classifier,
+    det: CurvatureDetector | ConfidenceDetector,
+    clean: Tensor,
+    perturbed: Tensor,
+    labels: Tensor,
+) -> dict[str, Any]:
+    if perturbed.shape[0] == 0:
+        return {"auc": math.nan, "roc": [[], []], "detected": math.nan, "recovered": math.nan}
+    scores = det.score_samples(clf, perturbed).double().cpu()
+    truth = np.r_[np.zeros(len(clean)), np.ones(len(scores))]
+    values = np.r_[clean.numpy(), scores.numpy()]
+    fpr, tpr, _ = roc_curve(truth, values)
+    detected = scores > det._threshold()
+    metrics: dict[str, Any] = {
+        "auc": float(roc_auc_score(truth, values)),
+        "roc": [fpr.round(4).tolist(), tpr.round(4).tolist()],
+        "detected": float(detected.double().mean()),
+    }
+    if detected.any():
+        recovered = det.recover(clf, perturbed[detected.to(perturbed.device)]).cpu()
+        metrics["recovered"] = float((recovered == labels[detected]).double().mean())
+    else:
+        metrics["recovered"] = math.nan
+    if isinstance(det, CurvatureDetector):
+        metrics["positive"] = float((scores > 0).double().mean())
+    return metrics
+
+
+def _adaptive(
+    clf: Classifier,
+    det: CurvatureDetector,
+    x: Tensor,
+    y: Tensor,
+    alphas: Sequence[float],
+    batch_size: int,
+) -> dict[str, Any]:
+    """DeepFool continued along its direction until the detector no longer fires."""
+    r = DeepFool(p=2, batch_size=batch_size)(clf, x, y).perturbation
+    evading_alpha = torch.full((x.shape[0],), math.inf, dtype=torch.float64)
+    for alpha in sorted(alphas):
+        waiting = torch.isinf(evading_alpha)
+        if not waiting.any():
+            break
+        index = waiting.nonzero()[:, 0]
+        candidate = clf.clip(x[index.to(x.device)] + alpha * r[index.to(x.device)])
+        fooled = (clf.predict(candidate, batch_size) != y[index.to(y.device)]).cpu()
+        passes = ~det.predict(clf, candidate).cpu()
+        evading_alpha[index[fooled & passes]] = alpha
+    finite = evading_alpha[torch.isfinite(evading_alpha)]
+    return {
+        "alphas": list(alphas),
+        "evading": float(torch.isfinite(evading_alpha).double().mean()),
+        "median_alpha": float(finite.median()) if finite.numel() else math.inf,
+        "per_image_alpha": evading_alpha.tolist(),
+    }
