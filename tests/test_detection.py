@@ -135,6 +135,11 @@ def test_batched_equals_one_at_a_time_and_candidates(seed):
     expected = scores.scatter(1, scores.argmax(1, keepdim=True), -math.inf).topk(2).indices
     assert torch.equal(classes, expected)
     assert CurvatureDetector(8, candidates=2).hvps_per_image(4) == 16
+    reversed_ = CurvatureDetector(8, method="exact", orientation="reversed")
+    torch.testing.assert_close(reversed_.score_samples(clf, x), -batched)
+    classes, curvatures = reversed_.class_curvatures(clf, x)
+    expected = classes.gather(1, curvatures.argmin(1, keepdim=True))[:, 0]
+    assert torch.equal(reversed_.recover(clf, x), expected)
 
 
 def test_save_and_load_round_trip(tmp_path, seed):

@@ -181,9 +181,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     universal.add_argument("--out", default="runs/universal", help="output directory")
 
-    from boundaryscope import cli_geometry
+    from boundaryscope import cli_detect, cli_geometry
 
     cli_geometry.add_parser(commands, _add_model_args)
+    cli_detect.add_parser(commands, _add_model_args)
     commands.add_parser("models", help="list shipped models and architectures")
     return parser
 
@@ -494,6 +495,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from boundaryscope import cli_geometry
 
             return cli_geometry.run(args, _classifier_and_data)
+        if args.command == "detect":
+            from boundaryscope import cli_detect
+
+            return cli_detect.run(args, _classifier_and_data)
         return _cmd_models()
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"boundaryscope {args.command}: error: {error}", file=sys.stderr)
