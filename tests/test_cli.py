@@ -57,6 +57,7 @@ def test_report_and_resume(tmp_path, monkeypatch):
         "noise",
         "universal",
         "curvature",
+        "detection",
     ]
     assert results["meta"]["n"] == 24
     html = (out / "report.html").read_text()
@@ -80,6 +81,8 @@ def test_report_and_resume(tmp_path, monkeypatch):
         "curvature_basis.png",
         "curvature_noise.png",
         "curvature_loss.png",
+        "detection_roc.png",
+        "detection_examples.png",
     ):
         assert (out / figure).stat().st_size > 1000
 
@@ -88,7 +91,8 @@ def test_report_and_resume(tmp_path, monkeypatch):
     def boom(ctx):
         raise AssertionError("resume must not recompute")
 
-    for name in ("accuracy", "robustness", "fixed_budget", "noise", "universal", "curvature"):
+    names = ("accuracy", "robustness", "fixed_budget", "noise", "universal", "curvature")
+    for name in (*names, "detection"):
         monkeypatch.setattr(ANALYSES[name], "run", boom)
     assert main([*args, "--resume"]) == 0
 
@@ -203,3 +207,29 @@ def test_geometry_curvature_cli(tmp_path):
     assert result["config"]["method"] == "fd" and result["config"]["h"] == 0.1
     assert (out / "curvature_profile.png").stat().st_size > 1000
     assert main([*args, "--k", "0", "--out", str(out)]) == 2
+
+
+def test_detect_fit_and_score_cli(tmp_path):
+    import numpy as np
+    import torch
+
+    detector = tmp_path / "det.json"
+    common = ["--n", "8", "--directions", "2", "--candidates", "2"]
+    assert main(["detect", "fit", *common, "--out", str(detector)]) == 0
+    saved = json.loads(detector.read_text())
+    assert saved["kind"] == "curvature" and saved["params"]["n_directions"] == 2
+    scores = tmp_path / "scores.json"
+    assert main(["detect", "score", str(detector), "--n", "5", "--out", str(scores)]) == 0
+    result = json.loads(scores.read_text())
+    assert len(result["scores"]) == 5
+    assert result["perturbed"] == [s > saved["threshold"] for s in result["scores"]]
+    images = tmp_path / "adv.npz"
+    np.savez(images, x=np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32))
+    args = ["detect", "score", str(detector), "--inputs", str(images), "--out", str(scores)]
+    assert main(args) == 0
+    assert len(json.loads(scores.read_text())["scores"]) == 3
+    torch.save({"not": "a tensor"}, tmp_path / "bad.pt")
+    bad = ["detect", "score", str(detector), "--inputs", str(tmp_path / "bad.pt")]
+    assert main(bad) == 2
+    assert main(["detect", "fit", "--baseline", "--n", "8", "--out", str(detector)]) == 0
+    assert json.loads(detector.read_text())["kind"] == "confidence"

@@ -32,7 +32,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -54,6 +54,9 @@ __all__ = [
     "evaluate",
     "load_detector",
 ]
+
+
+DetectorT = TypeVar("DetectorT", bound="_Detector")
 
 
 class _Detector:
@@ -78,7 +81,7 @@ class _Detector:
         """The label each input most likely had before a perturbation ``(N,)``."""
         raise NotImplementedError
 
-    def fit(self, clf: Classifier, x_clean: Tensor) -> _Detector:
+    def fit(self: DetectorT, clf: Classifier, x_clean: Tensor) -> DetectorT:
         """Chooses the threshold ``t``: the ``1 − fpr`` quantile of the clean scores.
 
         Args:

@@ -25,6 +25,7 @@ __all__ = [
     "lines",
     "noise_ratios",
     "norm_histograms",
+    "roc_curves",
     "save",
     "spectral_bars",
 ]
@@ -127,6 +128,26 @@ def fooling_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig, ax
+
+
+def roc_curves(
+    panels: Mapping[str, Mapping[str, Sequence[Sequence[float]]]],
+) -> tuple[Figure, Axes]:
+    """ROC curves: a panel per detector, a line per attack: ``{panel: {attack: [fpr, tpr]}}``."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, (title, curves) in zip(axes[0], panels.items(), strict=True):
+        for name, (fpr, tpr) in curves.items():
+            if len(fpr):
+                ax.plot(fpr, tpr, lw=1.2, label=name)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.6, ls="--", label="chance")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("false-positive rate (clean images flagged)")
+        ax.set_ylabel("true-positive rate (perturbed images flagged)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.01)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    return fig, axes[0][0]
 
 
 def noise_ratios(
