@@ -60,6 +60,7 @@ bench: setup-bench
 	$(PY) benchmarks/reproduce_table_5_1.py
 	$(PY) benchmarks/universal_vs_art.py
 	$(PY) benchmarks/curvature.py
+	$(PY) benchmarks/detection.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

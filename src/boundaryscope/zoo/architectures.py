@@ -33,19 +33,29 @@ def fc500_150_10(num_classes: int = 10, in_channels: int = 1, image_size: int = 
     )
 
 
-def lenet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
-    """LeNet for MNIST: conv5×5(20)-pool-conv5×5(50)-pool-FC500-FC (MatConvNet's mnist net)."""
+def lenet(
+    num_classes: int = 10,
+    in_channels: int = 1,
+    image_size: int = 28,
+    activation: Callable[[], nn.Module] = nn.ReLU,
+    pool: Callable[[int], nn.Module] = nn.MaxPool2d,
+) -> nn.Module:
+    """LeNet for MNIST: conv5×5(20)-pool-conv5×5(50)-pool-FC500-FC (MatConvNet's mnist net).
+
+    `activation` and `pool` build the nonlinearities (ReLU and 2×2 max-pool by default;
+    `lenet_smooth` swaps in softplus and average pooling, same parameter layout).
+    """
     side = ((image_size - 4) // 2 - 4) // 2
     return nn.Sequential(
         nn.Conv2d(in_channels, 20, 5),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
+        activation(),
+        pool(2),
         nn.Conv2d(20, 50, 5),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
+        activation(),
+        pool(2),
         nn.Flatten(),
         nn.Linear(50 * side * side, 500),
-        nn.ReLU(),
+        activation(),
         nn.Linear(500, num_classes),
     )
 
@@ -59,19 +69,7 @@ def lenet_smooth(num_classes: int = 10, in_channels: int = 1, image_size: int = 
     forward map, so exact (double-backward) and finite-difference curvature can be compared
     on a real network (`boundaryscope.geometry.hessian`).
     """
-    side = ((image_size - 4) // 2 - 4) // 2
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 20, 5),
-        nn.Softplus(),
-        nn.AvgPool2d(2),
-        nn.Conv2d(20, 50, 5),
-        nn.Softplus(),
-        nn.AvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(50 * side * side, 500),
-        nn.Softplus(),
-        nn.Linear(500, num_classes),
-    )
+    return lenet(num_classes, in_channels, image_size, nn.Softplus, nn.AvgPool2d)
 
 
 def lenet_cifar(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
