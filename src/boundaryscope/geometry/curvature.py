@@ -201,7 +201,7 @@ def curvature_operator(
     *,
     method: Method = "fd",
     h: float | None = None,
-    batch_size: int = 512,
+    batch_size: int = 256,
 ) -> tuple[HessianOperator, MatVec]:
     """``G_n v = P_n H_F P_n v / ||∇F(z_n)||`` on flattened vectors, for every point.
 
@@ -287,7 +287,7 @@ def principal_curvatures(
     solver: Literal["lanczos", "eigsh"] = "lanczos",
     tol: float = 1e-3,
     max_steps: int = 120,
-    batch_size: int = 512,
+    batch_size: int = 256,
     seed: int = 0,
 ) -> PrincipalCurvatures:
     """The `k` extreme principal curvatures of the boundary at each point.
@@ -420,7 +420,7 @@ def average_curvature(
     *,
     method: Method = "fd",
     h: float | None = None,
-    batch_size: int = 512,
+    batch_size: int = 256,
     seed: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Mean principal curvature ``κ̄ = tr(G)/(d − 1)`` by a Hutchinson estimate (eq. 7.4).
@@ -494,7 +494,7 @@ def curvature_ratios(
     samples: int = 32,
     method: Method = "fd",
     h: float | None = None,
-    batch_size: int = 512,
+    batch_size: int = 256,
     seed: int = 0,
 ) -> Tensor:
     """``ρ_i(z) = |u_iᵀ P H P u_i| / E_v |vᵀ P H P v|``, v uniform on the sphere (eq. 7.3).
@@ -540,7 +540,7 @@ def noise_misclassification(
     norms: Sequence[float],
     *,
     seed: int = 0,
-    batch_size: int = 512,
+    batch_size: int = 256,
 ) -> dict[str, list[float]]:
     """Share of images whose label changes under Gaussian noise in S, in S⊥, and in R^d.
 
@@ -579,7 +579,7 @@ def subspace_curvature(
     samples: int = 16,
     method: Method = "fd",
     h: float | None = None,
-    batch_size: int = 512,
+    batch_size: int = 256,
     seed: int = 0,
 ) -> dict[int, Tensor]:
     """Average curvature in the span of the first m basis vectors (eq. 6.4, Fig. 6.9a).
@@ -612,7 +612,7 @@ def curved_subspace(
     method: Method = "fd",
     h: float | None = None,
     tol: float = 1e-3,
-    batch_size: int = 512,
+    batch_size: int = 256,
     seed: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """S_c: the top-m eigenvectors of the average curvature matrix ``Ḡ = mean_n G_n`` (§6.4.1).
@@ -678,7 +678,7 @@ def loss_curvature(
     h: float | None = None,
     tol: float = 1e-3,
     max_steps: int = 120,
-    batch_size: int = 512,
+    batch_size: int = 256,
     seed: int = 0,
 ) -> LossCurvature:
     """The loss-curvature profile at data points, alignment and Theorem 5 bounds (§8.2).
@@ -768,7 +768,7 @@ class CurvatureConfig:
     draws: int = 10
     loss_n: int = 50
     max_steps: int = 120
-    batch_size: int = 512
+    batch_size: int = 256
 
 
 def curvature_study(
@@ -823,13 +823,16 @@ def curvature_study(
         for name, r in ((n, projection_ratios(s_basis, v)) for n, v in vectors.items())
     }
     image_norm = float(x_test.flatten(1).norm(dim=1).median())
-    noise_levels = [image_norm * t for t in (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)]
+    noise_levels = [image_norm * t for t in (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)]
     noise = noise_misclassification(
         clf, x_test, s_basis, noise_levels, seed=seed, batch_size=config.batch_size
     )
     sc_basis, sc_values = curved_subspace(clf, train_points, config.sc_m, seed=seed, **opts)
     in_sc = subspace_curvature(
         clf, test_points, sc_basis, config.sc_ms, samples=config.samples, seed=seed, **opts
+    )
+    in_sc_train = subspace_curvature(
+        clf, train_points, sc_basis, config.sc_ms, samples=config.samples, seed=seed, **opts
     )
     xi = config.xi_factor * float(train_points.distance.median())
     generator = torch.Generator().manual_seed(seed)
@@ -879,6 +882,9 @@ def curvature_study(
         "sc_eigenvalues": sc_values.tolist(),
         "sc_basis": sc_basis[:4].cpu().numpy().round(5).tolist(),
         "sc_curvature": {str(m): [float(v.mean()), float(v.std())] for m, v in in_sc.items()},
+        "sc_curvature_train": {
+            str(m): [float(v.mean()), float(v.std())] for m, v in in_sc_train.items()
+        },
         "fooling": {"xi": xi, **fool},
         "loss": {
             "eigenvalues_mean": loss.eigenvalues.double().mean(0).tolist(),

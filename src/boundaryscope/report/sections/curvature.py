@@ -88,8 +88,13 @@ class CurvatureAnalysis(Analysis):
             ["Alg. 4 universal perturbation (l2)", f"{fool['alg4']:.3f}"],
             ["random direction", f"{fool['random']:.3f}"],
         ]
+        train_sc = result.get("sc_curvature_train", {})
         sc_rows = [
-            [m, f"{mean_std[0]:.4f} ± {mean_std[1]:.4f}"]
+            [
+                m,
+                f"{mean_std[0]:.4f} ± {mean_std[1]:.4f}",
+                _mean_std(train_sc.get(m)),
+            ]
             for m, mean_std in result["sc_curvature"].items()
         ]
         loss = result["loss"]
@@ -133,9 +138,10 @@ class CurvatureAnalysis(Analysis):
                     fooling_rows,
                 ),
                 (
-                    "Average curvature of the boundary in the first m directions of S_c at "
-                    "held-out points (eq. 6.4; > 0: bends towards the image)",
-                    ["m", "mean ± std over points"],
+                    "Average curvature of the boundary in the first m directions of S_c "
+                    "(eq. 6.4; > 0: bends towards the image), at held-out points and at the "
+                    "training points S_c was computed from",
+                    ["m", "held-out: mean ± std", "training: mean ± std"],
                     sc_rows,
                 ),
             ],
@@ -156,6 +162,10 @@ class CurvatureAnalysis(Analysis):
 def _ends(result: dict[str, Any]) -> str:
     mean = result["profile"]["mean"]
     return f"{mean[0]:.3f} / {mean[-1]:.3f}"
+
+
+def _mean_std(pair: list[float] | None) -> str:
+    return "—" if not pair else f"{pair[0]:.4f} ± {pair[1]:.4f}"
 
 
 def _median(values: list[float]) -> str:
@@ -212,7 +222,7 @@ def _basis_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
 def _noise_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
     noise = result["noise"]
     relative = [level / noise["image_norm"] for level in noise["levels"]]
-    fig, _ = figures.lines(
+    fig, ax = figures.lines(
         relative,
         {
             f"noise in S (first {result['subspace_m']} u_i)": noise["rates"]["S"],
@@ -222,6 +232,7 @@ def _noise_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
         "‖noise‖₂ / median ‖x‖₂",
         "share of labels changed",
     )
+    ax.set_ylim(-0.02, 1.02)
     return (
         figures.save(fig, out_dir / "curvature_noise.png"),
         "Label changes under Gaussian noise restricted to the shared curved subspace S or "
