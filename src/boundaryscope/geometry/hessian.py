@@ -60,10 +60,11 @@ DEFAULT_H = 0.1
 """Default finite-difference scale in input units, for inputs in a unit-width box.
 
 Measured (``benchmarks/curvature.py``, README "Boundary curvature"): on the smooth LeNet
-the fd curvatures at h = 0.1 are within 0.6% of the exact ones (0.02% at h = 0.01). On the
-shipped ReLU LeNet there is no plateau: the mean top principal curvature of 20 boundary
-points falls from 3.4 (h = 0.01) to 2.3 (0.03), 1.4 (0.1) and 0.9 (0.3) — the curvature of
-a piecewise-affine network is a property of a scale. 0.1 is about 5% of the median
+the fd principal curvatures at h = 0.1 are within 0.3% (most positive) and 1.7% (most
+negative) of the exact ones, 0.15% at h = 0.03. On the shipped ReLU LeNet there is no
+plateau: the mean most positive curvature of 20 boundary points falls from 1.85
+(h = 0.003) to 1.17 (0.01), 0.87 (0.03), 0.56 (0.1) and 0.39 (0.3) — the curvature of a
+piecewise-affine network is a property of a scale. 0.1 is about 5% of the median
 distance to the boundary on MNIST (≈ 2): large enough to average over many ReLU switches,
 small against the distances studied. Compare models at the same h. Scaled by the box width
 ``hi − lo`` for other boxes.
