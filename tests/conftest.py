@@ -9,7 +9,10 @@ from torch import nn
 from boundaryscope import Classifier
 from boundaryscope.zoo import load_model
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two threads like CI's machine, unless OMP_NUM_THREADS asks for another count (single-
+# threaded runs must stay single-threaded).
+if "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture
