@@ -26,11 +26,11 @@ from boundaryscope import Classifier
 from boundaryscope.data import load_mnist5k
 from boundaryscope.geometry.curvature import (
     CurvatureConfig,
-    _quadratic_forms,
     boundary_points,
     curvature_operator,
     curvature_study,
     principal_curvatures,
+    quadratic_forms,
 )
 from boundaryscope.zoo import load_model
 
@@ -94,7 +94,7 @@ def solvers(spec, method, h, x):
     dense_values, dense_vectors = dense_reference(matvec, points, d)
     dense_s = time.perf_counter() - start
     dense_values = dense_values.numpy()
-    dense_measured = by_magnitude(_quadratic_forms(matvec, dense_vectors).numpy())
+    dense_measured = by_magnitude(quadratic_forms(matvec, dense_vectors).numpy())
     rows = [
         {"model": spec, "solver": "dense eigvalsh (d products)", "points": N_BATCHED,
          "HVPs/point": d, "ms/point": 1000 * dense_s / N_BATCHED,
@@ -120,7 +120,7 @@ def solvers(spec, method, h, x):
     start = time.perf_counter()
     power, power_vectors, counts = power_iteration(few_matvec, N_SERIAL, d)
     power_s = time.perf_counter() - start
-    measured = by_magnitude(_quadratic_forms(few_matvec, power_vectors).numpy())
+    measured = by_magnitude(quadratic_forms(few_matvec, power_vectors).numpy())
     rows.append(_row(spec, "deflated power iteration", N_SERIAL, counts, power_s, measured,
                      power.numpy(), dense_values[:N_SERIAL]))  # fmt: skip
     return rows

@@ -44,7 +44,11 @@ from boundaryscope._io import atomic_write
 from boundaryscope.attacks import PGD, DeepFool, smallest_fooling_epsilon
 from boundaryscope.attacks.gradient import FGSM
 from boundaryscope.classifier import Classifier
-from boundaryscope.geometry.curvature import curvature_operator, level_set_points
+from boundaryscope.geometry.curvature import (
+    curvature_operator,
+    level_set_points,
+    quadratic_forms,
+)
 from boundaryscope.geometry.hessian import Method
 
 __all__ = [
@@ -242,11 +246,8 @@ class CurvatureDetector(_Detector):
             batch_size=max(1, n * count),
         )
         _, matvec = curvature_operator(clf, points, method=self.method, h=self.h)
-        t, d = directions.shape
-        v = directions[None].expand(len(points), t, d).reshape(-1, d)
-        rows = torch.arange(len(points)).repeat_interleave(t)
-        gv = matvec(v, rows).double().reshape(len(points), t, d)
-        forms = (gv * directions[None]).sum(-1)  # v_jᵀ G_i v_j, projection inside G
+        # v_jᵀ G_i v_j for every (image, class) pair; the projection P_i is inside G_i.
+        forms = quadratic_forms(matvec, directions[None].expand(len(points), -1, -1))
         return others, forms.mean(1).reshape(n, count).float()
 
     @property

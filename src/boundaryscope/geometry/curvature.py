@@ -65,6 +65,7 @@ __all__ = [
     "noise_misclassification",
     "principal_curvatures",
     "projection_ratios",
+    "quadratic_forms",
     "shared_directions",
     "subspace_curvature",
 ]
@@ -335,7 +336,7 @@ def principal_curvatures(
     else:
         raise ValueError(f"The 'solver' parameter must be 'lanczos' or 'eigsh'. Got {solver!r}.")
     scale = values.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)
-    measured = _quadratic_forms(matvec, vectors.double())
+    measured = quadratic_forms(matvec, vectors.double())
     order = _measured_order(measured, k, which)
     assert hessian.h is not None
     return PrincipalCurvatures(
@@ -438,11 +439,11 @@ def average_curvature(
     generator = torch.Generator().manual_seed(seed)
     v = _tangent_gaussian(points, samples, generator)
     v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-    forms = _quadratic_forms(matvec, v)
+    forms = quadratic_forms(matvec, v)
     return forms.mean(1).float(), (forms.std(1) / math.sqrt(samples)).float()
 
 
-def _quadratic_forms(matvec: MatVec, v: Tensor) -> Tensor:
+def quadratic_forms(matvec: MatVec, v: Tensor) -> Tensor:
     """``v[n, j]ᵀ A_n v[n, j]`` for ``v`` ``(N, J, d)`` — one batched operator call."""
     n, j, d = v.shape
     rows = torch.arange(n).repeat_interleave(j)
@@ -521,7 +522,7 @@ def curvature_ratios(
     u = basis.flatten(1).double()[None].expand(n, -1, -1)
     g = torch.randn(n, samples, d, generator=generator, dtype=torch.float64)
     v = g / g.norm(dim=-1, keepdim=True)
-    forms = _quadratic_forms(matvec, torch.cat([u, v], dim=1)).abs()
+    forms = quadratic_forms(matvec, torch.cat([u, v], dim=1)).abs()
     numerator, denominator = forms[:, : u.shape[1]], forms[:, u.shape[1] :].mean(1)
     return (numerator / denominator.clamp_min(1e-30)[:, None]).float()
 
@@ -600,7 +601,7 @@ def subspace_curvature(
         v = coefficients @ b[:m]
         pv = v - (v * n).sum(-1, keepdim=True) * n
         pv = pv / pv.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-        out[m] = _quadratic_forms(matvec, pv).mean(1).float()
+        out[m] = quadratic_forms(matvec, pv).mean(1).float()
     return out
 
 
