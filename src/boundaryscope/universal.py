@@ -46,6 +46,7 @@ __all__ = [
     "flat_model",
     "fooling_rate",
     "fooling_vs_size",
+    "normal_subspace",
     "phase_transition",
     "subspace_fooling_rates",
     "transfer_matrix",
@@ -394,6 +395,22 @@ class FlatModel:
     draws: int
 
 
+def normal_subspace(perturbations: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """S_f (§6.3): singular values and right singular vectors of the matrix of normals.
+
+    Args:
+        perturbations: Minimal perturbations ``r(x)`` ``(N, *shape)``, all nonzero.
+
+    Returns:
+        ``(normals (N, d), singular values, basis (min(N, d), d))`` in float64, the basis
+        rows ordered by decreasing singular value.
+    """
+    r = perturbations.flatten(1).double()
+    normals = r / r.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    _, singular, basis = torch.linalg.svd(normals, full_matrices=False)
+    return normals, singular, basis
+
+
 def subspace_fooling_rates(
     clf: Classifier,
     x: Tensor,
@@ -471,9 +488,7 @@ def flat_model(
     generator = torch.Generator().manual_seed(seed)
     clean = clf.predict_unchecked(x, batch_size)
     result = DeepFool(p=2, batch_size=batch_size)(clf, x)
-    r = result.perturbation[result.success].flatten(1).double()
-    normals = r / r.norm(dim=1, keepdim=True).clamp_min(1e-30)
-    _, singular, basis = torch.linalg.svd(normals, full_matrices=False)
+    normals, singular, basis = normal_subspace(result.perturbation[result.success])
     gaussian = torch.randn(normals.shape, generator=generator, dtype=torch.float64)
     random_singular = torch.linalg.svdvals(gaussian / gaussian.norm(dim=1, keepdim=True))
 

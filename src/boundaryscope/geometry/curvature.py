@@ -46,6 +46,12 @@ from boundaryscope.geometry.hessian import (
     score_difference_objective,
 )
 from boundaryscope.geometry.theory import theorem5_bounds
+from boundaryscope.universal import (
+    fooling_rate,
+    normal_subspace,
+    subspace_fooling_rates,
+    universal_perturbation,
+)
 
 __all__ = [
     "BoundaryPoints",
@@ -793,12 +799,6 @@ def curvature_study(
     Returns:
         A dict of lists and numbers (see the report section "Boundary curvature").
     """
-    from boundaryscope.universal import (
-        fooling_rate,
-        subspace_fooling_rates,
-        universal_perturbation,
-    )
-
     opts: dict[str, Any] = {"method": config.method, "h": config.h, "batch_size": config.batch_size}
     x_train, x_test = x_train[: config.n_train], x_test[: config.n_test]
     y_test = y_test[: config.n_test]
@@ -838,8 +838,7 @@ def curvature_study(
     xi = config.xi_factor * float(train_points.distance.median())
     generator = torch.Generator().manual_seed(seed)
     clean = clf.predict_unchecked(x_test, config.batch_size)
-    normals = (train_points.z - train_points.x).flatten(1).double()
-    sf_basis = torch.linalg.svd(normals / normals.norm(dim=1, keepdim=True), full_matrices=False)[2]
+    sf_basis = normal_subspace(train_points.z - train_points.x)[2]
     fool = {
         "S_c": subspace_fooling_rates(
             clf, x_test, sc_basis, xi, config.sc_ms, draws=config.draws, generator=generator,
