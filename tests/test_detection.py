@@ -141,6 +141,9 @@ def test_batched_equals_one_at_a_time_and_candidates(seed):
     classes, curvatures = reversed_.class_curvatures(clf, x)
     expected = classes.gather(1, curvatures.argmin(1, keepdim=True))[:, 0]
     assert torch.equal(reversed_.recover(clf, x), expected)
+    scores, recovered = reversed_.score_and_recover(clf, x)
+    assert torch.equal(scores, reversed_.score_samples(clf, x))
+    assert torch.equal(recovered, expected)
 
 
 def test_save_and_load_round_trip(tmp_path, seed):

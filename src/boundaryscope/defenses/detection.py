@@ -85,6 +85,10 @@ class _Detector:
         """The label each input most likely had before a perturbation ``(N,)``."""
         raise NotImplementedError
 
+    def score_and_recover(self, clf: Classifier, x: Tensor) -> tuple[Tensor, Tensor]:
+        """`score_samples` and `recover` together (detectors override it to share work)."""
+        return self.score_samples(clf, x), self.recover(clf, x)
+
     def fit(self: DetectorT, clf: Classifier, x_clean: Tensor) -> DetectorT:
         """Chooses the threshold ``t``: the ``1 − fpr`` quantile of the clean scores.
 
@@ -261,15 +265,25 @@ class CurvatureDetector(_Detector):
         of a perturbation.
         """
         _, curvatures = self.class_curvatures(clf, x)
-        rho = curvatures.mean(1) if curvatures.numel() else torch.zeros(curvatures.shape[0])
-        return self._sign * rho
+        return self._score(curvatures)
 
     def recover(self, clf: Classifier, x: Tensor) -> Tensor:
         """The class whose boundary bends most towards (``"reversed"``: away from) each input.
 
         Alg. 6, line 7: ``argmax_i Σ_j v_jᵀ G_i v_j``.
         """
+        return self._recover(*self.class_curvatures(clf, x))
+
+    def score_and_recover(self, clf: Classifier, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Both from one evaluation of the class curvatures."""
         classes, curvatures = self.class_curvatures(clf, x)
+        return self._score(curvatures), self._recover(classes, curvatures)
+
+    def _score(self, curvatures: Tensor) -> Tensor:
+        rho = curvatures.mean(1) if curvatures.numel() else torch.zeros(curvatures.shape[0])
+        return self._sign * rho
+
+    def _recover(self, classes: Tensor, curvatures: Tensor) -> Tensor:
         best = (self._sign * curvatures).argmax(dim=1, keepdim=True)
         return classes.gather(1, best)[:, 0]
 
@@ -485,7 +499,8 @@ def _attack_metrics(
 ) -> dict[str, Any]:
     if perturbed.shape[0] == 0:
         return {"auc": math.nan, "roc": [[], []], "detected": math.nan, "recovered": math.nan}
-    scores = det.score_samples(clf, perturbed).double().cpu()
+    scores, recovered = det.score_and_recover(clf, perturbed)
+    scores = scores.double().cpu()
     truth = np.r_[np.zeros(len(clean)), np.ones(len(scores))]
     values = np.r_[clean.numpy(), scores.numpy()]
     fpr, tpr, _ = roc_curve(truth, values)
@@ -495,11 +510,9 @@ def _attack_metrics(
         "roc": [fpr.round(4).tolist(), tpr.round(4).tolist()],
         "detected": float(detected.double().mean()),
     }
-    if detected.any():
-        recovered = det.recover(clf, perturbed[detected.to(perturbed.device)]).cpu()
-        metrics["recovered"] = float((recovered == labels[detected]).double().mean())
-    else:
-        metrics["recovered"] = math.nan
+    # Recovery is judged on the perturbed images the detector flags.
+    hits = recovered.cpu()[detected] == labels[detected]
+    metrics["recovered"] = float(hits.double().mean()) if detected.any() else math.nan
     if isinstance(det, CurvatureDetector):
         metrics["positive"] = float((det._sign * scores > 0).double().mean())
     return metrics
