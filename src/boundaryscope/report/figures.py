@@ -28,6 +28,7 @@ __all__ = [
     "roc_curves",
     "save",
     "spectral_bars",
+    "spectrum_ends",
 ]
 
 
@@ -234,6 +235,19 @@ def lines(
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return fig, ax
+
+
+def spectrum_ends(
+    series: Mapping[str, Sequence[float]], xlabel: str, ylabel: str
+) -> tuple[Figure, Axes]:
+    """The k largest then the k smallest values of a spectrum, ranks 1…k, −k…−1, and 0."""
+    length = len(next(iter(series.values())))
+    k = length // 2
+    fig, ax = lines(range(length), series, xlabel, ylabel)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xticks(range(length), [*map(str, range(1, k + 1)), *map(str, range(-k, 0))])
+    ax.tick_params(axis="x", labelsize=6)
     return fig, ax
 
 

@@ -176,17 +176,11 @@ def _median(values: list[float]) -> str:
 
 def _profile_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
     profile = result["profile"]
-    k = len(profile["mean"]) // 2
-    ranks = [*range(1, k + 1), *range(-k, 0)]
-    labels = [str(r) for r in ranks]
-    fig, ax = figures.lines(
-        range(len(ranks)),
+    fig, _ = figures.spectrum_ends(
         {"mean over points": profile["mean"], "median": profile["median"]},
         "rank (most positive … most negative)",
         "principal curvature (1 / input units)",
     )
-    ax.axhline(0, color="black", lw=0.6)
-    ax.set_xticks(range(len(ranks)), labels, fontsize=6)
     return (
         figures.save(fig, out_dir / "curvature_profile.png"),
         "Extreme principal curvatures at boundary points near held-out images, averaged "
@@ -241,17 +235,11 @@ def _noise_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
 
 
 def _loss_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
-    values = result["loss"]["eigenvalues_mean"]
-    k = len(values) // 2
-    fig, ax = figures.lines(
-        range(len(values)),
-        {"mean eigenvalue": values},
+    fig, _ = figures.spectrum_ends(
+        {"mean eigenvalue": result["loss"]["eigenvalues_mean"]},
         "rank (largest … smallest)",
         "eigenvalue of ∇²ₓℓ",
     )
-    ax.axhline(0, color="black", lw=0.6)
-    ax.set_xticks(range(len(values)), [*map(str, range(1, k + 1)), *map(str, range(-k, 0))])
-    ax.tick_params(axis="x", labelsize=6)
     return (
         figures.save(fig, out_dir / "curvature_loss.png"),
         "Extreme eigenvalues of the input Hessian of the loss at test images (cf. Fig. 8.2); "
