@@ -350,7 +350,7 @@ def batched_lanczos(
     return _ritz_all(basis, images, steps, k, which)
 
 
-def _next_lanczos_vector(basis: Tensor, w: Tensor, generator: Tensor | torch.Generator) -> Tensor:
+def _next_lanczos_vector(basis: Tensor, w: Tensor, generator: torch.Generator) -> Tensor:
     """``w`` orthogonalised against the basis (twice: "twice is enough"), normalised."""
     for _ in range(2):
         w = w - torch.einsum("njd,nj->nd", basis, torch.einsum("njd,nd->nj", basis, w))
@@ -358,7 +358,6 @@ def _next_lanczos_vector(basis: Tensor, w: Tensor, generator: Tensor | torch.Gen
     scale = basis.shape[-1] ** -0.5
     broken = norms[:, 0] < 1e-10 * scale
     if broken.any():  # invariant subspace found: continue with a fresh orthogonal vector
-        assert isinstance(generator, torch.Generator)
         fresh = torch.randn(int(broken.sum()), w.shape[1], generator=generator, dtype=w.dtype)
         sub = basis[broken]
         for _ in range(2):
