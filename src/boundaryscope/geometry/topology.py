@@ -1,0 +1,478 @@
+"""Topology of classification regions: paths, convexity, principal angles (thesis §7.3, §6.5).
+
+Path finding (Alg. 5): two points ``x1, x2`` with the same predicted label are joined by a
+piecewise-linear path of anchors ``p_0 = x1, p_1, …, p_n, p_{n+1} = x2``. When the straight
+segment leaves the region, its midpoint is pushed back into the region by the smallest l2
+step that restores the label (targeted DeepFool), and both halves are treated the same way,
+recursively. A segment is *valid* when every point sampled on it at spacing
+``spacing × ||x1 − x2||`` (the thesis: four orders of magnitude below the endpoints'
+distance) keeps the label — an empirical check, not a certificate. The deviation from the
+straight path is
+
+    D(p) = Σ_i ||p_i − p_{i+1}|| / ||p_0 − p_{n+1}||        (D = 1: the segment itself).
+
+The convexity probe (Fig. 7.3) estimates the probability that a random convex combination
+of k points of one region stays in it; principal angles between subspaces of two models
+(Fig. 6.12) use `scipy.linalg.subspace_angles`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import scipy.linalg
+import torch
+from torch import Tensor
+
+from boundaryscope.attacks import DeepFool
+from boundaryscope.classifier import Classifier
+from boundaryscope.geometry.sections import PlaneGrid, orthonormal_direction, plane_grid
+
+__all__ = [
+    "SCENARIOS",
+    "ConvexityProbe",
+    "RegionPath",
+    "Scenario",
+    "convexity_probe",
+    "find_path",
+    "principal_angles",
+    "random_subspace_angles",
+    "scenario_pairs",
+    "stitched_sections",
+]
+
+Scenario = Literal["natural", "adversarial", "noise"]
+SCENARIOS: tuple[Scenario, ...] = ("natural", "adversarial", "noise")
+_STRIDES = (1024, 128, 16, 1)  # coarse-to-fine sampling: an invalid segment fails early
+
+
+# ---------------------------------------------------------------------- paths (Alg. 5)
+@dataclass
+class RegionPath:
+    """A piecewise-linear path between two points of one classification region (Alg. 5).
+
+    Attributes:
+        anchors: ``(n + 2, *shape)``: ``x1``, the ``n`` interior anchors, ``x2``.
+        segment_valid: ``(n + 1,)`` bool: segment ``i`` (``p_i → p_{i+1}``) passed the
+            dense check.
+        label: The region's label ``k̂(x1) = k̂(x2)``.
+        depth: Deepest bisection level reached (0: the straight segment was valid).
+        samples: Model rows spent on validity checks and midpoints.
+        failure: Why the path is not valid (``None`` when it is).
+    """
+
+    anchors: Tensor
+    segment_valid: Tensor
+    label: int
+    depth: int
+    samples: int
+    failure: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        """Every segment passed the dense check."""
+        return self.failure is None and bool(self.segment_valid.all())
+
+    @property
+    def anchor_count(self) -> int:
+        """Interior anchors ``n`` (0 for the straight segment)."""
+        return int(self.anchors.shape[0]) - 2
+
+    @property
+    def deviation(self) -> float:
+        """``D(p) = Σ ||p_i − p_{i+1}|| / ||p_0 − p_{n+1}||`` (computed in float64)."""
+        p = self.anchors.flatten(1).double()
+        length = float((p[1:] - p[:-1]).norm(dim=1).sum())
+        return length / float((p[-1] - p[0]).norm())
+
+
+@dataclass
+class _PathSearch:
+    """State of one Alg. 5 search: the classifier, the region, the sampling step."""
+
+    clf: Classifier
+    label: int
+    step: float
+    max_depth: int
+    push: Callable[[Tensor], Tensor | None]
+    scores: Callable[[Tensor], Tensor]
+    batch_size: int
+    samples: int = 0
+    depth: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def segment_valid(self, p: Tensor, q: Tensor) -> bool:
+        """Dense check of ``p → q`` at spacing ``step``, coarse strides first."""
+        count = max(math.ceil(float((q - p).double().norm()) / self.step), 1)
+        t = torch.arange(count + 1, dtype=torch.float64) / count
+        checked = torch.zeros(count + 1, dtype=torch.bool)
+        for stride in _STRIDES:
+            todo = torch.arange(0, count + 1, stride)
+            todo = todo[~checked[todo]]
+            checked[todo] = True
+            for start in range(0, todo.numel(), self.batch_size):
+                chunk = t[todo[start : start + self.batch_size]].to(p.device)
+                points = p.double()[None] + chunk.view(-1, *[1] * p.ndim) * (q - p).double()[None]
+                self.samples += int(chunk.numel())
+                labels = self.scores(points.to(p.dtype)).argmax(dim=1)
+                if bool((labels != self.label).any()):
+                    return False
+        return True
+
+    def search(self, p: Tensor, q: Tensor, depth: int) -> tuple[list[Tensor], list[bool]]:
+        """Alg. 5 on ``p → q``: anchors after ``p`` (``q`` last) and per-segment validity."""
+        self.depth = max(self.depth, depth)
+        if self.segment_valid(p, q):
+            return [q], [True]
+        if depth >= self.max_depth:
+            self.failures.append(f"a segment was still invalid at depth {self.max_depth}")
+            return [q], [False]
+        midpoint = (p + q) / 2
+        self.samples += 1
+        if int(self.scores(midpoint[None]).argmax(dim=1)[0]) != self.label:
+            pushed = self.push(midpoint)
+            self.samples += 1
+            if pushed is None:
+                self.failures.append(
+                    f"targeted DeepFool could not bring a midpoint back to label {self.label}"
+                )
+                return [q], [False]
+            midpoint = pushed
+        left, left_ok = self.search(p, midpoint, depth + 1)
+        right, right_ok = self.search(midpoint, q, depth + 1)
+        return left + right, left_ok + right_ok
+
+
+def find_path(
+    clf: Classifier,
+    x1: Tensor,
+    x2: Tensor,
+    *,
+    spacing: float = 1e-4,
+    max_depth: int = 12,
+    overshoot: float = 0.02,
+    margin: float = 1e-4,
+    steps: int = 50,
+    batch_size: int = 256,
+) -> RegionPath:
+    """Alg. 5 (thesis §7.3): a path from `x1` to `x2` inside their classification region.
+
+    Recursive bisection; a midpoint outside the region is replaced by its targeted DeepFool
+    point (l2, label ``k̂(x1)``, overshoot `overshoot` so that it lies inside, not on the
+    boundary). Segments are checked by sampling at ``spacing × ||x1 − x2||``, coarse
+    strides first so that an invalid segment is rejected after a few samples.
+
+    Args:
+        clf: The classifier.
+        x1: One input ``(*shape)``.
+        x2: Another input ``(*shape)`` with the same predicted label.
+        spacing: Sample spacing as a fraction of ``||x1 − x2||`` (thesis: 1e-4).
+        max_depth: Bisection depth limit; a segment still invalid there makes the path
+            invalid, with a `RegionPath.failure` message.
+        overshoot: DeepFool overshoot of the push-back step.
+        margin: Least relative margin ``(f_c − max_{k≠c} f_k) / max_k |f_k|`` of a pushed
+            midpoint: the push is lengthened (× 1.02 … 2) until it is reached, so that no
+            anchor sits within float32 rounding of the boundary, where a label would depend
+            on the batch it is computed in.
+        steps: DeepFool iterations of the push-back step.
+        batch_size: Samples per forward pass.
+
+    Returns:
+        A `RegionPath` (``valid`` says whether every segment passed).
+
+    Raises:
+        ValueError: The points have different predicted labels, coincide, or `spacing` is
+            not in (0, 1).
+    """
+    if not 0 < spacing < 1:
+        raise ValueError(f"spacing must be in (0, 1) (a fraction of ||x1 - x2||); got {spacing}.")
+    if max_depth < 0:
+        raise ValueError(f"max_depth must be >= 0; got {max_depth}.")
+    ends = clf.validate(torch.stack([x1, x2]), "x1, x2")
+    labels = clf.predict(ends)
+    if int(labels[0]) != int(labels[1]):
+        raise ValueError(
+            "find_path needs x1 and x2 with the same predicted label; got "
+            f"{int(labels[0])} and {int(labels[1])}."
+        )
+    distance = float((ends[1] - ends[0]).double().norm())
+    if distance == 0:
+        raise ValueError("find_path needs two distinct points; x1 and x2 coincide.")
+    label = int(labels[0])
+    # No final bisection (refine_steps=0): a point refined back onto the boundary would make
+    # every later sub-segment graze it; the overshoot keeps the anchor strictly inside.
+    attack = DeepFool.as_published(p=2, steps=steps, overshoot=overshoot, batch_size=1)
+    target = torch.tensor([label], device=ends.device)
+
+    def push(point: Tensor) -> Tensor | None:
+        start = clf.clip(point)[None]
+        result = attack(clf, start, target=target)
+        inside, ok = _inside(clf, start, result.adversarial, target, margin)
+        return inside[0] if bool(ok[0]) else None
+
+    with clf.sweep() as scores:
+        search = _PathSearch(clf, label, spacing * distance, max_depth, push, scores, batch_size)
+        anchors, valid = search.search(ends[0], ends[1], 0)
+    return RegionPath(
+        anchors=torch.stack([ends[0], *anchors]).cpu(),
+        segment_valid=torch.tensor(valid),
+        label=label,
+        depth=search.depth,
+        samples=search.samples,
+        failure="; ".join(dict.fromkeys(search.failures)) or None,
+    )
+
+
+def scenario_pairs(
+    clf: Classifier,
+    x: Tensor,
+    scenario: Scenario,
+    count: int,
+    *,
+    seed: int = 0,
+    margin: float = 1e-4,
+    batch_size: int = 256,
+) -> tuple[Tensor, Tensor]:
+    """Pairs of points with one predicted label, the three scenarios of thesis §7.3.
+
+    - ``"natural"``: two images of `x` with the same predicted label;
+    - ``"adversarial"``: an image ``x1`` and ``x2 = x̃2 + r``, ``x̃2`` an image predicted
+      differently and ``r`` its targeted DeepFool perturbation (l2, as published: overshoot
+      0.02, so ``x2`` lies inside the region, not on its boundary) towards ``k̂(x1)``;
+    - ``"noise"``: the same with ``x̃2`` a random image: uniform on the sphere of radius
+      ``ρ`` (the median distance of the images to their mean) around the mean image,
+      clipped to the box (the thesis' sphere ``ρS^{d−1}`` assumes centred images).
+
+    Args:
+        clf: The classifier.
+        x: Images ``(N, *shape)`` (N >= 2).
+        scenario: ``"natural"``, ``"adversarial"`` or ``"noise"``.
+        count: Pairs wanted.
+        seed: Seed of every random choice.
+        margin: Least relative margin of ``x2`` (see `find_path`).
+        batch_size: Rows per pass.
+
+    Returns:
+        ``(x1, x2)``, each ``(M, *shape)`` with ``M <= count`` (pairs whose targeted attack
+        failed are dropped; ``M < count`` also when too few images share a label).
+    """
+    if scenario not in SCENARIOS:
+        raise ValueError(f"scenario must be one of {SCENARIOS}; got {scenario!r}.")
+    x = clf.validate(x)
+    labels = clf.predict(x, batch_size=batch_size).cpu()
+    generator = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    if scenario == "natural":
+        first, second = _same_label_pairs(labels, count, generator)
+        return x[first.to(x.device)], x[second.to(x.device)]
+    first = torch.randint(n, (count,), generator=generator)
+    if scenario == "adversarial":
+        other = torch.stack([_other_label(labels, int(labels[i]), generator) for i in first])
+        start = x[other.to(x.device)]
+    else:
+        mean = x.mean(0, keepdim=True)
+        rho = float((x - mean).flatten(1).norm(dim=1).median())
+        u = torch.randn(count, x[0].numel(), generator=generator, dtype=torch.float64)
+        u = u / u.norm(dim=1, keepdim=True)
+        start = clf.clip(mean + rho * u.to(x).reshape(count, *x.shape[1:]))
+    target = labels[first].to(x.device)
+    # The paper's DeepFool (overshoot 0.02, no refinement), lengthened if needed, leaves x2
+    # strictly inside the region (see find_path's `margin`).
+    result = DeepFool.as_published(p=2, batch_size=batch_size)(clf, start, target=target)
+    inside, keep = _inside(clf, start, result.adversarial, target, margin)
+    keep = (keep & result.success).cpu()
+    return x[first[keep].to(x.device)], inside[keep.to(x.device)]
+
+
+_LENGTHEN = (1.0, 1.02, 1.05, 1.1, 1.25, 1.5, 2.0)
+
+
+def _inside(
+    clf: Classifier, start: Tensor, end: Tensor, label: Tensor, margin: float
+) -> tuple[Tensor, Tensor]:
+    """Lengthens each push ``start → end`` until its end is safely inside `label`'s region.
+
+    Returns ``clip(start + t (end − start))`` for the least ``t`` in `_LENGTHEN` whose relative
+    margin is at least `margin`, as ``(points (N, *shape), found (N,))``.
+    """
+    n, t = start.shape[0], torch.tensor(_LENGTHEN, dtype=start.dtype, device=start.device)
+    shape = (1, -1, *[1] * (start.ndim - 1))
+    candidates = clf.clip(start[:, None] + t.view(shape) * (end - start)[:, None])
+    scores = clf.forward_scores(candidates.flatten(0, 1)).view(n, len(_LENGTHEN), -1).double()
+    own = scores.gather(2, label.view(n, 1, 1).expand(n, len(_LENGTHEN), 1))[..., 0]
+    others = scores.scatter(2, label.view(n, 1, 1).expand(n, len(_LENGTHEN), 1), -math.inf)
+    relative = (own - others.max(2).values) / scores.abs().max(2).values.clamp_min(1e-30)
+    good = relative >= margin
+    first = torch.where(good.any(1), good.double().argmax(1), torch.zeros_like(good[:, 0].long()))
+    return candidates[torch.arange(n, device=start.device), first], good.any(1)
+
+
+def _same_label_pairs(
+    labels: Tensor, count: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """``count`` random index pairs ``i ≠ j`` with ``labels[i] == labels[j]``."""
+    eligible = [c for c in labels.unique().tolist() if int((labels == c).sum()) >= 2]
+    if not eligible:
+        return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64)
+    pool = torch.cat([(labels == c).nonzero()[:, 0] for c in eligible])
+    first = pool[torch.randint(pool.numel(), (count,), generator=generator)]
+    second = torch.empty_like(first)
+    for k, i in enumerate(first.tolist()):
+        mates = (labels == labels[i]).nonzero()[:, 0]
+        mates = mates[mates != i]
+        second[k] = mates[torch.randint(mates.numel(), (1,), generator=generator)]
+    return first, second
+
+
+def _other_label(labels: Tensor, label: int, generator: torch.Generator) -> Tensor:
+    others = (labels != label).nonzero()[:, 0]
+    if others.numel() == 0:
+        raise ValueError("the adversarial scenario needs images of at least two predicted labels")
+    return others[torch.randint(others.numel(), (1,), generator=generator)][0]
+
+
+# ---------------------------------------------------------------------- stitched picture
+def stitched_sections(
+    clf: Classifier,
+    path: RegionPath,
+    normal: Tensor,
+    *,
+    normal_range: tuple[float, float] = (-1.0, 1.0),
+    resolution: tuple[int, int] = (80, 60),
+    batch_size: int = 128,
+) -> list[PlaneGrid]:
+    """The cross-sections of Fig. 7.2 (right): one panel per path segment.
+
+    Panel ``i`` is the plane through ``p_i`` spanned by `normal` (vertical, e.g. ``r(x1)``)
+    and the part of ``p_{i+1} − p_i`` orthogonal to it (horizontal). Both axes are in units
+    of ``||normal||``; the segment runs from ``(0, 0)`` to ``(β_i, α_i)`` with
+    ``p_{i+1} − p_i = ||normal|| (α_i n + β_i v_i)``, so the horizontal axis spans
+    ``[0, β_i]``.
+
+    Returns:
+        One `PlaneGrid` per segment (margin and loss refer to the path's label).
+    """
+    scale = float(normal.double().norm())
+    n = normal / scale
+    panels = []
+    na, nb = resolution
+    a = np.linspace(*normal_range, na)
+    for p, q in zip(path.anchors[:-1], path.anchors[1:], strict=True):
+        step = (q - p).to(n)
+        v = orthonormal_direction(n, step, "path segment")
+        beta = float((step.double().flatten() @ v.double().flatten()) / scale)
+        b = np.linspace(0.0, beta, nb)
+        panels.append(
+            plane_grid(
+                clf, p.to(n), n, v, a, b, scale=scale, label=path.label, batch_size=batch_size
+            )
+        )
+    return panels
+
+
+# ---------------------------------------------------------------------- convexity (Fig. 7.3)
+@dataclass
+class ConvexityProbe:
+    """Probability that a random convex combination of k same-label points keeps the label.
+
+    Attributes:
+        ks: Numbers of points ``k``.
+        probability: Estimated probability per ``k``.
+        stderr: Binomial standard error per ``k``.
+        trials: Combinations drawn per ``k``.
+    """
+
+    ks: list[int]
+    probability: list[float]
+    stderr: list[float]
+    trials: int
+
+
+def convexity_probe(
+    clf: Classifier,
+    x: Tensor,
+    ks: Sequence[int] = tuple(range(2, 11)),
+    *,
+    trials: int = 1000,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> ConvexityProbe:
+    """Fig. 7.3: ``P[k̂(Σ_i w_i x_i) = c]`` for k points ``x_i`` predicted ``c``.
+
+    Each trial picks a random point, ``k − 1`` others with its predicted label (without
+    replacement) and weights ``w`` uniform on the simplex (Dirichlet(1, …, 1), from
+    normalised exponentials).
+
+    Args:
+        clf: The classifier.
+        x: Images ``(N, *shape)``.
+        ks: The values of k (each >= 1).
+        trials: Combinations per k.
+        seed: Seed of the draws.
+        batch_size: Rows per pass.
+
+    Returns:
+        A `ConvexityProbe`; a k with no label having k points gets probability ``nan``.
+    """
+    if trials < 1 or any(int(k) < 1 for k in ks):
+        raise ValueError(f"convexity_probe needs trials >= 1 and every k >= 1; got {trials}, {ks}.")
+    x = clf.validate(x)
+    labels = clf.predict(x, batch_size=batch_size).cpu()
+    members = {int(c): (labels == c).nonzero()[:, 0] for c in labels.unique()}
+    generator = torch.Generator().manual_seed(seed)
+    probability, stderr = [], []
+    for k in (int(k) for k in ks):
+        classes = [c for c, idx in members.items() if idx.numel() >= k]
+        if not classes:
+            probability.append(math.nan)
+            stderr.append(math.nan)
+            continue
+        pool = torch.cat([members[c] for c in classes])
+        chosen = torch.empty(trials, k, dtype=torch.int64)
+        for t, i in enumerate(pool[torch.randint(pool.numel(), (trials,), generator=generator)]):
+            mates = members[int(labels[i])]
+            mates = mates[mates != i]
+            pick = torch.randperm(mates.numel(), generator=generator)[: k - 1]
+            chosen[t] = torch.cat([i.view(1), mates[pick]])
+        weights = -torch.rand(trials, k, generator=generator, dtype=torch.float64).log()
+        weights = weights / weights.sum(1, keepdim=True)
+        combos = torch.einsum("tk,tkd->td", weights, x[chosen].flatten(2).double().cpu())
+        predicted = clf.predict(combos.to(x).reshape(trials, *x.shape[1:]), batch_size).cpu()
+        hit = float((predicted == labels[chosen[:, 0]]).double().mean())
+        probability.append(hit)
+        stderr.append(math.sqrt(hit * (1 - hit) / trials))
+    return ConvexityProbe([int(k) for k in ks], probability, stderr, trials)
+
+
+# ---------------------------------------------------------------------- principal angles
+def principal_angles(a: Tensor, b: Tensor) -> Tensor:
+    """Principal angles between ``span(a)`` and ``span(b)`` (thesis Fig. 6.12), ascending.
+
+    Args:
+        a: Spanning vectors ``(m, *shape)`` (need not be orthonormal).
+        b: Spanning vectors ``(k, *shape)``.
+
+    Returns:
+        ``(min(m, k),)`` angles in radians, smallest first (``cos`` of them is Fig. 6.12).
+    """
+    if a.ndim < 2 or b.ndim < 2 or a[0].numel() != b[0].numel():
+        raise ValueError(
+            "principal_angles needs (m, *shape) and (k, *shape) spanning sets of one dimension; "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}."
+        )
+    angles = scipy.linalg.subspace_angles(
+        a.flatten(1).double().cpu().numpy().T, b.flatten(1).double().cpu().numpy().T
+    )
+    return torch.from_numpy(np.sort(angles).copy())
+
+
+def random_subspace_angles(d: int, m: int, k: int, *, seed: int = 0) -> Tensor:
+    """Principal angles between two random subspaces of dimensions m, k in R^d (baseline)."""
+    generator = torch.Generator().manual_seed(seed)
+    a = torch.randn(m, d, generator=generator, dtype=torch.float64)
+    b = torch.randn(k, d, generator=generator, dtype=torch.float64)
+    return principal_angles(a, b)
