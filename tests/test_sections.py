@@ -79,6 +79,7 @@ def test_affine_section_is_the_line_a_equals_one(seed: int) -> None:
     expected = np.where(section.a[away] < 1, section.source, 1 - section.source)
     assert (section.labels[away] == expected[:, None]).all()
     assert section.adversarial_label == 1 - section.source
+    assert abs(section.plane_curvature()) < 1e-9
 
 
 def test_multiclass_affine_section_crosses_at_one_along_the_normal() -> None:
@@ -110,6 +111,7 @@ def test_quadratic_section_is_the_parabola_of_known_curvature() -> None:
     assert quadratic == pytest.approx(-k / 2, rel=1e-3)
     assert abs(linear) < 1e-6 and constant == pytest.approx(1, abs=1e-5)
     assert np.abs(points[:, 0] - (1 - 0.5 * k * points[:, 1] ** 2)).max() < 1e-4
+    assert section.plane_curvature(window=0.5) == pytest.approx(k, rel=1e-3)
 
 
 def test_direction_parallel_to_the_normal_is_rejected() -> None:

@@ -1,8 +1,14 @@
 """``boundaryscope geometry …``: boundary geometry from the command line (thesis Part II).
 
-``geometry curvature`` runs `boundaryscope.geometry.curvature.curvature_study` and writes
-``curvature.json`` plus the figures of the report section into ``--out``. The parser and
-the command live here, one module per subcommand; `boundaryscope.cli` registers them.
+- ``geometry curvature``: `boundaryscope.geometry.curvature.curvature_study` (§7.4, §6.4);
+- ``geometry sections``: normal cross-sections and a loss surface
+  (`boundaryscope.geometry.sections.sections_study`, Fig. 5.5, 6.7, 8.3);
+- ``geometry paths``: Alg. 5 paths, D(p), convexity probe
+  (`boundaryscope.geometry.topology.regions_study`, §7.3);
+- ``geometry angles``: principal angles between two models' S_c and S_f (Fig. 6.12).
+
+Each writes ``<name>.json`` plus the figures of its report section into ``--out``. The
+parsers and commands live here; `boundaryscope.cli` registers them.
 """
 
 from __future__ import annotations
@@ -58,10 +64,116 @@ def add_parser(
         "--max-steps", type=int, default=120, help="Lanczos steps per point (default: 120)"
     )
     curvature.add_argument("--out", default="runs/curvature", help="output directory")
+    _add_sections_parser(kinds, add_model_args)
+    _add_paths_parser(kinds, add_model_args)
+    _add_angles_parser(kinds, add_model_args)
+
+
+def _add_sections_parser(
+    kinds: argparse._SubParsersAction,  # type: ignore[type-arg]
+    add_model_args: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    sections = kinds.add_parser(
+        "sections", help="normal cross-sections of the boundary and a loss surface (JSON + PNG)"
+    )
+    add_model_args(sections)
+    sections.add_argument(
+        "--n", type=int, default=4, help="images in the gallery (default: %(default)s)"
+    )
+    sections.add_argument(
+        "--directions",
+        default="random,universal,curved",
+        help="comma-separated tangent directions among random, universal, curved "
+        "(default: %(default)s)",
+    )
+    sections.add_argument(
+        "--resolution", type=int, default=200, help="grid points per axis (default: %(default)s)"
+    )
+    sections.add_argument(
+        "--normal-range",
+        default="-2:4",
+        help="LOW:HIGH along the normal, units of ||r(x)|| (default: %(default)s)",
+    )
+    sections.add_argument(
+        "--tangent-range",
+        default="-4:4",
+        help="LOW:HIGH along the tangent, units of ||r(x)|| (default: %(default)s)",
+    )
+    sections.add_argument(
+        "--n-train",
+        type=int,
+        default=50,
+        help="training images defining the universal and curved directions (default: 50)",
+    )
+    sections.add_argument("--out", default="runs/sections", help="output directory")
+
+
+def _add_paths_parser(
+    kinds: argparse._SubParsersAction,  # type: ignore[type-arg]
+    add_model_args: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    paths = kinds.add_parser(
+        "paths", help="Alg. 5 paths inside classification regions, D(p), convexity (JSON + PNG)"
+    )
+    add_model_args(paths)
+    paths.add_argument(
+        "--n", type=int, default=1000, help="test images the pairs come from (default: 1000)"
+    )
+    paths.add_argument(
+        "--pairs", type=int, default=1000, help="pairs per scenario (default: %(default)s)"
+    )
+    paths.add_argument(
+        "--scenarios",
+        default="natural,adversarial,noise",
+        help="comma-separated scenarios of thesis 7.3 (default: %(default)s)",
+    )
+    paths.add_argument(
+        "--spacing",
+        type=float,
+        default=1e-4,
+        help="sample spacing of the validity check, fraction of ||x1 - x2|| (default: 1e-4)",
+    )
+    paths.add_argument(
+        "--max-depth", type=int, default=16, help="bisection depth limit (default: %(default)s)"
+    )
+    paths.add_argument(
+        "--trials", type=int, default=1000, help="convex combinations per k (default: 1000)"
+    )
+    paths.add_argument("--out", default="runs/paths", help="output directory")
+
+
+def _add_angles_parser(
+    kinds: argparse._SubParsersAction,  # type: ignore[type-arg]
+    add_model_args: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    angles = kinds.add_parser(
+        "angles", help="principal angles between the S_c and S_f of two models (JSON + PNG)"
+    )
+    add_model_args(angles)
+    angles.add_argument(
+        "--other",
+        default="zoo:fc500-150-10-mnist",
+        help="the second model, same forms as --model (default: %(default)s)",
+    )
+    angles.add_argument("--other-arch", default=None, help="architecture of --other's weights")
+    angles.add_argument(
+        "--m", type=int, default=20, help="subspace dimension (default: %(default)s)"
+    )
+    angles.add_argument(
+        "--n-train", type=int, default=100, help="training images (default: %(default)s)"
+    )
+    angles.add_argument("--out", default="runs/angles", help="output directory")
 
 
 def run(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> int:  # type: ignore[type-arg]
     """Runs the chosen ``geometry`` subcommand; returns the exit code."""
+    commands = {"sections": _sections, "paths": _paths, "angles": _angles}
+    if args.geometry_command in commands:
+        return commands[args.geometry_command](args, classifier_and_data)
+    return _curvature(args, classifier_and_data)
+
+
+def _curvature(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> int:  # type: ignore[type-arg]
     from boundaryscope._io import dump_json
     from boundaryscope.data import load_dataset
     from boundaryscope.geometry.curvature import CurvatureConfig, curvature_study
@@ -93,4 +205,115 @@ def run(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> 
         f"S_f {max(result['fooling']['S_f'].values()):.3f}, Alg. 4 {result['fooling']['alg4']:.3f}"
     )
     print(f"wrote {out.resolve() / 'curvature.json'} and {len(section.figures)} figures")
+    return 0
+
+
+def _positive(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}.")
+
+
+def _range(text: str, flag: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise ValueError(f"{flag} must be LOW:HIGH, e.g. -2:4; got {text!r}.") from None
+    if not low < high:
+        raise ValueError(f"{flag} must have LOW < HIGH; got {text!r}.")
+    return low, high
+
+
+def _sections(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> int:  # type: ignore[type-arg]
+    from boundaryscope._io import dump_json
+    from boundaryscope.data import load_dataset
+    from boundaryscope.geometry.sections import SectionsConfig, sections_study
+    from boundaryscope.report.sections.boundary import BoundaryAnalysis
+
+    _positive(args, "n", "n_train")
+    if args.resolution < 2:
+        raise ValueError(f"--resolution must be >= 2; got {args.resolution}.")
+    config = SectionsConfig(
+        n_images=args.n,
+        directions=tuple(d.strip() for d in args.directions.split(",") if d.strip()),
+        resolution=args.resolution,
+        normal_range=_range(args.normal_range, "--normal-range"),
+        tangent_range=_range(args.tangent_range, "--tangent-range"),
+        n_train=args.n_train,
+    )
+    clf, test = classifier_and_data(args)
+    train = load_dataset(args.data, "train").subset(args.n_train)
+    result = sections_study(clf, train.x, test.x, config, seed=args.seed, classes=test.classes)
+    out = Path(args.out)
+    dump_json(out / "sections.json", result)
+    section = BoundaryAnalysis().render(result, out)
+    summary = result["summary"]
+    assert isinstance(summary, dict)
+    print(
+        f"{summary['sections']:.0f} sections ({args.resolution}x{args.resolution}): boundary "
+        f"along n at {summary['crossing_median']:.4f} ||r(x)|| (median), "
+        f"{summary['crossing_within_5pct']:.0%} within 5%"
+    )
+    print(f"wrote {out.resolve() / 'sections.json'} and {len(section.figures)} figures")
+    return 0
+
+
+def _paths(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> int:  # type: ignore[type-arg]
+    from boundaryscope._io import dump_json
+    from boundaryscope.geometry.topology import SCENARIOS, RegionsConfig, regions_study
+    from boundaryscope.report.sections.regions import RegionsAnalysis
+
+    _positive(args, "n", "pairs", "trials")
+    scenarios = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown or not scenarios:
+        raise ValueError(f"--scenarios must be among {', '.join(SCENARIOS)}; got {args.scenarios}.")
+    config = RegionsConfig(
+        pairs=args.pairs,
+        scenarios=scenarios,  # type: ignore[arg-type]
+        spacing=args.spacing,
+        max_depth=args.max_depth,
+        trials=args.trials,
+    )
+    clf, test = classifier_and_data(args)
+    result = regions_study(clf, test.x, config, seed=args.seed, classes=test.classes)
+    out = Path(args.out)
+    dump_json(out / "paths.json", result)
+    section = RegionsAnalysis().render(result, out)
+    stats = result["scenarios"]
+    assert isinstance(stats, dict)
+    for name, s in stats.items():
+        print(
+            f"{name}: {s['connected']:.0%} of {s['pairs']} pairs connected, "
+            f"{s['mean_anchors']:.1f} anchors, D(p) - 1 = {s['mean_deviation_minus_one']:.2e}"
+        )
+    print(f"wrote {out.resolve() / 'paths.json'} and {len(section.figures)} figures")
+    return 0
+
+
+def _angles(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> int:  # type: ignore[type-arg]
+    from boundaryscope._io import dump_json
+    from boundaryscope.data import load_dataset
+    from boundaryscope.geometry.topology import model_subspace_angles
+    from boundaryscope.report import figures
+
+    _positive(args, "m", "n_train")
+    clf_a, _ = classifier_and_data(argparse.Namespace(**{**vars(args), "n": 1}))
+    other = argparse.Namespace(
+        **{**vars(args), "model": args.other, "arch": args.other_arch, "n": 1}
+    )
+    clf_b, _ = classifier_and_data(other)
+    train = load_dataset(args.data, "train").subset(args.n_train)
+    result = model_subspace_angles(clf_a, clf_b, train.x, args.m, seed=args.seed)
+    result["models"] = [args.model, args.other]
+    out = Path(args.out)
+    dump_json(out / "angles.json", result)
+    series = {name: result[name]["cosines"] for name in ("S_c", "S_f", "random")}  # type: ignore[index]
+    fig, _ = figures.lines(range(1, args.m + 1), series, "principal angle i", "cos θ_i")
+    figures.save(fig, out / "angles.png")
+    print(
+        f"cos of the first principal angle between {args.model} and {args.other}: "
+        + ", ".join(f"{name} {values[0]:.3f}" for name, values in series.items())
+    )
+    print(f"wrote {out.resolve() / 'angles.json'} and angles.png")
     return 0

@@ -35,9 +35,11 @@ from boundaryscope.classifier import Classifier
 from boundaryscope.geometry.curvature import boundary_points
 
 __all__ = [
+    "DIRECTIONS",
     "CrossSection",
     "PlaneGrid",
     "SectionGallery",
+    "SectionsConfig",
     "normal_section",
     "orthonormal_direction",
     "plane_grid",
@@ -45,6 +47,8 @@ __all__ = [
     "region_boundary",
     "section_gallery",
     "section_summary",
+    "sections_study",
+    "study_directions",
 ]
 
 DEFAULT_NORMAL_RANGE = (-2.0, 4.0)
@@ -103,6 +107,28 @@ class CrossSection:
     def boundary(self) -> list[np.ndarray]:
         """The boundary of the image's region: polylines ``(k, 2)`` of ``(a, b)`` points."""
         return region_boundary(self.a, self.b, self.margin)
+
+    def plane_curvature(self, window: float = 1.0) -> float:
+        """Curvature of the boundary in this plane at the normal crossing (1 / input units).
+
+        A parabola ``a = c_0 + c_1 b + c_2 b²`` is fitted (least squares) to the boundary
+        line that passes closest to ``(crossing, 0)``, on ``|b| <= window``; with both
+        axes in units of ``R = ||r||``, ``κ = −2 c_2 / R``, signed as in
+        `boundaryscope.geometry.curvature` (``κ > 0``: the boundary bends towards the
+        image). ``nan`` when the line has fewer than 5 points in the window.
+        """
+        if not np.isfinite(self.crossing):
+            return float("nan")
+        lines = self.boundary()
+        if not lines:
+            return float("nan")
+        target = np.array([self.crossing, 0.0])
+        line = min(lines, key=lambda pts: float(np.min(np.linalg.norm(pts - target, axis=1))))
+        near = line[np.abs(line[:, 1]) <= window]
+        if near.shape[0] < 5:
+            return float("nan")
+        c2 = float(np.polyfit(near[:, 1], near[:, 0], 2)[0])
+        return -2.0 * c2 / self.radius
 
 
 @dataclass
@@ -397,4 +423,184 @@ def section_summary(sections: Sequence[CrossSection]) -> dict[str, float]:
         "crossing_max": float(finite.max()) if finite.size else float("nan"),
         "crossing_within_5pct": float(np.mean(np.abs(finite - 1) <= 0.05)) if finite.size else 0.0,
         "no_crossing": float(np.mean(~np.isfinite(crossing))) if crossing.size else 0.0,
+    }
+
+
+# ---------------------------------------------------------------------- the study
+@dataclass(frozen=True)
+class SectionsConfig:
+    """Sizes of `sections_study` (the report's and the CLI's settings).
+
+    Attributes:
+        n_images: Images whose sections form the gallery.
+        directions: Tangent directions, among ``"random"``, ``"universal"`` (Alg. 4, l2)
+            and ``"curved"`` (the first shared curved direction, thesis §7.4).
+        resolution: Grid points per axis of each gallery section.
+        normal_range: Range along ``n``, units of ``||r(x)||``.
+        tangent_range: Range along the tangent, same units.
+        n_train: Training images that define the universal and curved directions.
+        curvature_k: Principal curvatures per end computed at each training point.
+        max_steps: Lanczos steps per training point.
+        universal_factor: l2 radius of the universal perturbation, as a multiple of the
+            median ``||r(x)||₂`` of the training images (only its direction is used).
+        loss_resolution: Grid points per axis of the loss surface (Fig. 8.3).
+        batch_size: Grid points per forward pass.
+    """
+
+    n_images: int = 4
+    directions: tuple[str, ...] = ("random", "universal", "curved")
+    resolution: int = 121
+    normal_range: tuple[float, float] = DEFAULT_NORMAL_RANGE
+    tangent_range: tuple[float, float] = DEFAULT_TANGENT_RANGE
+    n_train: int = 50
+    curvature_k: int = 5
+    max_steps: int = 40
+    universal_factor: float = 4.0
+    loss_resolution: int = 61
+    batch_size: int = 128
+
+
+DIRECTIONS = ("random", "universal", "curved")
+
+
+def study_directions(
+    clf: Classifier, x_train: Tensor, config: SectionsConfig, *, seed: int = 0
+) -> dict[str, Tensor | None]:
+    """The named tangent directions of `config` (``None`` = a random tangent per image).
+
+    ``"universal"``: Alg. 4 (l2, mini-batch variant, thesis §4.2) on `x_train`;
+    ``"curved"``: the first shared curved direction ``u_1`` (SVD of the principal
+    directions at the training images' boundary points, thesis §7.4).
+    """
+    from boundaryscope.geometry.curvature import principal_curvatures, shared_directions
+    from boundaryscope.universal import universal_perturbation
+
+    unknown = [name for name in config.directions if name not in DIRECTIONS]
+    if unknown:
+        raise ValueError(f"directions must be among {DIRECTIONS}; got {unknown}.")
+    out: dict[str, Tensor | None] = {}
+    points = None
+    if {"universal", "curved"} & set(config.directions):
+        points = boundary_points(clf, x_train[: config.n_train], batch_size=256)
+    for name in config.directions:
+        if name == "random":
+            out[name] = None
+        elif name == "universal" and points is not None:
+            xi = config.universal_factor * float(points.distance.median())
+            result = universal_perturbation(
+                clf, x_train[: config.n_train], xi, p=2, variant="minibatch", max_passes=3,
+                seed=seed, progress=False,
+            )  # fmt: skip
+            out[name] = result.v
+        elif points is not None:
+            curvatures = principal_curvatures(
+                clf, points, config.curvature_k, max_steps=config.max_steps, seed=seed
+            )
+            out[name] = shared_directions(curvatures, 1).basis[0]
+    return out
+
+
+def sections_study(
+    clf: Classifier,
+    x_train: Tensor,
+    x: Tensor,
+    config: SectionsConfig = SectionsConfig(),
+    *,
+    seed: int = 0,
+    classes: Sequence[str] | None = None,
+) -> dict[str, object]:
+    """The gallery of normal sections and one loss surface, JSON-ready (Fig. 5.5, 6.7, 8.3).
+
+    Args:
+        clf: The classifier.
+        x_train: Images that define the universal and curved directions.
+        x: Images whose sections are drawn (the first ``n_images`` DeepFool fools).
+        config: Sizes.
+        seed: Seed of every random choice.
+        classes: Class names for the legend (default: the label numbers).
+
+    Returns:
+        ``{"a", "b", "directions", "images": [...], "loss": {...}, "summary": {...}, ...}``.
+    """
+    import time
+
+    started = time.perf_counter()
+    directions = study_directions(clf, x_train, config, seed=seed)
+    gallery = section_gallery(
+        clf,
+        x[: config.n_images],
+        directions,
+        seed=seed,
+        normal_range=config.normal_range,
+        tangent_range=config.tangent_range,
+        resolution=config.resolution,
+        batch_size=config.batch_size,
+    )
+    flat = [s for row in gallery.sections for s in row]
+    images = [
+        {
+            "index": index,
+            "radius": row[0].radius,
+            "source": row[0].source,
+            "adversarial_label": row[0].adversarial_label,
+            "sections": [_section_json(s) for s in row],
+        }
+        for index, row in zip(gallery.index, gallery.sections, strict=True)
+    ]
+    loss = None
+    if gallery.index:
+        first = gallery.index[0]
+        timer = time.perf_counter()
+        surface = section_gallery(
+            clf,
+            x[first : first + 1],
+            {"random": None},
+            seed=seed,
+            normal_range=config.normal_range,
+            tangent_range=config.tangent_range,
+            resolution=config.loss_resolution,
+            batch_size=config.batch_size,
+            progress=False,
+        ).sections[0][0]
+        loss = {
+            "index": first,
+            "a": surface.a.tolist(),
+            "b": surface.b.tolist(),
+            "negative_loss": np.round(-surface.loss, 4).tolist(),
+            "seconds": time.perf_counter() - timer,
+        }
+    names = [str(c) for c in classes] if classes is not None else None
+    return {
+        "config": {**config.__dict__},
+        "a": flat[0].a.tolist() if flat else [],
+        "b": flat[0].b.tolist() if flat else [],
+        "directions": gallery.directions,
+        "classes": names,
+        "images": images,
+        "loss": loss,
+        "summary": {
+            **section_summary(flat),
+            **{
+                f"plane_curvature_{name}": _median(
+                    [s.plane_curvature() for s in flat if s.direction == name]
+                )
+                for name in gallery.directions
+            },
+        },
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _median(values: Sequence[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.median(finite)) if finite else float("nan")
+
+
+def _section_json(section: CrossSection) -> dict[str, object]:
+    return {
+        "direction": section.direction,
+        "labels": section.labels.astype(int).tolist(),
+        "boundary": [np.round(line, 4).tolist() for line in section.boundary()],
+        "crossing": section.crossing,
+        "plane_curvature": section.plane_curvature(),
     }

@@ -36,11 +36,14 @@ __all__ = [
     "SCENARIOS",
     "ConvexityProbe",
     "RegionPath",
+    "RegionsConfig",
     "Scenario",
     "convexity_probe",
     "find_path",
+    "model_subspace_angles",
     "principal_angles",
     "random_subspace_angles",
+    "regions_study",
     "scenario_pairs",
     "stitched_sections",
 ]
@@ -175,7 +178,7 @@ def find_path(
             invalid, with a `RegionPath.failure` message.
         overshoot: DeepFool overshoot of the push-back step.
         margin: Least relative margin ``(f_c − max_{k≠c} f_k) / max_k |f_k|`` of a pushed
-            midpoint: the push is lengthened (× 1.02 … 2) until it is reached, so that no
+            midpoint: the push is lengthened (× 1.02 … 64) until it is reached, so that no
             anchor sits within float32 rounding of the boundary, where a label would depend
             on the batch it is computed in.
         steps: DeepFool iterations of the push-back step.
@@ -205,7 +208,8 @@ def find_path(
     label = int(labels[0])
     # No final bisection (refine_steps=0): a point refined back onto the boundary would make
     # every later sub-segment graze it; the overshoot keeps the anchor strictly inside.
-    attack = DeepFool.as_published(p=2, steps=steps, overshoot=overshoot, batch_size=1)
+    # Box-aware steps: midpoints between clipped images sit on the box's faces.
+    attack = DeepFool(p=2, steps=steps, overshoot=overshoot, refine_steps=0, batch_size=1)
     target = torch.tensor([label], device=ends.device)
 
     def push(point: Tensor) -> Tensor | None:
@@ -288,7 +292,7 @@ def scenario_pairs(
     return x[first[keep].to(x.device)], inside[keep.to(x.device)]
 
 
-_LENGTHEN = (1.0, 1.02, 1.05, 1.1, 1.25, 1.5, 2.0)
+_LENGTHEN = (1.0, 1.02, 1.05, 1.1, 1.25, 1.5, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 
 
 def _inside(
@@ -476,3 +480,180 @@ def random_subspace_angles(d: int, m: int, k: int, *, seed: int = 0) -> Tensor:
     a = torch.randn(m, d, generator=generator, dtype=torch.float64)
     b = torch.randn(k, d, generator=generator, dtype=torch.float64)
     return principal_angles(a, b)
+
+
+# ---------------------------------------------------------------------- the study
+@dataclass(frozen=True)
+class RegionsConfig:
+    """Sizes of `regions_study` (the report's and the CLI's settings).
+
+    Attributes:
+        pairs: Pairs per scenario (the thesis uses 1,000).
+        scenarios: Scenarios of §7.3 to run.
+        spacing: Sample spacing of the validity check, fraction of ``||x1 − x2||``.
+        max_depth: Bisection depth limit.
+        ks: ``k`` values of the convexity probe.
+        trials: Convex combinations per ``k``.
+        stitched_max_panels: Longest path drawn as stitched sections (Fig. 7.2).
+        panel_resolution: ``(na, nb)`` of each stitched panel.
+        batch_size: Rows per forward pass.
+    """
+
+    pairs: int = 1000
+    scenarios: tuple[Scenario, ...] = SCENARIOS
+    spacing: float = 1e-4
+    max_depth: int = 16
+    ks: tuple[int, ...] = tuple(range(2, 11))
+    trials: int = 1000
+    stitched_max_panels: int = 12
+    panel_resolution: tuple[int, int] = (81, 41)
+    batch_size: int = 256
+
+
+def regions_study(
+    clf: Classifier,
+    x: Tensor,
+    config: RegionsConfig = RegionsConfig(),
+    *,
+    seed: int = 0,
+    classes: Sequence[str] | None = None,
+    progress: bool | None = None,
+) -> dict[str, object]:
+    """Alg. 5 paths for the scenarios of §7.3, the convexity probe, one stitched path.
+
+    Args:
+        clf: The classifier.
+        x: Images the pairs are drawn from.
+        config: Sizes.
+        seed: Seed of every random choice.
+        classes: Class names for the figures.
+        progress: Show a progress bar (``None``: only on a terminal).
+
+    Returns:
+        JSON-ready ``{"scenarios": {name: {...per-pair lists...}}, "convexity": {...},
+        "stitched": {...}, ...}``.
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    scenarios: dict[str, dict[str, object]] = {}
+    best: tuple[int, RegionPath] | None = None
+    for offset, scenario in enumerate(config.scenarios):
+        timer = time.perf_counter()
+        x1, x2 = scenario_pairs(
+            clf, x, scenario, config.pairs, seed=seed + offset, batch_size=config.batch_size
+        )
+        paths = []
+        for a, b in tqdm(
+            list(zip(x1, x2, strict=True)),
+            desc=f"paths ({scenario})",
+            disable=None if progress is None else not progress,
+        ):
+            path = find_path(
+                clf, a, b, spacing=config.spacing, max_depth=config.max_depth,
+                batch_size=config.batch_size,
+            )  # fmt: skip
+            paths.append(path)
+            fits = path.valid and path.anchor_count + 1 <= config.stitched_max_panels
+            if fits and (best is None or path.anchor_count > best[1].anchor_count):
+                best = (len(paths) - 1, path)
+        scenarios[scenario] = _scenario_json(paths, time.perf_counter() - timer)
+    probe = convexity_probe(
+        clf, x, config.ks, trials=config.trials, seed=seed, batch_size=config.batch_size
+    )
+    stitched = None if best is None else _stitched_json(clf, best[1], config)
+    return {
+        "config": {**config.__dict__},
+        "classes": None if classes is None else [str(c) for c in classes],
+        "scenarios": scenarios,
+        "convexity": probe.__dict__,
+        "stitched": stitched,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _scenario_json(paths: Sequence[RegionPath], seconds: float) -> dict[str, object]:
+    valid = [p for p in paths if p.valid]
+    return {
+        "pairs": len(paths),
+        "connected": len(valid) / len(paths) if paths else math.nan,
+        "anchors": [p.anchor_count for p in paths],
+        "deviation": [p.deviation for p in paths],
+        "valid": [p.valid for p in paths],
+        "depth": [p.depth for p in paths],
+        "samples": [p.samples for p in paths],
+        "failures": sorted({p.failure for p in paths if p.failure}),
+        "mean_anchors": float(np.mean([p.anchor_count for p in valid])) if valid else math.nan,
+        "mean_deviation_minus_one": (
+            float(np.mean([p.deviation - 1 for p in valid])) if valid else math.nan
+        ),
+        "straight": float(np.mean([p.anchor_count == 0 for p in valid])) if valid else math.nan,
+        "seconds": seconds,
+    }
+
+
+def _stitched_json(clf: Classifier, path: RegionPath, config: RegionsConfig) -> dict[str, object]:
+    x1 = path.anchors[0].to(clf.device)
+    normal = DeepFool(p=2)(clf, x1[None]).perturbation[0]
+    panels = stitched_sections(
+        clf, path, normal, resolution=config.panel_resolution, batch_size=config.batch_size
+    )
+    scale = float(normal.double().norm())
+    n = (normal / scale).double().flatten().cpu()
+    out = []
+    for panel, p, q in zip(panels, path.anchors[:-1], path.anchors[1:], strict=True):
+        step = (q - p).double().flatten()
+        alpha = float(step @ n) / scale
+        out.append(
+            {
+                "a": panel.a.tolist(),
+                "b": panel.b.tolist(),
+                "labels": panel.labels.astype(int).tolist(),
+                "end": [float(panel.b[-1]), alpha],
+            }
+        )
+    return {
+        "label": path.label,
+        "anchors": path.anchor_count,
+        "deviation": path.deviation,
+        "radius": scale,
+        "panels": out,
+    }
+
+
+def model_subspace_angles(
+    clf_a: Classifier,
+    clf_b: Classifier,
+    x: Tensor,
+    m: int = 20,
+    *,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> dict[str, object]:
+    """Principal angles between two models' S_c and S_f on the same images (Fig. 6.12).
+
+    ``S_c``: the top-m eigenvectors of the average boundary-curvature matrix
+    (`boundaryscope.geometry.curvature.curved_subspace`, §6.4.1); ``S_f``: the top-m
+    singular vectors of the DeepFool normals (§4.4, `boundaryscope.universal.normal_subspace`).
+    A random pair of m-dimensional subspaces of R^d is the baseline.
+
+    Returns:
+        JSON-ready ``{"m", "d", "S_c": {"cosines"}, "S_f": {...}, "random": {...}}``, each
+        list of cosines sorted from the smallest angle.
+    """
+    from boundaryscope.geometry.curvature import boundary_points, curved_subspace
+    from boundaryscope.universal import normal_subspace
+
+    subspaces: dict[str, list[Tensor]] = {"S_c": [], "S_f": []}
+    for clf in (clf_a, clf_b):
+        points = boundary_points(clf, x, batch_size=batch_size)
+        subspaces["S_c"].append(curved_subspace(clf, points, m, seed=seed)[0])
+        subspaces["S_f"].append(normal_subspace(points.z - points.x)[2][:m])
+    d = int(x[0].numel())
+    out: dict[str, object] = {"m": m, "d": d, "images": int(x.shape[0])}
+    for name, (a, b) in subspaces.items():
+        out[name] = {"cosines": principal_angles(a, b).cos().tolist()}
+    out["random"] = {"cosines": random_subspace_angles(d, m, m, seed=seed).cos().tolist()}
+    return out

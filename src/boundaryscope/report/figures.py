@@ -17,18 +17,23 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 __all__ = [
+    "class_colours",
     "confusion_matrix",
     "example_grid",
     "fooling_curves",
+    "histogram",
     "image_row",
     "label_graph",
     "lines",
+    "loss_surface",
     "noise_ratios",
     "norm_histograms",
     "roc_curves",
     "save",
+    "section_gallery",
     "spectral_bars",
     "spectrum_ends",
+    "stitched_path",
 ]
 
 
@@ -287,6 +292,178 @@ def label_graph(
     ax.set_ylim(-1.3, 1.3)
     ax.set_aspect("equal")
     ax.axis("off")
+    return fig, ax
+
+
+def class_colours(count: int) -> Any:
+    """One fixed colour per class index (tab10 / tab20, else a sampled hsv)."""
+    from matplotlib.colors import ListedColormap
+
+    if count <= 20:
+        base = plt.get_cmap("tab10" if count <= 10 else "tab20")
+        return ListedColormap([base(i) for i in range(count)])
+    return ListedColormap(plt.get_cmap("hsv")(np.linspace(0, 1, count, endpoint=False)))
+
+
+def _label_map(
+    ax: Axes, labels: np.ndarray, extent: tuple[float, float, float, float], colours: Any
+) -> None:
+    ax.imshow(
+        labels,
+        origin="lower",
+        extent=extent,
+        cmap=colours,
+        vmin=-0.5,
+        vmax=colours.N - 0.5,
+        interpolation="nearest",
+        aspect="auto",
+    )
+
+
+def _class_legend(fig: Figure, seen: set[int], classes: Sequence[str], colours: Any) -> None:
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=colours(c), label=classes[c]) for c in sorted(seen)]
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=min(len(handles), 10),
+        fontsize=8,
+        title="predicted class",
+        title_fontsize=8,
+        bbox_to_anchor=(0.5, -0.02),
+    )
+
+
+def section_gallery(
+    images: Sequence[Mapping[str, Any]],
+    directions: Sequence[str],
+    a: Sequence[float],
+    b: Sequence[float],
+    classes: Sequence[str],
+) -> tuple[Figure, Axes]:
+    """Normal cross-sections (thesis Fig. 5.5, 6.7): rows = images, columns = directions.
+
+    Each panel is the label map on ``x + ||r|| (a n + b v)``; the black line is the boundary
+    of the image's region, ○ the image, ★ its DeepFool point ``(a, b) = (1, 0)``.
+
+    Args:
+        images: Per image ``{"sections": [{"labels", "boundary", "direction"}...],
+            "source", "radius"}`` (``boundaryscope.geometry.sections.sections_study``).
+        directions: Column names.
+        a: Normal coordinates (rows of ``labels``).
+        b: Tangent coordinates (columns).
+        classes: Class names by label.
+    """
+    colours = class_colours(len(classes))
+    rows, cols = len(images), len(directions)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.6 * cols, 2.3 * rows + 0.6), squeeze=False, sharex=True, sharey=True
+    )
+    extent = (b[0], b[-1], a[0], a[-1])
+    seen: set[int] = set()
+    for i, image in enumerate(images):
+        for j, section in enumerate(image["sections"]):
+            ax = axes[i][j]
+            labels = np.asarray(section["labels"])
+            seen.update(int(v) for v in np.unique(labels))
+            _label_map(ax, labels, extent, colours)
+            for line in section["boundary"]:
+                points = np.asarray(line)
+                ax.plot(points[:, 1], points[:, 0], color="black", lw=0.9)
+            ax.plot([0], [0], "o", mfc="white", mec="black", ms=5)
+            ax.plot([0], [1], "*", mfc="white", mec="black", ms=8)
+            if i == 0:
+                ax.set_title(section["direction"], fontsize=9)
+            if j == 0:
+                ax.set_ylabel(
+                    f"{classes[image['source']]}, ‖r‖={image['radius']:.2f}\nn (units of ‖r(x)‖)",
+                    fontsize=7,
+                )
+            if i == rows - 1:
+                ax.set_xlabel("v (units of ‖r(x)‖)", fontsize=7)
+            ax.tick_params(labelsize=6)
+    _class_legend(fig, seen, classes, colours)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig, axes[0][0]
+
+
+def loss_surface(
+    a: Sequence[float], b: Sequence[float], negative_loss: Sequence[Sequence[float]]
+) -> tuple[Figure, Axes]:
+    """``−ℓ`` on a normal section as a surface (thesis Fig. 8.3); the image is the dot."""
+    fig = plt.figure(figsize=(5.0, 3.8))
+    ax = fig.add_subplot(projection="3d")
+    grid_b, grid_a = np.meshgrid(np.asarray(b), np.asarray(a))
+    z = np.asarray(negative_loss, dtype=float)
+    ax.plot_surface(grid_b, grid_a, z, cmap="viridis", linewidth=0, antialiased=True)
+    origin = np.unravel_index(
+        np.argmin(np.hypot(grid_a, grid_b)), grid_a.shape
+    )  # the grid point nearest the image
+    ax.scatter([0], [0], [z[origin]], color="#1f77b4", s=30, depthshade=False)
+    ax.set_xlabel("v (units of ‖r‖)", fontsize=7)
+    ax.set_ylabel("n (units of ‖r‖)", fontsize=7)
+    ax.set_zlabel("−loss", fontsize=7)
+    ax.tick_params(labelsize=6)
+    return fig, ax  # type: ignore[return-value]
+
+
+def stitched_path(
+    panels: Sequence[Mapping[str, Any]], classes: Sequence[str], label: int
+) -> tuple[Figure, Axes]:
+    """Classification regions along an Alg. 5 path (thesis Fig. 7.2, right).
+
+    Panel ``i`` is the plane through anchor ``p_i`` spanned by ``r(x1)`` (vertical) and
+    ``p_{i+1} − p_i`` (horizontal), both in units of ``||r(x1)||``; the white line is the
+    path segment, dots the anchors. Panels are placed side by side with gaps and equal
+    widths: their horizontal axes differ (each title gives its segment's length).
+
+    Args:
+        panels: ``{"a", "b", "labels", "end": [β, α]}`` per segment.
+        classes: Class names.
+        label: The path's class.
+    """
+    colours = class_colours(len(classes))
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(min(1.2 + 1.6 * len(panels), 14), 3.0),
+        squeeze=False,
+        sharey=True,
+        gridspec_kw={"wspace": 0.08},
+    )
+    seen: set[int] = {label}
+    for k, (ax, panel) in enumerate(zip(axes[0], panels, strict=True)):
+        labels = np.asarray(panel["labels"])
+        seen.update(int(v) for v in np.unique(labels))
+        a, b = panel["a"], panel["b"]
+        _label_map(ax, labels, (b[0], b[-1], a[0], a[-1]), colours)
+        beta, alpha = panel["end"]
+        ax.plot([0, beta], [0, alpha], color="white", lw=1.5)
+        ax.plot([0, beta], [0, alpha], "o", mfc="white", mec="black", ms=4)
+        ax.set_xticks([])
+        start = "x1" if k == 0 else f"p{k}"
+        end = "x2" if k == len(panels) - 1 else f"p{k + 1}"
+        ax.set_title(f"{start}→{end}\n{float(b[-1]):.2g}‖r‖", fontsize=7)
+    axes[0][0].set_ylabel("r(x1) (units of ‖r(x1)‖)", fontsize=7)
+    _class_legend(fig, seen, classes, colours)
+    fig.subplots_adjust(bottom=0.22)
+    return fig, axes[0][0]
+
+
+def histogram(
+    values: Mapping[str, Sequence[float]], xlabel: str, bins: int = 30
+) -> tuple[Figure, Axes]:
+    """Overlaid histograms of named samples (non-finite values dropped)."""
+    fig, ax = _figure(None, (5.2, 3.2))
+    for name, series in values.items():
+        finite = np.asarray([v for v in series if np.isfinite(v)], dtype=float)
+        if finite.size:
+            ax.hist(finite, bins=bins, alpha=0.6, label=f"{name} (n={finite.size})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("pairs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return fig, ax
 
 

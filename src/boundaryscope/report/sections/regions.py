@@ -1,0 +1,167 @@
+"""Report section "Classification regions": Alg. 5 paths, D(p), the convexity probe.
+
+Thesis §7.3 (Alg. 5, Fig. 7.2, 7.3). The section owns its settings: `SETTINGS` maps each
+report profile to a `RegionsConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from boundaryscope.geometry.topology import RegionsConfig, regions_study
+from boundaryscope.report import figures
+from boundaryscope.report.registry import Analysis, ReportContext, Section, register_analysis
+
+__all__ = ["SETTINGS", "RegionsAnalysis"]
+
+SETTINGS: dict[str, RegionsConfig] = {
+    "default": RegionsConfig(pairs=20, trials=500),
+    "full": RegionsConfig(),
+    "quick": RegionsConfig(pairs=3, spacing=1e-3, ks=(2, 5, 10), trials=100, max_depth=10),
+}
+
+_SCENARIO_NAMES = {
+    "natural": "two test images",
+    "adversarial": "image and perturbed image",
+    "noise": "image and perturbed noise",
+}
+
+
+@register_analysis
+class RegionsAnalysis(Analysis):
+    """Are classification regions connected, by near-straight paths? Are they convex?"""
+
+    name = "regions"
+    title = "Classification regions"
+    order = 58
+
+    def run(self, ctx: ReportContext) -> dict[str, Any]:
+        """`regions_study` on the test images."""
+        config = SETTINGS.get(ctx.profile, SETTINGS["default"])
+        return regions_study(ctx.clf, ctx.data.x, config, seed=ctx.seed, classes=ctx.data.classes)
+
+    def render(self, result: dict[str, Any], out_dir: Path) -> Section:
+        """Path statistics per scenario, D(p) histogram, convexity curve, stitched path."""
+        classes = result["classes"] or [str(i) for i in range(10)]
+        cfg = result["config"]
+        rows = []
+        for name, s in result["scenarios"].items():
+            anchors = np.asarray(s["anchors"], dtype=float)
+            valid = np.asarray(s["valid"], dtype=bool)
+            rows.append(
+                [
+                    _SCENARIO_NAMES.get(name, name),
+                    f"{s['pairs']}",
+                    f"{s['connected']:.0%}" if s["pairs"] else "—",
+                    _num(s["straight"], ".0%"),
+                    _num(s["mean_anchors"], ".1f"),
+                    f"{np.max(anchors[valid]):.0f}" if valid.any() else "—",
+                    _num(s["mean_deviation_minus_one"], ".2e"),
+                    "; ".join(s["failures"]) or "—",
+                ]
+            )
+        figs = [_deviation_figure(result, out_dir), _convexity_figure(result, out_dir)]
+        if result["stitched"]:
+            figs.append(_stitched_figure(result, classes, out_dir))
+        return Section(
+            title=self.title,
+            intro=(
+                "Is each class one connected region, or many islands? Alg. 5 (thesis §7.3) "
+                "joins two points with the same predicted label by a path that stays in "
+                "their region: when the straight segment leaves it, the midpoint is pushed "
+                "back by targeted DeepFool and both halves are treated the same way. A "
+                "segment counts as inside when every point sampled on it at spacing "
+                f"{cfg['spacing']:g} × ‖x1 − x2‖ keeps the label. D(p) = path length / "
+                "distance measures how far from straight the path is (1 = the segment). "
+                "The convexity probe asks whether convex combinations of k same-label images "
+                "keep the label (Fig. 7.3)."
+            ),
+            tables=[
+                (
+                    "Alg. 5 paths per scenario (the thesis, on ImageNet: every pair "
+                    "connected, ≈ 10 anchors, D(p) ≈ 1 + 1e-4)",
+                    [
+                        "scenario",
+                        "pairs",
+                        "connected",
+                        "straight segment valid",
+                        "anchors (mean, connected)",
+                        "anchors (max)",
+                        "D(p) − 1 (mean)",
+                        "failures",
+                    ],
+                    rows,
+                ),
+                (
+                    "Convexity probe: probability that a random convex combination of k "
+                    "images with one predicted label keeps it",
+                    ["k", "probability", "± s.e."],
+                    [
+                        [f"{k}", _num(p, ".3f"), _num(e, ".3f")]
+                        for k, p, e in zip(
+                            result["convexity"]["ks"],
+                            result["convexity"]["probability"],
+                            result["convexity"]["stderr"],
+                            strict=True,
+                        )
+                    ],
+                ),
+            ],
+            figures=figs,
+            notes=[
+                "The dense check is empirical (no certificate): a region could meander "
+                "between two samples. Anchors are pushed until their label margin is at least "
+                "1e-4 of the largest score so that no anchor's label depends on float "
+                "rounding.",
+            ],
+        )
+
+
+def _deviation_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
+    values = {
+        _SCENARIO_NAMES.get(name, name): [
+            d - 1 for d, ok in zip(s["deviation"], s["valid"], strict=True) if ok
+        ]
+        for name, s in result["scenarios"].items()
+    }
+    fig, _ = figures.histogram(values, "D(p) − 1 (0: the straight segment)")
+    return (
+        figures.save(fig, out_dir / "regions_deviation.png"),
+        "Deviation of the Alg. 5 paths from the straight segment, connected pairs only.",
+    )
+
+
+def _convexity_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
+    probe = result["convexity"]
+    fig, ax = figures.lines(
+        probe["ks"], {"this model": probe["probability"]}, "k (images combined)", "P(label kept)"
+    )
+    ax.set_ylim(0, 1.05)
+    return (
+        figures.save(fig, out_dir / "regions_convexity.png"),
+        f"Probability that a random convex combination of k same-label images keeps the "
+        f"label ({probe['trials']} combinations per k; cf. Fig. 7.3).",
+    )
+
+
+def _stitched_figure(result: dict[str, Any], classes: list[str], out_dir: Path) -> tuple[str, str]:
+    stitched = result["stitched"]
+    fig, _ = figures.stitched_path(stitched["panels"], classes, stitched["label"])
+    return (
+        figures.save(fig, out_dir / "regions_path.png"),
+        f"One Alg. 5 path ({stitched['anchors']} anchors, D(p) − 1 = "
+        f"{stitched['deviation'] - 1:.2e}): each panel is the plane through an anchor spanned "
+        "by r(x1) (vertical, units of ‖r(x1)‖) and the next path segment (horizontal); "
+        "panels are stitched side by side (cf. Fig. 7.2, right).",
+    )
+
+
+def _num(value: float | str | None, spec: str) -> str:
+    if value is None:
+        return "—"
+    number = float(value)
+    return "—" if not math.isfinite(number) else format(number, spec)
