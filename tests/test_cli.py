@@ -56,6 +56,8 @@ def test_report_and_resume(tmp_path, monkeypatch):
         "fixed_budget",
         "noise",
         "universal",
+        "boundary",
+        "regions",
         "curvature",
         "detection",
     ]
@@ -83,6 +85,11 @@ def test_report_and_resume(tmp_path, monkeypatch):
         "curvature_loss.png",
         "detection_roc.png",
         "detection_examples.png",
+        "boundary_sections.png",
+        "boundary_loss.png",
+        "regions_deviation.png",
+        "regions_convexity.png",
+        "regions_path.png",
     ):
         assert (out / figure).stat().st_size > 1000
 
@@ -92,7 +99,7 @@ def test_report_and_resume(tmp_path, monkeypatch):
         raise AssertionError("resume must not recompute")
 
     names = ("accuracy", "robustness", "fixed_budget", "noise", "universal", "curvature")
-    for name in (*names, "detection"):
+    for name in (*names, "detection", "boundary", "regions"):
         monkeypatch.setattr(ANALYSES[name], "run", boom)
     assert main([*args, "--resume"]) == 0
 
@@ -233,3 +240,30 @@ def test_detect_fit_and_score_cli(tmp_path):
     assert main(bad) == 2
     assert main(["detect", "fit", "--baseline", "--n", "8", "--out", str(detector)]) == 0
     assert json.loads(detector.read_text())["kind"] == "confidence"
+
+
+def test_geometry_sections_paths_angles_cli(tmp_path):
+    out = tmp_path / "geo"
+    args = ["geometry", "sections", "--n", "2", "--resolution", "30", "--n-train", "8"]
+    assert main([*args, "--directions", "random,curved", "--out", str(out)]) == 0
+    result = json.loads((out / "sections.json").read_text())
+    assert result["directions"] == ["random", "curved"] and len(result["images"]) == 2
+    assert len(result["images"][0]["sections"][0]["labels"]) == 30
+    assert abs(result["summary"]["crossing_median"] - 1) < 0.05
+    assert (out / "boundary_sections.png").stat().st_size > 1000
+    assert main([*args, "--normal-range", "3:1", "--out", str(out)]) == 2
+    assert main([*args, "--directions", "sideways", "--out", str(out)]) == 2
+
+    paths = ["geometry", "paths", "--n", "60", "--pairs", "2", "--spacing", "1e-2"]
+    assert main([*paths, "--trials", "20", "--out", str(out)]) == 0
+    result = json.loads((out / "paths.json").read_text())
+    assert set(result["scenarios"]) == {"natural", "adversarial", "noise"}
+    assert all(s["pairs"] <= 2 for s in result["scenarios"].values())
+    assert len(result["convexity"]["probability"]) == 9
+    assert main([*paths, "--scenarios", "bogus", "--out", str(out)]) == 2
+
+    angles = ["geometry", "angles", "--m", "3", "--n-train", "12", "--out", str(out)]
+    assert main(angles) == 0
+    result = json.loads((out / "angles.json").read_text())
+    assert len(result["S_c"]["cosines"]) == 3 and len(result["S_f"]["cosines"]) == 3
+    assert all(0 <= c <= 1 + 1e-9 for c in result["S_f"]["cosines"])
