@@ -61,6 +61,7 @@ bench: setup-bench
 	$(PY) benchmarks/universal_vs_art.py
 	$(PY) benchmarks/curvature.py
 	$(PY) benchmarks/detection.py
+	$(PY) benchmarks/regions.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -7,6 +7,7 @@ result — freshly computed or read back from ``results.json`` on ``--resume`` �
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ __all__ = [
     "ReportConfig",
     "ReportContext",
     "Section",
+    "format_number",
     "register_analysis",
 ]
 
@@ -164,3 +166,11 @@ def register_analysis(cls: AnalysisT) -> AnalysisT:
     """Class decorator: registers one instance under ``cls.name`` (report order = order)."""
     ANALYSES[cls.name] = cls()
     return cls
+
+
+def format_number(value: float | str | None, spec: str) -> str:
+    """`value` (a number, or JSON's ``"nan"``/``"inf"`` strings) formatted, ``—`` if not finite."""
+    if value is None:
+        return "—"
+    number = float(value)
+    return format(number, spec) if math.isfinite(number) else "—"

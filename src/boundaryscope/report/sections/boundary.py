@@ -6,14 +6,19 @@ Thesis §5.6 (Fig. 5.5), §6.4.1 (Fig. 6.7), §8.3 (Fig. 8.3). The section owns 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from boundaryscope.data import load_dataset
 from boundaryscope.geometry.sections import SectionsConfig, sections_study
 from boundaryscope.report import figures
-from boundaryscope.report.registry import Analysis, ReportContext, Section, register_analysis
+from boundaryscope.report.registry import (
+    Analysis,
+    ReportContext,
+    Section,
+    format_number,
+    register_analysis,
+)
 
 __all__ = ["SETTINGS", "BoundaryAnalysis"]
 
@@ -78,19 +83,19 @@ class BoundaryAnalysis(Analysis):
             ["sections (images × directions)", f"{summary['sections']:.0f}"],
             [
                 "boundary along n: median crossing (units of ‖r(x)‖)",
-                _num(summary["crossing_median"], ".4f"),
+                format_number(summary["crossing_median"], ".4f"),
             ],
             [
                 "crossings within 5% of ‖r(x)‖ (min … max)",
                 f"{summary['crossing_within_5pct']:.0%} "
-                f"({_num(summary['crossing_min'], '.3f')} … "
-                f"{_num(summary['crossing_max'], '.3f')})",
+                f"({format_number(summary['crossing_min'], '.3f')} … "
+                f"{format_number(summary['crossing_max'], '.3f')})",
             ],
             *[
                 [
                     f"curvature of the boundary in the plane with v = {name} (median, "
                     "1 / input units, > 0 bends towards x)",
-                    _num(summary[f"plane_curvature_{name}"], ".4f"),
+                    format_number(summary[f"plane_curvature_{name}"], ".4f"),
                 ]
                 for name in result["directions"]
             ],
@@ -124,8 +129,3 @@ def _num_labels(result: dict[str, Any]) -> int:
         for section in image["sections"]:
             top = max(top, *(max(row) for row in section["labels"]))
     return top + 1
-
-
-def _num(value: float | str, spec: str) -> str:
-    number = float(value)
-    return "—" if not math.isfinite(number) else format(number, spec)

@@ -6,7 +6,6 @@ report profile to a `RegionsConfig`.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,13 @@ import numpy as np
 
 from boundaryscope.geometry.topology import RegionsConfig, regions_study
 from boundaryscope.report import figures
-from boundaryscope.report.registry import Analysis, ReportContext, Section, register_analysis
+from boundaryscope.report.registry import (
+    Analysis,
+    ReportContext,
+    Section,
+    format_number,
+    register_analysis,
+)
 
 __all__ = ["SETTINGS", "RegionsAnalysis"]
 
@@ -57,10 +62,10 @@ class RegionsAnalysis(Analysis):
                     _SCENARIO_NAMES.get(name, name),
                     f"{s['pairs']}",
                     f"{s['connected']:.0%}" if s["pairs"] else "—",
-                    _num(s["straight"], ".0%"),
-                    _num(s["mean_anchors"], ".1f"),
+                    format_number(s["straight"], ".0%"),
+                    format_number(s["mean_anchors"], ".1f"),
                     f"{np.max(anchors[valid]):.0f}" if valid.any() else "—",
-                    _num(s["mean_deviation_minus_one"], ".2e"),
+                    format_number(s["mean_deviation_minus_one"], ".2e"),
                     "; ".join(s["failures"]) or "—",
                 ]
             )
@@ -101,7 +106,7 @@ class RegionsAnalysis(Analysis):
                     "images with one predicted label keeps it",
                     ["k", "probability", "± s.e."],
                     [
-                        [f"{k}", _num(p, ".3f"), _num(e, ".3f")]
+                        [f"{k}", format_number(p, ".3f"), format_number(e, ".3f")]
                         for k, p, e in zip(
                             result["convexity"]["ks"],
                             result["convexity"]["probability"],
@@ -158,10 +163,3 @@ def _stitched_figure(result: dict[str, Any], classes: list[str], out_dir: Path) 
         "by r(x1) (vertical, units of ‖r(x1)‖) and the next path segment (horizontal); "
         "panels are stitched side by side (cf. Fig. 7.2, right).",
     )
-
-
-def _num(value: float | str | None, spec: str) -> str:
-    if value is None:
-        return "—"
-    number = float(value)
-    return "—" if not math.isfinite(number) else format(number, spec)
