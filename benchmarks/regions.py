@@ -1,31 +1,32 @@
 """Seeing the boundary: section cost, and the seed reproductions of thesis §5.6, §7.3, §6.5.
 
-(1) Cost of one 200×200 normal cross-section of the shipped LeNet (40,000 grid rows plus
-the 512-point sweep along n), with `Classifier.sweep` (a checked channels-last copy of the
-model) and with the plain forward pass, best of 3 after a warm-up; target < 2 s on the
-project's 2-core CPU. (2) Where the boundary crosses the normal n: `crossing` over sections
-of held-out images along random, universal and curved directions (seed: at ||r(x)||, i.e.
-1.0 in the axes' units). (3) Alg. 5 paths for the three scenarios of §7.3 (spacing 1e-4 ×
-||x1 − x2||, depth limit 16): connected fraction, anchors, D(p) (seed, CaffeNet on
-ImageNet: every pair connected, ≈ 10 anchors, D(p) ≈ 1 + 1e-4). (4) The convexity probe,
-k = 2..10, 1,000 combinations per k (Fig. 7.3). (5) Principal angles between the S_c and
-S_f of LeNet and FC500-150-10 (Fig. 6.12), with two random subspaces as the baseline.
-Both shipped MNIST models; JSON in benchmarks/results/regions.json.
+(1) Cost of one 200×200 normal cross-section of the shipped LeNet (40,000 grid rows plus the
+512-point sweep along n), with `Classifier.sweep` (a checked channels-last copy of the
+model) and with the plain forward pass, medians of 5 runs alternating the two after a warm-
+up; target < 2 s on the project's 2-core CPU. (2) Where the boundary crosses the normal n:
+`crossing` over sections of held-out images along random, universal and curved directions
+(seed: at ||r(x)||, i.e. 1.0 in the axes' units). (3) Alg. 5 paths for the three scenarios
+of §7.3 (spacing 1e-4 × ||x1 − x2||, depth limit 16): connected fraction, anchors, D(p)
+(seed, CaffeNet on ImageNet: every pair connected, ≈ 10 anchors, D(p) ≈ 1 + 1e-4). (4) The
+convexity probe, k = 2..10, 1,000 combinations per k (Fig. 7.3). (5) Principal angles
+between the S_c and S_f of LeNet and FC500-150-10 (Fig. 6.12), with two random subspaces as
+the baseline. Both shipped MNIST models; JSON in benchmarks/results/regions.json.
 
-Usage: python benchmarks/regions.py [--pairs 100] (1,000 pairs per scenario is the seed's
-count: about 30 minutes for LeNet on this CPU).
+Usage: python benchmarks/regions.py [--pairs 100] [--cost-only] (1,000 pairs per scenario is
+the seed's count: about 30 minutes for LeNet on this CPU).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
 import numpy as np
 import torch
 
-from _common import table, write
+from _common import RESULTS, table, write
 from boundaryscope import Classifier
 from boundaryscope.data import load_mnist5k
 from boundaryscope.geometry.curvature import boundary_points
@@ -41,7 +42,8 @@ def classifier(name: str) -> Classifier:
     return Classifier(loaded.module, bounds=loaded.bounds, preprocessing=loaded.preprocessing)
 
 
-def section_cost(clf: Classifier, x: torch.Tensor) -> dict[str, float]:
+def section_cost(clf: Classifier, x: torch.Tensor, repeats: int = 5) -> dict[str, float]:
+    """Median seconds of one 200×200 section, sweep and plain forward alternating."""
     point = boundary_points(clf, x[:1])
     r, direction = point.z[0] - point.x[0], torch.randn_like(point.x[0])
 
@@ -51,14 +53,17 @@ def section_cost(clf: Classifier, x: torch.Tensor) -> dict[str, float]:
         return time.perf_counter() - start
 
     once()
-    fast = min(once() for _ in range(3))
-    original = Classifier.sweep
-    Classifier.sweep = _plain_sweep  # type: ignore[method-assign]
+    original, fast, plain = Classifier.sweep, [], []
     try:
-        plain = min(once() for _ in range(3))
+        for _ in range(repeats):  # alternate, so that machine noise hits both alike
+            Classifier.sweep = original  # type: ignore[method-assign]
+            fast.append(once())
+            Classifier.sweep = _plain_sweep  # type: ignore[method-assign]
+            plain.append(once())
     finally:
         Classifier.sweep = original  # type: ignore[method-assign]
-    return {"sweep_seconds": fast, "plain_seconds": plain, "speedup": plain / fast}
+    sweep_s, plain_s = statistics.median(fast), statistics.median(plain)
+    return {"sweep_seconds": sweep_s, "plain_seconds": plain_s, "speedup": plain_s / sweep_s}
 
 
 def _plain_sweep(self: Classifier):  # the same sweep through the user's model as it is
@@ -75,6 +80,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=100, help="pairs per scenario")
     parser.add_argument("--sections", type=int, default=20, help="images with sections")
+    parser.add_argument(
+        "--cost-only",
+        action="store_true",
+        help="re-measure only the section cost and update it in the existing JSON",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     test, train = load_mnist5k("test"), load_mnist5k("train")
@@ -83,8 +93,14 @@ def main() -> None:
     payload["section_cost_lenet_200x200"] = cost = section_cost(clfs["lenet-mnist"], test.x)
     print(
         f"200x200 LeNet section: {cost['sweep_seconds']:.2f} s (plain forward "
-        f"{cost['plain_seconds']:.2f} s, {cost['speedup']:.2f}x)"
+        f"{cost['plain_seconds']:.2f} s, {cost['speedup']:.2f}x), medians of 5"
     )
+    if args.cost_only:
+        previous = json.loads((RESULTS / "regions.json").read_text())
+        previous["section_cost_lenet_200x200"] = cost
+        previous.pop("machine", None)
+        print("updated", write("regions", previous))
+        return
     rows, path_rows = [], []
     for name, clf in clfs.items():
         sections = sections_study(
