@@ -142,7 +142,7 @@ def main() -> None:
                        "plane_curvature_universal", "plane_curvature_curved"]))  # fmt: skip
     print(table(path_rows, list(path_rows[0])))
     for key in ("S_c", "S_f", "random"):
-        cosines = angles[key]["cosines"]  # type: ignore[index]
+        cosines = angles[key]["cosines"]
         print(f"cos principal angles {key}: first {cosines[0]:.3f}, "
               f"median {statistics.median(cosines):.3f}")  # fmt: skip
     payload["sections_table"], payload["paths_table"] = rows, path_rows

@@ -195,6 +195,7 @@ class Classifier:
         self._first_call_done = False
         self._session_depth = 0
         self._saved_modes: list[tuple[nn.Module, bool]] = []
+        self._sweep_scores: Callable[[Tensor], Tensor] | None = None
         if model.training:
             self._warn_once(
                 "train-mode",
@@ -339,9 +340,16 @@ class Classifier:
         1e-4 relative) and dropped in favour of the model itself if it disagrees, cannot be
         copied or fails; models without ``Conv2d`` use the model directly.
 
+        Re-entrant like `session`: a sweep opened inside another reuses the outer one's
+        copy, so an analysis that opens one around its loop pays for one copy, not one per
+        grid or path.
+
         Yields:
             ``scores(x) -> (N, num_classes)`` without gradients, counted like `forward_scores`.
         """
+        if self._sweep_scores is not None:
+            yield self._sweep_scores
+            return
         with self.session():
             fast = _channels_last_copy(self.model)
             checked = fast is None
@@ -373,7 +381,11 @@ class Classifier:
                 self.counter.forward_rows += int(x.shape[0])
                 return out.contiguous()
 
-            yield scores
+            self._sweep_scores = scores
+            try:
+                yield scores
+            finally:
+                self._sweep_scores = None
 
     def predict_unchecked(self, x: Tensor, batch_size: int | None = None) -> Tensor:
         """`predict` for inputs that already passed `validate` (no checks).

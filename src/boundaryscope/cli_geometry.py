@@ -179,9 +179,7 @@ def _curvature(args: argparse.Namespace, classifier_and_data: Callable[..., tupl
     from boundaryscope.geometry.curvature import CurvatureConfig, curvature_study
     from boundaryscope.report.sections.curvature import CurvatureAnalysis
 
-    for name in ("n", "n_train", "k", "samples", "max_steps"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}.")
+    _positive(args, "n", "n_train", "k", "samples", "max_steps")
     clf, test = classifier_and_data(args)
     train = load_dataset(args.data, "train").subset(args.n_train)
     config = CurvatureConfig(
@@ -248,7 +246,6 @@ def _sections(args: argparse.Namespace, classifier_and_data: Callable[..., tuple
     dump_json(out / "sections.json", result)
     section = BoundaryAnalysis().render(result, out)
     summary = result["summary"]
-    assert isinstance(summary, dict)
     print(
         f"{summary['sections']:.0f} sections ({args.resolution}x{args.resolution}): boundary "
         f"along n at {summary['crossing_median']:.4f} ||r(x)|| (median), "
@@ -281,7 +278,6 @@ def _paths(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) 
     dump_json(out / "paths.json", result)
     section = RegionsAnalysis().render(result, out)
     stats = result["scenarios"]
-    assert isinstance(stats, dict)
     for name, s in stats.items():
         print(
             f"{name}: {s['connected']:.0%} of {s['pairs']} pairs connected, "
@@ -308,7 +304,7 @@ def _angles(args: argparse.Namespace, classifier_and_data: Callable[..., tuple])
     result["models"] = [args.model, args.other]
     out = Path(args.out)
     dump_json(out / "angles.json", result)
-    series = {name: result[name]["cosines"] for name in ("S_c", "S_f", "random")}  # type: ignore[index]
+    series = {name: result[name]["cosines"] for name in ("S_c", "S_f", "random")}
     fig, _ = figures.lines(range(1, args.m + 1), series, "principal angle i", "cos θ_i")
     figures.save(fig, out / "angles.png")
     print(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import contourpy
 import numpy as np
@@ -320,11 +321,15 @@ def normal_section(
     b = _axis(tangent_range, nb, "tangent_range")
     source = int(clf.predict(x[None])[0])
     adversarial = int(clf.predict(clf.clip(x + r)[None])[0])
-    grid = plane_grid(clf, x, normal, v, a, b, scale=radius, label=source, batch_size=batch_size)
     line = np.linspace(0.0, max(normal_range[1], 1.5), max(int(line_samples), 2))
-    along = plane_grid(
-        clf, x, normal, v, line, np.zeros(1), scale=radius, label=source, batch_size=batch_size
-    )
+    with clf.sweep():  # one model copy for the grid and the line
+        grid = plane_grid(
+            clf, x, normal, v, a, b, scale=radius, label=source, batch_size=batch_size
+        )
+        along = plane_grid(
+            clf, x, normal, v, line, np.zeros(1), scale=radius, label=source,
+            batch_size=batch_size,
+        )  # fmt: skip
     return CrossSection(
         a=a,
         b=b,
@@ -380,31 +385,31 @@ def section_gallery(
     names = list(directions)
     rows: list[list[CrossSection]] = []
     bar = tqdm(total=len(points) * len(names), desc="cross-sections", disable=_quiet(progress))
-    for i in range(len(points)):
-        row = []
-        r = points.z[i] - points.x[i]
-        for name in names:
-            given = directions[name]
-            if given is None:
-                direction = random_tangent(r / r.norm(), generator)
-            else:
-                direction = given if given.shape == r.shape else given[int(points.index[i])]
-            row.append(
-                normal_section(
-                    clf,
-                    points.x[i],
-                    r,
-                    direction,
-                    name=name,
-                    normal_range=normal_range,
-                    tangent_range=tangent_range,
-                    resolution=resolution,
-                    batch_size=batch_size,
+    with bar, clf.sweep():  # one model copy for every section of the gallery
+        for i in range(len(points)):
+            row = []
+            r = points.z[i] - points.x[i]
+            for name in names:
+                given = directions[name]
+                if given is None:
+                    direction = random_tangent(r / r.norm(), generator)
+                else:
+                    direction = given if given.shape == r.shape else given[int(points.index[i])]
+                row.append(
+                    normal_section(
+                        clf,
+                        points.x[i],
+                        r,
+                        direction,
+                        name=name,
+                        normal_range=normal_range,
+                        tangent_range=tangent_range,
+                        resolution=resolution,
+                        batch_size=batch_size,
+                    )
                 )
-            )
-            bar.update()
-        rows.append(row)
-    bar.close()
+                bar.update()
+            rows.append(row)
     return SectionGallery(rows, [int(i) for i in points.index], names)
 
 
@@ -508,7 +513,7 @@ def sections_study(
     *,
     seed: int = 0,
     classes: Sequence[str] | None = None,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """The gallery of normal sections and one loss surface, JSON-ready (Fig. 5.5, 6.7, 8.3).
 
     Args:
@@ -596,7 +601,7 @@ def _median(values: Sequence[float]) -> float:
     return float(np.median(finite)) if finite else float("nan")
 
 
-def _section_json(section: CrossSection) -> dict[str, object]:
+def _section_json(section: CrossSection) -> dict[str, Any]:
     return {
         "direction": section.direction,
         "labels": section.labels.astype(int).tolist(),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.linalg
@@ -280,8 +280,8 @@ def scenario_pairs(
     generator = torch.Generator().manual_seed(seed)
     n = x.shape[0]
     if scenario == "natural":
-        first, second = _same_label_pairs(labels, count, generator)
-        return x[first.to(x.device)], x[second.to(x.device)]
+        pairs = _same_label_tuples(labels, 2, count, generator).to(x.device)
+        return x[pairs[:, 0]], x[pairs[:, 1]]
     first = torch.randint(n, (count,), generator=generator)
     if scenario == "adversarial":
         other = torch.stack([_other_label(labels, int(labels[i]), generator) for i in first])
@@ -324,21 +324,24 @@ def _inside(
     return candidates[torch.arange(n, device=start.device), first], good.any(1)
 
 
-def _same_label_pairs(
-    labels: Tensor, count: int, generator: torch.Generator
-) -> tuple[Tensor, Tensor]:
-    """``count`` random index pairs ``i ≠ j`` with ``labels[i] == labels[j]``."""
-    eligible = [c for c in labels.unique().tolist() if int((labels == c).sum()) >= 2]
+def _same_label_tuples(labels: Tensor, k: int, count: int, generator: torch.Generator) -> Tensor:
+    """``(count, k)`` indices of distinct points sharing a label (``(0, k)`` if no label has k).
+
+    The first point is uniform over the points whose label has at least k members, the
+    others uniform without replacement among its label's other points.
+    """
+    members = {int(c): (labels == c).nonzero()[:, 0] for c in labels.unique()}
+    eligible = [idx for idx in members.values() if idx.numel() >= k]
     if not eligible:
-        return torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64)
-    pool = torch.cat([(labels == c).nonzero()[:, 0] for c in eligible])
-    first = pool[torch.randint(pool.numel(), (count,), generator=generator)]
-    second = torch.empty_like(first)
-    for k, i in enumerate(first.tolist()):
-        mates = (labels == labels[i]).nonzero()[:, 0]
+        return torch.empty(0, k, dtype=torch.int64)
+    pool = torch.cat(eligible)
+    chosen = torch.empty(count, k, dtype=torch.int64)
+    for t, i in enumerate(pool[torch.randint(pool.numel(), (count,), generator=generator)]):
+        mates = members[int(labels[i])]
         mates = mates[mates != i]
-        second[k] = mates[torch.randint(mates.numel(), (1,), generator=generator)]
-    return first, second
+        pick = torch.randperm(mates.numel(), generator=generator)[: k - 1]
+        chosen[t] = torch.cat([i.view(1), mates[pick]])
+    return chosen
 
 
 def _other_label(labels: Tensor, label: int, generator: torch.Generator) -> Tensor:
@@ -374,16 +377,16 @@ def stitched_sections(
     panels = []
     na, nb = resolution
     a = np.linspace(*normal_range, na)
-    for p, q in zip(path.anchors[:-1], path.anchors[1:], strict=True):
-        step = (q - p).to(n)
-        v = orthonormal_direction(n, step, "path segment")
-        beta = float((step.double().flatten() @ v.double().flatten()) / scale)
-        b = np.linspace(0.0, beta, nb)
-        panels.append(
-            plane_grid(
+    with clf.sweep():  # one model copy for every panel
+        for p, q in zip(path.anchors[:-1], path.anchors[1:], strict=True):
+            step = (q - p).to(n)
+            v = orthonormal_direction(n, step, "path segment")
+            beta = float((step.double().flatten() @ v.double().flatten()) / scale)
+            b = np.linspace(0.0, beta, nb)
+            grid = plane_grid(
                 clf, p.to(n), n, v, a, b, scale=scale, label=path.label, batch_size=batch_size
             )
-        )
+            panels.append(grid)
     return panels
 
 
@@ -435,22 +438,14 @@ def convexity_probe(
         raise ValueError(f"convexity_probe needs trials >= 1 and every k >= 1; got {trials}, {ks}.")
     x = clf.validate(x)
     labels = clf.predict(x, batch_size=batch_size).cpu()
-    members = {int(c): (labels == c).nonzero()[:, 0] for c in labels.unique()}
     generator = torch.Generator().manual_seed(seed)
     probability, stderr = [], []
     for k in (int(k) for k in ks):
-        classes = [c for c, idx in members.items() if idx.numel() >= k]
-        if not classes:
+        chosen = _same_label_tuples(labels, k, trials, generator)
+        if chosen.numel() == 0:
             probability.append(math.nan)
             stderr.append(math.nan)
             continue
-        pool = torch.cat([members[c] for c in classes])
-        chosen = torch.empty(trials, k, dtype=torch.int64)
-        for t, i in enumerate(pool[torch.randint(pool.numel(), (trials,), generator=generator)]):
-            mates = members[int(labels[i])]
-            mates = mates[mates != i]
-            pick = torch.randperm(mates.numel(), generator=generator)[: k - 1]
-            chosen[t] = torch.cat([i.view(1), mates[pick]])
         weights = -torch.rand(trials, k, generator=generator, dtype=torch.float64).log()
         weights = weights / weights.sum(1, keepdim=True)
         combos = torch.einsum("tk,tkd->td", weights, x[chosen].flatten(2).double().cpu())
@@ -527,7 +522,7 @@ def regions_study(
     seed: int = 0,
     classes: Sequence[str] | None = None,
     progress: bool | None = None,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Alg. 5 paths for the scenarios of §7.3, the convexity probe, one stitched path.
 
     Args:
@@ -547,32 +542,33 @@ def regions_study(
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
-    scenarios: dict[str, dict[str, object]] = {}
-    best: tuple[int, RegionPath] | None = None
-    for offset, scenario in enumerate(config.scenarios):
-        timer = time.perf_counter()
-        x1, x2 = scenario_pairs(
-            clf, x, scenario, config.pairs, seed=seed + offset, batch_size=config.batch_size
-        )
-        paths = []
-        for a, b in tqdm(
-            list(zip(x1, x2, strict=True)),
-            desc=f"paths ({scenario})",
-            disable=None if progress is None else not progress,
-        ):
-            path = find_path(
-                clf, a, b, spacing=config.spacing, max_depth=config.max_depth,
-                batch_size=config.batch_size,
-            )  # fmt: skip
-            paths.append(path)
-            fits = path.valid and path.anchor_count + 1 <= config.stitched_max_panels
-            if fits and (best is None or path.anchor_count > best[1].anchor_count):
-                best = (len(paths) - 1, path)
-        scenarios[scenario] = _scenario_json(paths, time.perf_counter() - timer)
+    scenarios: dict[str, dict[str, Any]] = {}
+    best: RegionPath | None = None  # the valid path with most anchors that fits the figure
+    with clf.sweep():  # one model copy for every path's dense checks
+        for offset, scenario in enumerate(config.scenarios):
+            timer = time.perf_counter()
+            x1, x2 = scenario_pairs(
+                clf, x, scenario, config.pairs, seed=seed + offset, batch_size=config.batch_size
+            )
+            paths = []
+            for a, b in tqdm(
+                list(zip(x1, x2, strict=True)),
+                desc=f"paths ({scenario})",
+                disable=None if progress is None else not progress,
+            ):
+                path = find_path(
+                    clf, a, b, spacing=config.spacing, max_depth=config.max_depth,
+                    batch_size=config.batch_size,
+                )  # fmt: skip
+                paths.append(path)
+                fits = path.valid and path.anchor_count + 1 <= config.stitched_max_panels
+                if fits and (best is None or path.anchor_count > best.anchor_count):
+                    best = path
+            scenarios[scenario] = _scenario_json(paths, time.perf_counter() - timer)
     probe = convexity_probe(
         clf, x, config.ks, trials=config.trials, seed=seed, batch_size=config.batch_size
     )
-    stitched = None if best is None else _stitched_json(clf, best[1], config)
+    stitched = None if best is None else _stitched_json(clf, best, config)
     return {
         "config": {**config.__dict__},
         "classes": None if classes is None else [str(c) for c in classes],
@@ -583,7 +579,7 @@ def regions_study(
     }
 
 
-def _scenario_json(paths: Sequence[RegionPath], seconds: float) -> dict[str, object]:
+def _scenario_json(paths: Sequence[RegionPath], seconds: float) -> dict[str, Any]:
     valid = [p for p in paths if p.valid]
     return {
         "pairs": len(paths),
@@ -603,7 +599,7 @@ def _scenario_json(paths: Sequence[RegionPath], seconds: float) -> dict[str, obj
     }
 
 
-def _stitched_json(clf: Classifier, path: RegionPath, config: RegionsConfig) -> dict[str, object]:
+def _stitched_json(clf: Classifier, path: RegionPath, config: RegionsConfig) -> dict[str, Any]:
     x1 = path.anchors[0].to(clf.device)
     normal = DeepFool(p=2)(clf, x1[None]).perturbation[0]
     panels = stitched_sections(
@@ -640,7 +636,7 @@ def model_subspace_angles(
     *,
     seed: int = 0,
     batch_size: int = 256,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Principal angles between two models' S_c and S_f on the same images (Fig. 6.12).
 
     ``S_c``: the top-m eigenvectors of the average boundary-curvature matrix
@@ -661,7 +657,7 @@ def model_subspace_angles(
         subspaces["S_c"].append(curved_subspace(clf, points, m, seed=seed)[0])
         subspaces["S_f"].append(normal_subspace(points.z - points.x)[2][:m])
     d = int(x[0].numel())
-    out: dict[str, object] = {"m": m, "d": d, "images": int(x.shape[0])}
+    out: dict[str, Any] = {"m": m, "d": d, "images": int(x.shape[0])}
     for name, (a, b) in subspaces.items():
         out[name] = {"cosines": principal_angles(a, b).cos().tolist()}
     out["random"] = {"cosines": random_subspace_angles(d, m, m, seed=seed).cos().tolist()}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from matplotlib.ticker import NullFormatter
 
 __all__ = [
     "class_colours",
+    "class_names",
     "confusion_matrix",
     "example_grid",
     "fooling_curves",
@@ -293,6 +294,14 @@ def label_graph(
     ax.set_aspect("equal")
     ax.axis("off")
     return fig, ax
+
+
+def class_names(names: Sequence[str] | None, label_maps: Iterable[Any]) -> list[str]:
+    """`names` if given, else ``"0" … "K"`` up to the largest label in `label_maps`."""
+    if names:
+        return list(names)
+    highest = max((int(np.max(labels)) for labels in label_maps), default=0)
+    return [str(i) for i in range(highest + 1)]
 
 
 def class_colours(count: int) -> Any:

@@ -49,7 +49,10 @@ class BoundaryAnalysis(Analysis):
 
     def render(self, result: dict[str, Any], out_dir: Path) -> Section:
         """The gallery, the loss surface and where the boundary crosses the normal."""
-        classes = result["classes"] or [str(i) for i in range(_num_labels(result))]
+        classes = figures.class_names(
+            result["classes"],
+            (s["labels"] for image in result["images"] for s in image["sections"]),
+        )
         summary = result["summary"]
         figs = []
         if result["images"]:
@@ -121,11 +124,3 @@ class BoundaryAnalysis(Analysis):
                 "|v| ≤ ‖r(x)‖.",
             ],
         )
-
-
-def _num_labels(result: dict[str, Any]) -> int:
-    top = 0
-    for image in result["images"]:
-        for section in image["sections"]:
-            top = max(top, *(max(row) for row in section["labels"]))
-    return top + 1

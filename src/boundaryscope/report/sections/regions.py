@@ -51,7 +51,8 @@ class RegionsAnalysis(Analysis):
 
     def render(self, result: dict[str, Any], out_dir: Path) -> Section:
         """Path statistics per scenario, D(p) histogram, convexity curve, stitched path."""
-        classes = result["classes"] or [str(i) for i in range(10)]
+        panels = result["stitched"]["panels"] if result["stitched"] else []
+        classes = figures.class_names(result["classes"], (p["labels"] for p in panels))
         cfg = result["config"]
         rows = []
         for name, s in result["scenarios"].items():
