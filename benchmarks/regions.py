@@ -131,6 +131,17 @@ def main() -> None:
             )
         payload[name] = {
             "sections_summary": summary,
+            "sections_per_image": [  # every section's numbers, not only the medians
+                {
+                    "index": image["index"],
+                    "radius": image["radius"],
+                    "direction": section["direction"],
+                    "crossing": section["crossing"],
+                    "plane_curvature": section["plane_curvature"],
+                }
+                for image in sections["images"]
+                for section in image["sections"]
+            ],
             "scenarios": regions["scenarios"],
             "convexity": regions["convexity"],
         }

@@ -64,7 +64,8 @@ class RegionPath:
             dense check.
         label: The region's label ``k̂(x1) = k̂(x2)``.
         depth: Deepest bisection level reached (0: the straight segment was valid).
-        samples: Model rows spent on validity checks and midpoints.
+        samples: Model rows spent on validity checks and midpoint labels (the targeted
+            DeepFool pushes are not counted).
         failure: Why the path is not valid (``None`` when it is).
     """
 
@@ -95,9 +96,8 @@ class RegionPath:
 
 @dataclass
 class _PathSearch:
-    """State of one Alg. 5 search: the classifier, the region, the sampling step."""
+    """State of one Alg. 5 search: the region, the sampling step, the model's two uses."""
 
-    clf: Classifier
     label: int
     step: float
     max_depth: int
@@ -138,7 +138,6 @@ class _PathSearch:
         self.samples += 1
         if int(self.scores(midpoint[None]).argmax(dim=1)[0]) != self.label:
             pushed = self.push(midpoint)
-            self.samples += 1
             if pushed is None:
                 self.failures.append(
                     f"targeted DeepFool could not bring a midpoint back to label {self.label}"
@@ -228,7 +227,7 @@ def find_path(
         return None
 
     with clf.sweep() as scores:
-        search = _PathSearch(clf, label, spacing * distance, max_depth, push, scores, batch_size)
+        search = _PathSearch(label, spacing * distance, max_depth, push, scores, batch_size)
         anchors, valid = search.search(ends[0], ends[1], 0)
     return RegionPath(
         anchors=torch.stack([ends[0], *anchors]).cpu(),
