@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -99,21 +98,6 @@ def _build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--batch-size", type=int, default=256, help="samples per batch")
     attack.add_argument("--out", default="attack.json", help="output JSON file")
 
-    train = commands.add_parser("train", help="train a zoo architecture (SGD + momentum)")
-    train.add_argument(
-        "--arch",
-        required=True,
-        help="lenet, lenet-smooth, fc500-150-10, lenet-cifar, nin, resnet18",
-    )
-    train.add_argument("--data", default="mnist5k", help="data spec (train split)")
-    train.add_argument("--epochs", type=int, default=15)
-    train.add_argument("--lr", type=float, default=0.05)
-    train.add_argument("--momentum", type=float, default=0.9)
-    train.add_argument("--weight-decay", type=float, default=5e-4)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", required=True, help="checkpoint path (.pt); card beside it")
-
     curves = commands.add_parser(
         "curves", help="fooling ratio vs l_inf budget for several attacks (JSON + figure)"
     )
@@ -181,8 +165,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     universal.add_argument("--out", default="runs/universal", help="output directory")
 
-    from boundaryscope import cli_detect, cli_geometry
+    from boundaryscope import cli_detect, cli_geometry, cli_train
 
+    cli_train.add_parsers(commands, _add_model_args)
     cli_geometry.add_parser(commands, _add_model_args)
     cli_detect.add_parser(commands, _add_model_args)
     commands.add_parser("models", help="list shipped models and architectures")
@@ -443,23 +428,6 @@ def _cmd_universal(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from boundaryscope.defenses.training import TrainConfig, train_and_save
-
-    config = TrainConfig(
-        epochs=args.epochs,
-        lr=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        batch_size=args.batch_size,
-        seed=args.seed,
-    )
-    command = "boundaryscope " + " ".join(shlex.quote(a) for a in argv)
-    card = train_and_save(args.arch, args.data, config, args.out, command=command, progress=None)
-    print(f"test accuracy {card['test_accuracy']:.4f}; checkpoint {Path(args.out).resolve()}")
-    return 0
-
-
 def _cmd_models() -> int:
     from boundaryscope.zoo import ARCHITECTURES, model_card, shipped_models
 
@@ -489,8 +457,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_noise(args)
         if args.command == "universal":
             return _cmd_universal(args)
-        if args.command == "train":
-            return _cmd_train(args, argv)
+        if args.command in ("train", "compare"):
+            from boundaryscope import cli_train
+
+            return cli_train.run(args, argv)
         if args.command == "geometry":
             from boundaryscope import cli_geometry
 

@@ -181,7 +181,9 @@ class PGD(Attack):
         x_{i+1} = \Pi_{B_p(x, \epsilon) \cap [lo, hi]^d}\big(x_i + \alpha\, u_p(\nabla J(x_i))\big)
 
     from a uniform random point of the ε-ball (``random_start``) or from ``x`` (BIM).
-    A sample stops moving once it is adversarial, so success never flips back.
+    With `early_stop` (the default, for evaluation) a sample stops moving once it is
+    adversarial, so success never flips back; without it every sample takes all `steps`
+    ascent steps on the loss, the inner maximisation of Madry et al.'s adversarial training.
 
     Args:
         eps: Radius of the l_p ball (``p`` = inf or 2).
@@ -191,6 +193,7 @@ class PGD(Attack):
         random_start: Start from a random point of the ball.
         seed: Seed of the random start.
         batch_size: Samples per pass.
+        early_stop: Freeze a sample once it is adversarial.
     """
 
     def __init__(
@@ -203,6 +206,7 @@ class PGD(Attack):
         random_start: bool = True,
         seed: int = 0,
         batch_size: int = 256,
+        early_stop: bool = True,
     ) -> None:
         self.p = parse_p(p)
         if self.p not in (2.0, math.inf):
@@ -215,6 +219,7 @@ class PGD(Attack):
         self.random_start = random_start
         self.seed = seed
         self.batch_size = batch_size
+        self.early_stop = early_stop
 
     def _run(
         self, clf: Classifier, x: Tensor, reference: Tensor, target: Tensor | None
@@ -230,10 +235,13 @@ class PGD(Attack):
             start = _random_ball(x0.shape, self.eps, self.p, generator, x0)
             current = clf.clip(x0 + start) if self.random_start else x0.clone()
             for _ in range(self.steps):
-                predicted = clf.forward_scores(current).argmax(dim=1)
-                active = predicted == lab if target is None else predicted != lab
-                if not bool(active.any()):
-                    break
+                if self.early_stop:
+                    predicted = clf.forward_scores(current).argmax(dim=1)
+                    active = predicted == lab if target is None else predicted != lab
+                    if not bool(active.any()):
+                        break
+                else:
+                    active = torch.ones_like(lab, dtype=torch.bool)
                 _, grad = clf.loss_gradient(current[active], lab[active])
                 moved = current[active] + sign * alpha * steepest_direction(grad, self.p)
                 delta = project_lp_ball(moved - x0[active], self.eps, self.p)

@@ -10,19 +10,19 @@ VGG-F: better, not immune.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from boundaryscope.attacks import line_search
 from boundaryscope.classifier import Classifier
-from boundaryscope.defenses.training import TrainConfig, accuracy, fit
+from boundaryscope.defenses.training import PerturbedSet, TrainConfig, accuracy, fit
 from boundaryscope.universal import fooling_rate, universal_perturbation
 
-__all__ = ["UniversalFinetune", "universal_finetune"]
+__all__ = ["UniversalFinetune", "UniversalPool", "universal_finetune"]
 
 
 @dataclass
@@ -70,6 +70,56 @@ def _perturbed_training_set(
     return out, float(chosen.float().mean())
 
 
+@dataclass(frozen=True)
+class UniversalPool(PerturbedSet):
+    """The §4.5 defence as an objective of `fit`: train on universally perturbed images.
+
+    Before the first epoch a pool of `pool_size` universal perturbations (Alg. 4,
+    mini-batch variant, seeds ``seed … seed + pool_size − 1``) is computed for the network
+    on its first `pool_images` training images; each training image then receives, with
+    probability `probability`, a pool member at its adaptive (smallest fooling) scale.
+
+    Attributes:
+        xi: Radius of the pool's perturbations.
+        p: Their norm (``inf`` or 2).
+        pool_size: Perturbations in the pool.
+        pool_images: Training images each perturbation is computed on.
+        probability: Chance that a training image is perturbed.
+        seed: Seed of the pool.
+    """
+
+    name: ClassVar[str] = "universal"
+    xi: float = 0.3
+    p: float = math.inf
+    pool_size: int = 10
+    pool_images: int = 500
+    probability: float = 0.5
+    seed: int = 0
+
+    def pool(self, clf: Classifier, x: Tensor) -> list[Tensor]:
+        """The universal perturbations of the pool."""
+        return [
+            universal_perturbation(
+                clf,
+                x[: self.pool_images],
+                self.xi,
+                p=self.p,
+                variant="minibatch",
+                seed=self.seed + i,
+            ).v
+            for i in range(self.pool_size)
+        ]
+
+    def perturb(
+        self, clf: Classifier, x: Tensor, y: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """Half the images (by default) moved by a pool member at its fooling scale."""
+        pool = self.pool(clf, x)
+        perturbed, share = _perturbed_training_set(clf, x, pool, self.probability, generator)
+        norms = [float(v.flatten().norm(p=float(self.p))) for v in pool]
+        return perturbed, {"pool_share": share, "pool_norms": norms}
+
+
 def universal_finetune(
     model: nn.Module,
     x: Tensor,
@@ -88,6 +138,9 @@ def universal_finetune(
 ) -> UniversalFinetune:
     """Fine-tunes a copy of `model` on universally perturbed training images (§4.5).
 
+    `fit` with the `UniversalPool` objective, plus the before/after evidence: held-out
+    fooling rates of a fresh universal perturbation of each network and accuracies.
+
     Args:
         model: The network (not modified).
         x: Training images ``(N, *shape)``; the pool uses the first `pool_images`.
@@ -103,31 +156,32 @@ def universal_finetune(
         seed: Seed of the pool and of the random choices.
         bounds: Input box.
     """
+    from boundaryscope.norms import parse_p
+
     config = config or TrainConfig(epochs=5, lr=0.025, seed=seed)
-    generator = torch.Generator().manual_seed(seed)
+    objective = UniversalPool(
+        xi=xi,
+        p=parse_p(p),
+        pool_size=pool_size,
+        pool_images=pool_images,
+        probability=probability,
+        seed=seed,
+    )
     original = Classifier(model, bounds=bounds)
-    pool = [
-        universal_perturbation(
-            original, x[:pool_images], xi, p=p, variant="minibatch", seed=seed + i
-        ).v
-        for i in range(pool_size)
-    ]
     evaluation = universal_perturbation(
         original, x[:pool_images], xi, p=p, variant="minibatch", seed=seed + pool_size
     ).v
-    perturbed, share = _perturbed_training_set(original, x, pool, probability, generator)
-    tuned = copy.deepcopy(model)
-    fit(tuned, perturbed, y, config, progress=None)
-    tuned_clf = Classifier(tuned.eval(), bounds=bounds)
+    result = fit(original, x, y, config, objective=objective, progress=None)
+    tuned_clf = Classifier(result.model, bounds=bounds)
     fresh = universal_perturbation(
         tuned_clf, x[:pool_images], xi, p=p, variant="minibatch", seed=seed + pool_size
     ).v
     return UniversalFinetune(
-        model=tuned,
-        pool_norms=[float(v.flatten().norm(p=float(p))) for v in pool],
-        perturbed_share=share,
+        model=result.model,
+        pool_norms=list(result.preparation["pool_norms"]),
+        perturbed_share=result.preparation["pool_share"],
         fooling_before=fooling_rate(original, x_test, evaluation),
         fooling_after=fooling_rate(tuned_clf, x_test, fresh),
         accuracy_before=accuracy(model, x_test, y_test),
-        accuracy_after=accuracy(tuned, x_test, y_test),
+        accuracy_after=accuracy(result.model, x_test, y_test),
     )

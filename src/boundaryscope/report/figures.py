@@ -27,6 +27,7 @@ __all__ = [
     "label_graph",
     "lines",
     "loss_surface",
+    "loss_surfaces",
     "noise_ratios",
     "norm_histograms",
     "roc_curves",
@@ -415,6 +416,31 @@ def loss_surface(
     ax.set_zlabel("−loss", fontsize=7)
     ax.tick_params(labelsize=6)
     return fig, ax  # type: ignore[return-value]
+
+
+def loss_surfaces(
+    panels: Sequence[tuple[str, Sequence[float], Sequence[float], Sequence[Sequence[float]]]],
+) -> Figure:
+    """Several ``−ℓ`` surfaces side by side on one z scale (thesis Fig. 8.3, before/after).
+
+    Each panel is ``(title, a, b, negative_loss)`` with axes in input units.
+    """
+    fig = plt.figure(figsize=(4.2 * len(panels), 3.8))
+    values = [np.asarray(z, dtype=float) for _, _, _, z in panels]
+    low = min(float(v.min()) for v in values)
+    for i, ((title, a, b, _), z) in enumerate(zip(panels, values, strict=True)):
+        ax = fig.add_subplot(1, len(panels), i + 1, projection="3d")
+        grid_b, grid_a = np.meshgrid(np.asarray(b), np.asarray(a))
+        ax.plot_surface(grid_b, grid_a, z, cmap="viridis", linewidth=0, antialiased=True)
+        centre = np.unravel_index(np.argmin(np.hypot(grid_a, grid_b)), grid_a.shape)
+        ax.scatter([0], [0], [z[centre]], color="#d62728", s=30, depthshade=False)
+        ax.set_zlim(low, 0.0)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("v", fontsize=7)
+        ax.set_ylabel("n", fontsize=7)
+        ax.set_zlabel("−loss", fontsize=7)
+        ax.tick_params(labelsize=6)
+    return fig
 
 
 def stitched_path(

@@ -27,7 +27,7 @@ from boundaryscope.report import sections as sections_module
 from boundaryscope.report.registry import ANALYSES, PROFILES, ReportContext, Section
 from boundaryscope.zoo import load_model
 
-__all__ = ["run_report"]
+__all__ = ["run_report", "write_html"]
 
 _logger = logging.getLogger("boundaryscope")
 
@@ -109,7 +109,7 @@ def run_report(
             results["sections"][name] = from_jsonable(to_jsonable(section_result))
             dump_json(results_path, results)
         rendered.append(analysis.render(results["sections"][name], out_dir))
-    return _write_html(out_dir, meta, loaded.card, rendered)
+    return write_html(out_dir, meta, loaded.card, rendered)
 
 
 def _load_previous(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
@@ -123,9 +123,14 @@ def _load_previous(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
     return sections
 
 
-def _write_html(
-    out_dir: Path, meta: dict[str, Any], card: dict[str, Any], sections: list[Section]
+def write_html(
+    out_dir: Path,
+    meta: dict[str, Any],
+    card: dict[str, Any],
+    sections: list[Section],
+    title: str = "Robustness report",
 ) -> Path:
+    """Renders `sections` into ``out_dir/report.html`` (atomically) and returns its path."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("boundaryscope", "report/templates"),
         autoescape=jinja2.select_autoescape(
@@ -133,6 +138,7 @@ def _write_html(
         ),
     )
     html = env.get_template("report.html.j2").render(
+        title=title,
         meta=meta,
         card=card,
         sections=sections,

@@ -5,6 +5,8 @@ A model spec, as every command accepts it, is one of:
 - ``zoo:NAME`` — shipped weights (``zoo:lenet-mnist``, ``zoo:fc500-150-10-mnist``);
 - ``PATH.pt`` — a state dict or a checkpoint written by ``boundaryscope train``, with
   ``arch`` naming the architecture unless the checkpoint records it;
+- ``DIR`` — a run directory of ``boundaryscope train --defense …`` (its ``model.pt``,
+  which records the architecture or the factory of the model it was trained from);
 - ``package.module:factory`` — imported explicitly and called with no arguments.
 
 Weights are always read with ``torch.load(..., weights_only=True)``: nothing else is
@@ -86,14 +88,46 @@ def _load_weights(
 ) -> tuple[nn.Module, dict[str, Any]]:
     state, meta = _state_dict_from_file(path)
     arch = arch or meta.get("arch")
-    if arch is None:
+    factory = meta.get("factory")
+    if arch is None and factory:
+        module = _from_factory(str(factory))
+    elif arch is None:
         raise ValueError(
             f"The weights file {path} does not record its architecture; pass --arch with one "
             f"of {sorted(ARCHITECTURES)}."
         )
-    module = build(arch, **{**meta.get("arch_kwargs", {}), **kwargs})
+    else:
+        module = build(arch, **{**meta.get("arch_kwargs", {}), **kwargs})
     module.load_state_dict(state)
     return module, meta
+
+
+def _from_factory(spec: str) -> nn.Module:
+    module_name, _, factory_name = spec.partition(":")
+    factory = getattr(importlib.import_module(module_name), factory_name, None)
+    if factory is None or not callable(factory):
+        raise ValueError(f"{module_name} has no callable {factory_name!r} (from {spec!r}).")
+    module = factory()
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"{spec} must return a torch.nn.Module; got {type(module).__name__}.")
+    return module
+
+
+def _from_run_directory(path: Path) -> LoadedModel:
+    """The defended model of a `boundaryscope train` run directory (``model.pt``)."""
+    weights = path / "model.pt"
+    if not weights.is_file():
+        raise ValueError(
+            f"The directory {path} holds no model.pt: it is not a finished `boundaryscope "
+            "train` run (resume it with --resume, or pass a weights file)."
+        )
+    module, meta = _load_weights(weights, None, {})
+    card_path = path / "train.json"
+    card = json.loads(card_path.read_text()) if card_path.is_file() else meta
+    bounds = tuple(meta.get("bounds", (0.0, 1.0)))
+    return LoadedModel(
+        module, str(path), (float(bounds[0]), float(bounds[1])), meta.get("preprocessing"), card
+    )
 
 
 def load_model(spec: str, arch: str | None = None, **arch_kwargs: Any) -> LoadedModel:
@@ -108,6 +142,8 @@ def load_model(spec: str, arch: str | None = None, **arch_kwargs: Any) -> Loaded
         loaded = LoadedModel(
             module, spec, (float(bounds[0]), float(bounds[1])), card.get("preprocessing"), card
         )
+    elif Path(spec).is_dir():
+        loaded = _from_run_directory(Path(spec))
     elif Path(spec).suffix in (".pt", ".pth") or Path(spec).is_file():
         path = Path(spec)
         if not path.is_file():
@@ -118,18 +154,12 @@ def load_model(spec: str, arch: str | None = None, **arch_kwargs: Any) -> Loaded
             module, spec, (float(bounds[0]), float(bounds[1])), meta.get("preprocessing"), meta
         )
     elif ":" in spec:
-        module_name, _, factory_name = spec.partition(":")
-        factory = getattr(importlib.import_module(module_name), factory_name, None)
-        if factory is None or not callable(factory):
-            raise ValueError(f"{module_name} has no callable {factory_name!r} (from {spec!r}).")
-        module = factory()
-        if not isinstance(module, nn.Module):
-            raise ValueError(f"{spec} must return a torch.nn.Module; got {type(module).__name__}.")
-        loaded = LoadedModel(module, spec)
+        loaded = LoadedModel(_from_factory(spec), spec)
     else:
         raise ValueError(
-            "The model spec must be 'zoo:NAME', a weights file 'PATH.pt' (with --arch), or "
-            f"'package.module:factory'. Got {spec!r} instead."
+            "The model spec must be 'zoo:NAME', a weights file 'PATH.pt' (with --arch), a "
+            f"`boundaryscope train` run directory, or 'package.module:factory'. Got {spec!r} "
+            "instead."
         )
     loaded.module.eval()
     return loaded
