@@ -62,6 +62,7 @@ bench: setup-bench
 	$(PY) benchmarks/curvature.py
 	$(PY) benchmarks/detection.py
 	$(PY) benchmarks/regions.py
+	$(PY) benchmarks/robust_training.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

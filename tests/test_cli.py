@@ -267,3 +267,33 @@ def test_geometry_sections_paths_angles_cli(tmp_path):
     result = json.loads((out / "angles.json").read_text())
     assert len(result["S_c"]["cosines"]) == 3 and len(result["S_f"]["cosines"]) == 3
     assert all(0 <= c <= 1 + 1e-9 for c in result["S_f"]["cosines"])
+
+
+def test_train_defense_resume_and_compare(tmp_path):
+    run = tmp_path / "run"
+    common = ["train", "--defense", "cure", "--model", "zoo:fc500-150-10-mnist", "--epochs",
+              "2", "--train-n", "64", "--monitor-n", "16", "--out", str(run)]  # fmt: skip
+    assert main(common) == 0
+    card = json.loads((run / "train.json").read_text())
+    assert card["defense"] == "cure" and card["objective"]["lam"] == 4.0
+    assert [r["epoch"] for r in card["history"]] == [0, 1, 2]
+    assert main(common) == 2  # a finished run is not overwritten without --resume
+    assert main([*common, "--resume"]) == 0  # nothing left to do: same model, same card
+    again = json.loads((run / "train.json").read_text())
+    assert again["history"] == card["history"] and again["resumed_from"] == 2
+    out = tmp_path / "compare"
+    assert main(["compare", str(run), "--profile", "quick", "--n", "24", "--out", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert "zoo:fc500-150-10-mnist" in html and "run" in html  # the base model and the run
+    for title in ("Robust accuracy", "Loss curvature", "Training history", "normal section"):
+        assert title in html
+    payload = json.loads((out / "comparison.json").read_text())
+    assert set(payload["models"]) == {"zoo:fc500-150-10-mnist", "run"}
+    assert all(0 <= m["clean_accuracy"] <= 1 for m in payload["models"].values())
+    assert main(["attack", "deepfool", "--model", str(run), "--n", "4",
+                 "--out", str(tmp_path / "a.json")]) == 0  # fmt: skip
+
+
+def test_train_needs_arch_or_defense(capsys):
+    assert main(["train", "--out", "x.pt"]) == 2
+    assert "--arch" in capsys.readouterr().err

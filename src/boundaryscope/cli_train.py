@@ -93,7 +93,7 @@ def add_parsers(
         type=float,
         default=None,
         help="fgsm: step (default: FGSM's 90%% fooling ε); pgd: radius "
-        "(default: 0.3 of the box width)",
+        "(default: 0.2 of the box width)",
     )
     train.add_argument("--steps", type=_positive_int, default=10, help="pgd: PGD iterations")
     train.add_argument(
@@ -116,6 +116,12 @@ def add_parsers(
         help="cure: epochs over which h grows from 0 (default 2)",
     )
     train.add_argument("--xi", type=float, default=0.3, help="universal: pool radius (l∞)")
+    train.add_argument(
+        "--train-n",
+        type=_positive_int,
+        default=None,
+        help="with --defense: fine-tune on the first N training images only (default: all)",
+    )
     train.add_argument(
         "--monitor-n",
         type=_positive_int,

@@ -85,30 +85,25 @@ def _robust_accuracy(correct: Tensor, fooled: Tensor) -> float:
     return float((correct & ~fooled).float().mean()) if correct.numel() else math.nan
 
 
-def _attack_curves(
+def _fooled(
     clf: Classifier,
     x: Tensor,
     y: Tensor,
-    correct: Tensor,
     epsilons: Sequence[float],
     config: AssessmentConfig,
     seed: int,
     bar: Any,
-) -> dict[str, list[float]]:
-    """Robust accuracy per ε under FGSM and PGD(steps) (one attack run per ε)."""
-    curves: dict[str, list[float]] = {"fgsm": [], f"pgd{config.pgd_steps}": []}
-    for eps in epsilons:
-        if eps == 0:
-            base = float(correct.float().mean())
-            curves["fgsm"].append(base)
-            curves[f"pgd{config.pgd_steps}"].append(base)
-            continue
-        fgsm = FGSM(eps=eps, batch_size=config.batch_size)(clf, x, y).success
-        curves["fgsm"].append(_robust_accuracy(correct, fgsm))
+) -> dict[float, dict[str, Tensor]]:
+    """Per ε > 0: which images FGSM and PGD(steps) fool (one run of each per ε)."""
+    out: dict[float, dict[str, Tensor]] = {}
+    for eps in sorted({float(e) for e in epsilons if e > 0}):
         pgd = PGD(eps=eps, steps=config.pgd_steps, seed=seed, batch_size=config.batch_size)
-        curves[f"pgd{config.pgd_steps}"].append(_robust_accuracy(correct, pgd(clf, x, y).success))
+        out[eps] = {
+            "fgsm": FGSM(eps=eps, batch_size=config.batch_size)(clf, x, y).success,
+            f"pgd{config.pgd_steps}": pgd(clf, x, y).success,
+        }
         bar.update(1)
-    return curves
+    return out
 
 
 def _spsa_check(
@@ -228,9 +223,10 @@ def assess(
     started = time.perf_counter()
     x = clf.validate(x[: config.n])
     y = y[: config.n].to(clf.device)
-    epsilons = tuple(config.epsilons or default_epsilons(x, clf.bounds))
+    # Rounded, so that a table ε met again on the curve's grid is attacked once.
+    epsilons = tuple(round(float(e), 9) for e in config.epsilons or default_epsilons(x, clf.bounds))
     top = max(epsilons)
-    curve_eps = [float(e) for e in np.linspace(0.0, top, max(config.curve_points, 2))]
+    curve_eps = [round(float(e), 9) for e in np.linspace(0.0, top, max(config.curve_points, 2))]
     correct = clf.predict(x, config.batch_size) == y
     seconds: dict[str, float] = {}
     out: dict[str, Any] = {
@@ -239,7 +235,7 @@ def assess(
         "epsilons": list(epsilons),
     }
     bar = tqdm(
-        total=len(curve_eps) - 1 + len(epsilons),
+        total=len({float(e) for e in [*curve_eps, *epsilons] if e > 0}),
         desc="assess",
         disable=None if progress is None else not progress,
     )
@@ -252,20 +248,22 @@ def assess(
         out[f"median_norm_{name}"] = median_norm(result.norms, correct)
     seconds["deepfool"] = time.perf_counter() - timer
     timer = time.perf_counter()
-    curves = _attack_curves(clf, x, y, correct, curve_eps, config, seed, bar)
-    curves["deepfool-linf"] = [_robust_accuracy(correct, deepfool["linf"] <= e) for e in curve_eps]
-    out["curves"] = {"epsilons": curve_eps, "accuracy": curves}
-    table: dict[str, dict[str, float]] = {}
-    pgd_name = f"pgd{config.pgd_steps}"
-    for eps in epsilons:
-        fgsm = FGSM(eps=eps, batch_size=config.batch_size)(clf, x, y).success
-        pgd = PGD(eps=eps, steps=config.pgd_steps, seed=seed, batch_size=config.batch_size)
-        table[f"{eps:g}"] = {
-            "fgsm": _robust_accuracy(correct, fgsm),
-            "deepfool-linf": _robust_accuracy(correct, deepfool["linf"] <= eps),
-            pgd_name: _robust_accuracy(correct, pgd(clf, x, y).success),
-        }
-        bar.update(1)
+    fooled = _fooled(clf, x, y, [*curve_eps, *epsilons], config, seed, bar)
+    fooled[0.0] = {name: torch.zeros_like(correct) for name in next(iter(fooled.values()))}
+    for eps in {0.0, *curve_eps, *epsilons}:
+        fooled[float(eps)]["deepfool-linf"] = deepfool["linf"] <= eps
+    names = ["fgsm", "deepfool-linf", f"pgd{config.pgd_steps}"]
+    out["curves"] = {
+        "epsilons": curve_eps,
+        "accuracy": {
+            name: [_robust_accuracy(correct, fooled[float(e)][name]) for e in curve_eps]
+            for name in names
+        },
+    }
+    table = {
+        f"{eps:g}": {name: _robust_accuracy(correct, fooled[float(eps)][name]) for name in names}
+        for eps in epsilons
+    }
     out["robust"] = table
     seconds["attacks"] = time.perf_counter() - timer
     timer = time.perf_counter()
