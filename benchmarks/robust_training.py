@@ -157,7 +157,9 @@ def part_b(retrain: bool) -> dict[str, Any]:
             row[f"SPSA @{eps} (100)"] = 100 * result["spsa"]["spsa"][i]
             row[f"PGD20 @{eps} (same 100)"] = 100 * result["spsa"]["pgd"][i]
         lc = result["loss_curvature"]
+        row["loss (median)"] = float(torch.tensor(lc["loss"]).median())
         row["top eigenvalue (median)"] = float(torch.tensor(lc["top_eigenvalue"]).median())
+        row["top eigenvalue / |g| (median)"] = float(torch.tensor(lc["relative_top"]).median())
         row["alignment (median)"] = float(torch.tensor(lc["alignment"]).median())
         row["backward/img/epoch"] = (
             sum(r["backward_per_image"] for r in history) / len(history) if history else 1.0

@@ -143,9 +143,16 @@ def _loss_profile(
     distance = l2_norms[index].double().cpu()
     lower = result.lower.double()
     holds = torch.isfinite(lower) & torch.isfinite(distance)
+    # ν/||g|| per image: the curvature of the loss's level set (units 1/length). The raw
+    # eigenvalues scale with the softmax's saturation (a confident model has ℓ ≈ 1e-7 and a
+    # tiny Hessian however bent its boundary); relative to the gradient they compare models.
+    gradient = result.gradient_norm.double().clamp_min(1e-30)[:, None]
+    relative = result.eigenvalues.double() / gradient
     return {
         "n": int(index.numel()),
         "eigenvalues_mean": result.eigenvalues.double().mean(0).tolist(),
+        "relative_eigenvalues_mean": relative.mean(0).tolist(),
+        "relative_top": relative[:, 0].tolist(),
         "top_eigenvalue": result.eigenvalues[:, 0].tolist(),
         "alignment": result.alignment.tolist(),
         "gradient_norm": result.gradient_norm.tolist(),
