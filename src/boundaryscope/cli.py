@@ -167,7 +167,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     from boundaryscope import cli_detect, cli_geometry, cli_train
 
-    cli_train.add_parsers(commands, _add_model_args)
+    cli_train.add_parsers(commands)
     cli_geometry.add_parser(commands, _add_model_args)
     cli_detect.add_parser(commands, _add_model_args)
     commands.add_parser("models", help="list shipped models and architectures")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["add_parsers", "run"]
@@ -25,20 +25,19 @@ def _positive_int(text: str) -> int:
 
 
 def _epsilons(text: str) -> tuple[float, ...]:
+    from boundaryscope.curves import parse_epsilons
+
     try:
-        values = tuple(float(v) for v in text.split(",") if v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated numbers; got {text!r}") from None
+        values = tuple(parse_epsilons(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     if any(not v > 0 for v in values):
         raise argparse.ArgumentTypeError(f"budgets must be positive; got {text!r}")
     return values
 
 
-def add_parsers(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
-    add_model_args: Callable[[argparse.ArgumentParser], None],
-) -> None:
-    """Adds ``train`` and ``compare`` to the top-level parser."""
+def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Adds ``train`` and ``compare`` (their model arguments differ from the others')."""
     from boundaryscope.defenses.training import DEFENSES
 
     train = commands.add_parser(
@@ -160,22 +159,15 @@ def add_parsers(
     compare.add_argument("--device", default=None)
     compare.add_argument("--seed", type=int, default=0)
     compare.add_argument("--out", default="runs/compare", help="output directory")
-    del add_model_args  # the model arguments differ: compare takes several models
 
 
 def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from boundaryscope.defenses.training import (
-        DEFENSES,
-        TrainConfig,
-        train_and_save,
-        train_defense,
-    )
+    from boundaryscope.defenses.training import TrainConfig, train_and_save, train_defense
 
     command = "boundaryscope " + " ".join(shlex.quote(a) for a in argv)
     if args.defense is None:
         if args.arch is None:
             raise ValueError("pass --arch (train from scratch) or --defense (fine-tune --model)")
-            return 2
         config = TrainConfig(
             epochs=args.epochs or 15, lr=args.lr or 0.05, momentum=args.momentum,
             weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed,
@@ -186,26 +178,24 @@ def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         )
         print(f"test accuracy {card['test_accuracy']:.4f}; checkpoint {Path(args.out).resolve()}")
         return 0
-    from boundaryscope.zoo import load_model
-
-    recipe = DEFENSES[args.defense]
-    base_lr = float(load_model(args.model, arch=args.arch).card.get("config", {}).get("lr", 0.05))
-    config = TrainConfig(
-        epochs=args.epochs or recipe.epochs, lr=args.lr or base_lr * recipe.lr_factor,
-        momentum=args.momentum, weight_decay=args.weight_decay, batch_size=args.batch_size,
-        seed=args.seed, optimizer=args.optimizer, schedule=args.schedule or recipe.schedule,
-    )  # fmt: skip
+    chosen = {
+        "epochs": args.epochs, "lr": args.lr, "momentum": args.momentum,
+        "weight_decay": args.weight_decay, "batch_size": args.batch_size, "seed": args.seed,
+        "optimizer": args.optimizer, "schedule": args.schedule,
+    }  # fmt: skip
     start = time.perf_counter()
     run_card = train_defense(
-        args.model, args.defense, args.out, data=args.data, arch=args.arch, config=config,
-        train_n=args.train_n, monitor_n=args.monitor_n, monitor_eps=args.monitor_eps,
+        args.model, args.defense, args.out, data=args.data, arch=args.arch,
+        overrides={k: v for k, v in chosen.items() if v is not None}, train_n=args.train_n,
+        monitor_n=args.monitor_n, monitor_eps=args.monitor_eps,
         resume=args.resume, device=args.device, command=command, progress=None, eps=args.eps,
         alpha=args.alpha, steps=args.steps, lam=args.lam, h=args.h,
         ramp_epochs=args.ramp_epochs, xi=args.xi, seed=args.seed,
     )  # fmt: skip
     first, last = run_card["history"][0], run_card["history"][-1]
+    epochs = run_card["config"]["epochs"]
     print(
-        f"{args.defense}: {config.epochs} epochs in {time.perf_counter() - start:.1f} s; "
+        f"{args.defense}: {epochs} epochs in {time.perf_counter() - start:.1f} s; "
         f"monitored test accuracy {first['test_accuracy']:.4f} -> {last['test_accuracy']:.4f}, "
         f"rho_adv {first['rho_adv']:.4f} -> {last['rho_adv']:.4f}; full test accuracy "
         f"{run_card['test_accuracy']:.4f} -> {Path(args.out).resolve()}"

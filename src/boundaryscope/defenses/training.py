@@ -25,12 +25,13 @@ backward passes spent per training image and the wall time.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -486,16 +487,16 @@ class Monitor:
 
     def __call__(self, clf: Classifier) -> dict[str, float]:
         """The numbers for the model `clf` wraps now."""
-        y = self.y.to(clf.device)
-        correct = clf.predict(self.x, self.batch_size) == y
+        x, y = clf.validate(self.x), self.y.to(clf.device)
+        correct = clf.predict_unchecked(x, self.batch_size) == y
         out = {"test_accuracy": float(correct.float().mean())}
         if self.rho_p is not None:
-            result = DeepFool(p=self.rho_p, batch_size=self.batch_size)(clf, self.x, y)
-            inputs = lp_norm(clf.validate(self.x), result.p)
+            result = DeepFool(p=self.rho_p, batch_size=self.batch_size)(clf, x, y)
+            inputs = lp_norm(x, result.p)
             out["rho_adv"] = rho_adv(result.norms, inputs, correct)
         for eps in self.pgd_eps:
             attack = PGD(eps=eps, steps=self.pgd_steps, batch_size=self.batch_size)
-            fooled = attack(clf, self.x, y).success
+            fooled = attack(clf, x, y).success
             out[f"pgd_accuracy@{eps:g}"] = float((correct & ~fooled).float().mean())
         return out
 
@@ -971,6 +972,7 @@ def train_defense(
     data: str = "mnist5k",
     arch: str | None = None,
     config: TrainConfig | None = None,
+    overrides: Mapping[str, Any] | None = None,
     train_n: int | None = None,
     monitor_n: int = 500,
     monitor_eps: Sequence[float] = (),
@@ -997,6 +999,7 @@ def train_defense(
         arch: Architecture of a bare weights file.
         config: Optimisation settings (default: the recipe's epochs, schedule and
             learning rate relative to the base model's).
+        overrides: `TrainConfig` fields that replace those of `config` (or the recipe's).
         train_n: Train on the first `train_n` images of the (shuffled) train split only.
         monitor_n: Test images monitored per epoch (accuracy, ρ_adv).
         monitor_eps: l∞ budgets of a per-epoch PGD(20) robust accuracy.
@@ -1018,10 +1021,11 @@ def train_defense(
     clf = Classifier(
         loaded.module, bounds=loaded.bounds, preprocessing=loaded.preprocessing, device=device
     )
-    recipe = DEFENSES.get(defense) if isinstance(defense, str) else None
+    recipe = DEFENSES["standard"]  # the schedule of a user-given objective
     if isinstance(defense, str):
-        if recipe is None:
+        if defense not in DEFENSES:
             raise ValueError(f"defense must be one of {sorted(DEFENSES)}; got {defense!r}.")
+        recipe = DEFENSES[defense]
         objective = defense_objective(
             defense, box_width=clf.bounds[1] - clf.bounds[0], **objective_options
         )
@@ -1029,10 +1033,10 @@ def train_defense(
         objective = defense
     if config is None:
         base_lr = float(loaded.card.get("config", {}).get("lr", 0.05))
-        recipe = recipe or DEFENSES["standard"]
         config = TrainConfig(
             epochs=recipe.epochs, lr=base_lr * recipe.lr_factor, schedule=recipe.schedule
         )
+    config = dataclasses.replace(config, **(overrides or {}))
     train = load_dataset(data, "train").subset(train_n)
     test = load_dataset(data, "test")
     monitored = test.subset(monitor_n)
