@@ -23,7 +23,7 @@ from boundaryscope.classifier import Classifier
 from boundaryscope.data import load_dataset
 from boundaryscope.defenses.assessment import AssessmentConfig, compare_models
 from boundaryscope.report import figures
-from boundaryscope.report.registry import Section, format_number
+from boundaryscope.report.registry import Section, finite_median, format_number
 from boundaryscope.report.runner import write_html
 from boundaryscope.zoo import load_model
 
@@ -285,10 +285,6 @@ def _curvature_section(models: dict[str, Any], out_dir: Path) -> Section:
     ax.set_yscale("symlog", linthresh=1e-2)
     figure = figures.save(fig, out_dir / "compare_loss_curvature.png")
 
-    def median(values: list[Any]) -> float:
-        finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-        return float(np.median(finite)) if finite else math.nan
-
     rows = []
     for m, r in models.items():
         lc = r.get("loss_curvature") or {}
@@ -298,13 +294,13 @@ def _curvature_section(models: dict[str, Any], out_dir: Path) -> Section:
             [
                 m,
                 str(lc["n"]),
-                format_number(median(lc["loss"]), ".2g"),
-                format_number(median(lc["top_eigenvalue"]), ".3g"),
-                format_number(median(lc["relative_top"]), ".3g"),
-                format_number(median(lc["alignment"]), ".2f"),
-                format_number(median(lc["lower"]), ".3g"),
-                format_number(median(lc["upper"]), ".3g"),
-                format_number(median(lc["deepfool_l2"]), ".3g"),
+                format_number(finite_median(lc["loss"]), ".2g"),
+                format_number(finite_median(lc["top_eigenvalue"]), ".3g"),
+                format_number(finite_median(lc["relative_top"]), ".3g"),
+                format_number(finite_median(lc["alignment"]), ".2f"),
+                format_number(finite_median(lc["lower"]), ".3g"),
+                format_number(finite_median(lc["upper"]), ".3g"),
+                format_number(finite_median(lc["deepfool_l2"]), ".3g"),
                 _pct(lc["lower_below_deepfool"]),
             ]
         )

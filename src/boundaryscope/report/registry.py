@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+import numpy as np
 
 from boundaryscope.classifier import Classifier
 from boundaryscope.data import Dataset
@@ -24,6 +27,7 @@ __all__ = [
     "ReportConfig",
     "ReportContext",
     "Section",
+    "finite_median",
     "format_number",
     "register_analysis",
 ]
@@ -166,6 +170,13 @@ def register_analysis(cls: AnalysisT) -> AnalysisT:
     """Class decorator: registers one instance under ``cls.name`` (report order = order)."""
     ANALYSES[cls.name] = cls()
     return cls
+
+
+def finite_median(values: Sequence[Any]) -> float:
+    """Median of the finite entries of `values` (``None``/``"nan"`` skipped); NaN if none."""
+    array = np.asarray(values, dtype=float)
+    array = array[np.isfinite(array)]
+    return float(np.median(array)) if array.size else math.nan
 
 
 def format_number(value: float | str | None, spec: str) -> str:

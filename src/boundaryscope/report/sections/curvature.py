@@ -14,7 +14,14 @@ import numpy as np
 from boundaryscope.data import load_dataset
 from boundaryscope.geometry.curvature import CurvatureConfig, curvature_study
 from boundaryscope.report import figures
-from boundaryscope.report.registry import Analysis, ReportContext, Section, register_analysis
+from boundaryscope.report.registry import (
+    Analysis,
+    ReportContext,
+    Section,
+    finite_median,
+    format_number,
+    register_analysis,
+)
 
 __all__ = ["SETTINGS", "CurvatureAnalysis"]
 
@@ -169,9 +176,7 @@ def _mean_std(pair: list[float] | None) -> str:
 
 
 def _median(values: list[float]) -> str:
-    array = np.asarray(values, dtype=float)
-    array = array[np.isfinite(array)]
-    return f"{np.median(array):.3g}" if array.size else "—"
+    return format_number(finite_median(values), ".3g")
 
 
 def _profile_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
