@@ -3,7 +3,15 @@
 `ATTACKS` maps registry names (used by the command line and the report) to classes.
 """
 
-from boundaryscope.attacks.base import ATTACKS, Attack, AttackResult, RawAttack, register_attack
+from boundaryscope.attacks.base import (
+    ATTACKS,
+    Attack,
+    AttackResult,
+    RawAttack,
+    is_adversarial,
+    register_attack,
+    shrink_to_boundary,
+)
 from boundaryscope.attacks.convex import (
     Algorithm1,
     Algorithm2,
@@ -16,6 +24,7 @@ from boundaryscope.attacks.convex import (
     top_singular_direction,
 )
 from boundaryscope.attacks.deepfool import DeepFool, Projector
+from boundaryscope.attacks.fmn import FMN
 from boundaryscope.attacks.gradient import (
     BIM,
     FGSM,
@@ -37,6 +46,7 @@ __all__ = [
     "ATTACKS",
     "BIM",
     "FGSM",
+    "FMN",
     "LBFGS",
     "PGD",
     "SPSA",
@@ -55,11 +65,13 @@ __all__ = [
     "fgsm_fooling_curve",
     "gnii_solution",
     "infeasibility_bound",
+    "is_adversarial",
     "jacobian_column_norms",
     "line_search",
     "margin",
     "register_attack",
     "regression_perturbation",
+    "shrink_to_boundary",
     "smallest_fooling_epsilon",
     "spsa_gradient",
     "top_singular_direction",

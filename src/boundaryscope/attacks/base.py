@@ -22,7 +22,15 @@ from torch import Tensor
 from boundaryscope.classifier import Classifier
 from boundaryscope.norms import lp_norm
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "RawAttack", "register_attack"]
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "AttackResult",
+    "RawAttack",
+    "is_adversarial",
+    "register_attack",
+    "shrink_to_boundary",
+]
 
 
 @dataclass
@@ -186,6 +194,56 @@ class Attack(ABC):
         self, clf: Classifier, x: Tensor, reference: Tensor, target: Tensor | None
     ) -> RawAttack:
         """The attack's maths: returns candidate points for validated inputs."""
+
+
+def is_adversarial(labels: Tensor, reference: Tensor, target: Tensor | None) -> Tensor:
+    """``(N,)`` bool: the label differs from `reference` (or equals `target` if targeted)."""
+    return labels != reference if target is None else labels == target
+
+
+def shrink_to_boundary(
+    clf: Classifier,
+    x: Tensor,
+    adversarial: Tensor,
+    reference: Tensor,
+    target: Tensor | None,
+    steps: int,
+    batch_size: int,
+) -> Tensor:
+    """Shrinks each perturbation along its ray to the smallest adversarial scale.
+
+    For ``s`` in ``[0, 1]``, ``clip(x + s·(adversarial − x))`` is tested; `steps`
+    bisection steps move the upper end only to adversarial scales, so a sample that was
+    adversarial stays adversarial and its norm never grows (forward passes only); a sample
+    for which no tested scale is adversarial is returned unchanged.
+
+    Args:
+        clf: The classifier.
+        x: ``(N, *shape)`` clean inputs.
+        adversarial: ``(N, *shape)`` points to shrink.
+        reference: ``(N,)`` labels to move away from.
+        target: ``(N,)`` targets, or ``None``.
+        steps: Bisection steps (the scale is found to ``2**-steps``).
+        batch_size: Samples per forward pass.
+
+    Returns:
+        ``(N, *shape)`` shrunk points.
+    """
+    shrunk = adversarial.clone()
+    shape = (-1, *([1] * (x.ndim - 1)))
+    for chunk in torch.arange(x.shape[0], device=x.device).split(batch_size):
+        x0, delta = x[chunk], adversarial[chunk] - x[chunk]
+        tgt = None if target is None else target[chunk]
+        lo = torch.zeros(chunk.numel(), dtype=x.dtype, device=x.device)
+        hi = torch.ones_like(lo)
+        for _ in range(steps):
+            mid = 0.5 * (lo + hi)
+            label = clf.forward_scores(clf.clip(x0 + mid.view(shape) * delta)).argmax(1)
+            ok = is_adversarial(label, reference[chunk], tgt)
+            hi = torch.where(ok, mid, hi)
+            lo = torch.where(ok, lo, mid)
+        shrunk[chunk] = clf.clip(x0 + hi.view(shape) * delta)
+    return shrunk
 
 
 def _check_labels(labels: Tensor, x: Tensor, clf: Classifier, name: str) -> Tensor:

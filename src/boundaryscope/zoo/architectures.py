@@ -6,6 +6,7 @@ used where the thesis names them; exact filter counts are documented per factory
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 from torch import Tensor, nn
@@ -16,6 +17,7 @@ __all__ = [
     "lenet",
     "lenet_cifar",
     "lenet_smooth",
+    "mlp",
     "nin",
     "resnet18",
 ]
@@ -31,6 +33,25 @@ def fc500_150_10(num_classes: int = 10, in_channels: int = 1, image_size: int = 
         nn.ReLU(),
         nn.Linear(150, num_classes),
     )
+
+
+def mlp(
+    num_classes: int = 10,
+    in_channels: int = 1,
+    image_size: int = 8,
+    hidden: tuple[int, ...] = (32, 32),
+) -> nn.Module:
+    """A small fully connected ReLU network, 64-32-32-10 on 8×8 digits by default.
+
+    Small enough for `boundaryscope.verify` to compute its exact minimal perturbations by
+    mixed-integer programming, so it is the ground truth for the attacks' optimality.
+    """
+    widths = [in_channels * image_size * image_size, *hidden]
+    layers: list[nn.Module] = [nn.Flatten()]
+    for w_in, w_out in itertools.pairwise(widths):
+        layers += [nn.Linear(w_in, w_out), nn.ReLU()]
+    layers.append(nn.Linear(widths[-1], num_classes))
+    return nn.Sequential(*layers)
 
 
 def lenet(
@@ -165,6 +186,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "lenet": lenet,
     "lenet-cifar": lenet_cifar,
     "lenet-smooth": lenet_smooth,
+    "mlp": mlp,
     "nin": nin,
     "resnet18": resnet18,
 }
