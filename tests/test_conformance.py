@@ -11,6 +11,7 @@ from boundaryscope.attacks import ATTACKS, AttackResult
 
 SETTINGS = {
     "deepfool": {},
+    "fmn": {"steps": 10},
     "fgsm": {"eps": 0.3},
     "alg1": {"eps": 0.2, "steps": 3},
     "alg2": {"eps": 0.2},

@@ -12,6 +12,8 @@ def test_forward_shapes(arch):
     mnist = arch in ("lenet", "lenet-smooth", "fc500-150-10")
     net = build(arch).eval()
     x = torch.rand(2, 1, 28, 28) if mnist else torch.rand(2, 3, 32, 32)
+    if arch == "mlp":  # 8×8 digits by default
+        x = torch.rand(2, 1, 8, 8)
     assert net(x).shape == (2, 10)
 
 
@@ -24,6 +26,16 @@ def test_shipped_weights_match_their_card(name, mnist_test):
     assert "boundaryscope train" in card["command"] and card["config"]["seed"] == 0
     if name == "lenet-mnist":
         assert measured >= 0.96
+
+
+def test_shipped_digits_mlp_matches_its_card():
+    from boundaryscope.data import load_digits
+
+    card = model_card("mlp-digits")
+    test = load_digits("test")
+    model = load_model("zoo:mlp-digits").module
+    assert accuracy(model, test.x, test.y) == pytest.approx(card["test_accuracy"], abs=1e-9)
+    assert [m.out_features for m in model if isinstance(m, torch.nn.Linear)] == [32, 32, 10]
 
 
 def test_shipped_list():

@@ -120,14 +120,12 @@ class FMN(Attack):
                 f"FMN needs 0 < gamma < 1 and step_size > 0; got gamma={gamma!r}, "
                 f"step_size={step_size!r}."
             )
-        if init == "deepfool":
-            init = DeepFool(p=self.p, batch_size=batch_size)
-        if init is not None and not isinstance(init, Attack | AttackResult):
+        if init != "deepfool" and init is not None and not isinstance(init, Attack | AttackResult):
             raise TypeError(
                 f"init must be 'deepfool', an Attack, an AttackResult or None; got {init!r}."
             )
         self.steps = steps
-        self.init: Attack | AttackResult | None = init
+        self.init = init
         self.gamma = gamma
         self.step_size = step_size
         self.shrink_steps = shrink_steps
@@ -182,7 +180,11 @@ class FMN(Attack):
                     f"points of shape {tuple(self.init.adversarial.shape)}."
                 )
             return self.init.adversarial.to(x.device, x.dtype), self.init.iterations.to(x.device)
-        result = self.init(clf, x, reference, target=target)
+        init = (
+            DeepFool(p=self.p, batch_size=self.batch_size) if self.init == "deepfool" else self.init
+        )
+        assert isinstance(init, Attack)
+        result = init(clf, x, reference, target=target)
         return result.adversarial, result.iterations
 
     def _margin(self, scores: Tensor, reference: Tensor, target: Tensor | None) -> Tensor:
