@@ -35,7 +35,7 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.installed
 
 $(VENV)/.bench: pyproject.toml $(VENV)/.installed
 	$(PIP) install -q -e ".[bench]"
-	$(PIP) install -q --no-deps torchattacks
+	$(PIP) install -q --no-deps torchattacks adv-lib
 	touch $@
 
 setup: $(VENV)/.installed
@@ -63,6 +63,7 @@ bench: setup-bench
 	$(PY) benchmarks/detection.py
 	$(PY) benchmarks/regions.py
 	$(PY) benchmarks/robust_training.py
+	$(PY) benchmarks/minimal_norm.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -62,7 +62,13 @@ def test_report_and_resume(tmp_path, monkeypatch):
         "detection",
     ]
     assert results["meta"]["n"] == 24
+    robustness = results["sections"]["robustness"]
+    for key in ("l2", "linf"):  # the tightest estimate never exceeds DeepFool, per image
+        tight, deepfool = robustness["tightest"][key], robustness["deepfool"][key]
+        assert min(tight["ratio"]) >= 1 - 1e-6 and tight["ratio_median"] >= 1
+        assert tight["median_norm"] <= deepfool["median_norm"]
     html = (out / "report.html").read_text()
+    assert "tightest l2 (FMN)" in html
     assert (
         "ρ_adv" in html and "deepfool_norms.png" in html and "http" not in html.split("</style>")[0]
     )
@@ -111,6 +117,22 @@ def test_attack_cli(tmp_path):
     assert payload["summary"]["success_rate"] == 1.0
     assert len(payload["norms"]) == 16
     assert main(["attack", "fgsm", "--n", "16", "--out", str(out)]) == 0
+
+
+def test_fmn_and_verify_cli(tmp_path):
+    df_out, fmn_out = tmp_path / "df.json", tmp_path / "fmn.json"
+    assert main(["attack", "deepfool", "--n", "12", "--out", str(df_out)]) == 0
+    assert main(["attack", "fmn", "--n", "12", "--fmn-steps", "10", "--out", str(fmn_out)]) == 0
+    deepfool, fmn = json.loads(df_out.read_text()), json.loads(fmn_out.read_text())
+    assert fmn["summary"]["success_rate"] == 1.0
+    assert fmn["summary"]["median_norm"] < deepfool["summary"]["median_norm"]
+    out = tmp_path / "verify.json"
+    args = ["verify", "--n", "3", "--fmn-steps", "20", "--out", str(out)]
+    assert main(args) == 0
+    payload = json.loads(out.read_text())
+    assert payload["model"] == "zoo:mlp-digits" and payload["exact_share"] == 1.0
+    assert payload["attack_over_exact"]["deepfool"]["median"] >= 1 - 1e-6
+    assert main(["verify", "--model", "zoo:lenet-mnist", "--data", "mnist5k", "--n", "2"]) == 2
 
 
 def test_errors_are_reported(capsys):

@@ -71,8 +71,9 @@ def _build_parser() -> argparse.ArgumentParser:
     attack = commands.add_parser("attack", help="run one attack and save per-sample results")
     attack.add_argument(
         "name",
-        help="deepfool, fgsm, lbfgs (minimal perturbations) or a budgeted attack: alg1, "
-        "alg1-N, alg2, pgd, bim, spsa, random (with --eps)",
+        help="deepfool, fmn (DeepFool refined to a smaller perturbation), fgsm, lbfgs "
+        "(minimal perturbations) or a budgeted attack: alg1, alg1-N, alg2, pgd, bim, spsa, "
+        "random (with --eps)",
     )
     _add_model_args(attack)
     attack.add_argument(
@@ -84,6 +85,9 @@ def _build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--steps", type=int, default=50, help="DeepFool max iterations")
     attack.add_argument("--candidates", type=int, default=10, help="DeepFool candidate classes")
     attack.add_argument("--overshoot", type=float, default=0.02, help="DeepFool overshoot")
+    attack.add_argument(
+        "--fmn-steps", type=int, default=30, help="fmn: refinement steps (default: 30)"
+    )
     attack.add_argument(
         "--paper-exact",
         action="store_true",
@@ -165,11 +169,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     universal.add_argument("--out", default="runs/universal", help="output directory")
 
-    from boundaryscope import cli_detect, cli_geometry, cli_train
+    from boundaryscope import cli_detect, cli_geometry, cli_train, cli_verify
 
     cli_train.add_parsers(commands)
     cli_geometry.add_parser(commands, _add_model_args)
     cli_detect.add_parser(commands, _add_model_args)
+    cli_verify.add_parser(commands, _add_model_args)
     commands.add_parser("models", help="list shipped models and architectures")
     return parser
 
@@ -213,19 +218,24 @@ def _classifier_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _make_attack(args: argparse.Namespace, clf: Any, data: Any, extra: dict[str, Any]) -> Any:
     """The attack the `attack` command names, or ``None`` with a message on stderr."""
-    from boundaryscope.attacks import FGSM, LBFGS, DeepFool, smallest_fooling_epsilon
+    from boundaryscope.attacks import FGSM, FMN, LBFGS, DeepFool, smallest_fooling_epsilon
     from boundaryscope.curves import budget_attack
 
-    p = args.p or ("2" if args.name in ("deepfool", "lbfgs") else "inf")
-    if args.name == "deepfool":
+    p = args.p or ("2" if args.name in ("deepfool", "fmn", "lbfgs") else "inf")
+    if args.name in ("deepfool", "fmn"):
         make = DeepFool.as_published if args.paper_exact else DeepFool
-        return make(
+        deepfool = make(
             p=p,
             steps=args.steps,
             candidates=args.candidates,
             overshoot=args.overshoot,
             batch_size=args.batch_size,
             progress=None,
+        )
+        if args.name == "deepfool":
+            return deepfool
+        return FMN(
+            p=p, steps=args.fmn_steps, init=deepfool, batch_size=args.batch_size, progress=None
         )
     if args.name == "lbfgs":
         return LBFGS()
@@ -469,6 +479,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from boundaryscope import cli_detect
 
             return cli_detect.run(args, _classifier_and_data)
+        if args.command == "verify":
+            from boundaryscope import cli_verify
+
+            return cli_verify.run(args, _classifier_and_data)
         return _cmd_models()
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"boundaryscope {args.command}: error: {error}", file=sys.stderr)

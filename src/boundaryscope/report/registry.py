@@ -43,6 +43,8 @@ class ReportConfig:
         candidates: DeepFool's candidate classes.
         overshoot: DeepFool's overshoot.
         paper_exact: Run DeepFool without its box-aware/refinement extras.
+        tightest_steps: FMN steps refining each DeepFool point into the "tightest
+            estimate" of the minimal perturbation (0 = off).
         examples: Images shown in the example grid.
         curve_n: Images of the fixed-budget curves.
         curve_eps: Budgets of the curves (``start:stop:count``).
@@ -62,6 +64,7 @@ class ReportConfig:
     candidates: int = 10
     overshoot: float = 0.02
     paper_exact: bool = False
+    tightest_steps: int = 30
     examples: int = 6
     curve_n: int = 300
     curve_eps: str = "0:0.3:11"
@@ -92,6 +95,7 @@ PROFILES: dict[str, ReportConfig] = {
         noise_steps=200,
         n=1_000_000,
         paper_exact=True,
+        tightest_steps=100,
         curve_n=1_000_000,
         curve_eps="0:0.3:31",
         curve_steps=40,
@@ -103,6 +107,7 @@ PROFILES: dict[str, ReportConfig] = {
         spectral_n=6,
         universal_n=24,
         universal_passes=1,
+        tightest_steps=10,
         n=64,
         examples=4,
         curve_n=32,
