@@ -52,7 +52,8 @@ from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from boundaryscope.attacks.base import Attack, AttackResult
+from boundaryscope.attacks.base import Attack, AttackResult, check_labels
+from boundaryscope.attacks.convex import margin
 from boundaryscope.classifier import Classifier
 from boundaryscope.norms import lp_norm, parse_p
 
@@ -244,10 +245,9 @@ def minimal_perturbation(
         raise ValueError(f"time_limit must be a positive number of seconds; got {time_limit!r}.")
     x = clf.validate(x)
     with clf.session():
-        labels = clf.predict_unchecked(x, 256) if y is None else y.to(x.device).long()
-        if labels.shape != (x.shape[0],):
-            raise ValueError(f"y must have shape ({x.shape[0]},); got {tuple(labels.shape)}.")
+        # Extraction runs the model once, so num_classes is known for the label check.
         network = ReLUNetwork.from_classifier(clf, x)
+        labels = clf.predict_unchecked(x, 256) if y is None else check_labels(y, x, clf, "y")
         norms, points = _initial_upper_bounds(clf, x, labels, p, upper_bound, attack)
     flat = x.double().flatten(1).cpu().numpy()
     start_points = points.double().flatten(1).cpu().numpy()
@@ -294,17 +294,20 @@ def _make_witnesses_strict(clf: Classifier, x: Tensor, result: VerificationResul
     result.upper = torch.where(moved, torch.maximum(norms, result.lower), result.upper)
 
 
+def _gap_tolerance(upper: Tensor | float) -> Tensor | float:
+    """Largest ``upper − lower`` that counts as closed (the solver's gap, with margin)."""
+    return 10 * _REL_GAP * upper + _ABS_GAP
+
+
 def _exact(lower: Tensor, upper: Tensor) -> Tensor:
     """Bounds that meet (``inf`` = ``inf``: certified that no adversarial point exists)."""
-    return ((upper - lower) <= 10 * _REL_GAP * upper + _ABS_GAP) | (lower == upper)
+    return ((upper - lower) <= _gap_tolerance(upper)) | (lower == upper)
 
 
 def _clearly_adversarial(scores: Tensor, labels: Tensor) -> Tensor:
     """``(N,)`` bool: some other class beats the label by more than float32 noise."""
-    own = scores.gather(1, labels[:, None]).squeeze(1)
-    others = scores.scatter(1, labels[:, None], -math.inf).amax(dim=1)
     noise = 1e-6 * (1 + scores.abs().amax(dim=1))
-    return others - own > noise
+    return -margin(scores, labels, "logits") > noise
 
 
 # ---------------------------------------------------------------------------- extraction
@@ -693,7 +696,7 @@ class _PointProblem:
         best.seconds = time.perf_counter() - begin
         if not math.isfinite(best.upper) and not timed_out:
             best.status = "no adversarial in box"
-        elif timed_out and best.upper - best.lower > _ABS_GAP + 10 * _REL_GAP * best.upper:
+        elif timed_out and best.upper - best.lower > _gap_tolerance(best.upper):
             best.status = "time limit"
         return best
 

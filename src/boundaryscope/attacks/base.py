@@ -27,6 +27,7 @@ __all__ = [
     "Attack",
     "AttackResult",
     "RawAttack",
+    "check_labels",
     "is_adversarial",
     "register_attack",
     "shrink_to_boundary",
@@ -163,13 +164,13 @@ class Attack(ABC):
         x = clf.validate(x)
         with clf.session():
             clean = self.predict(clf, x)
-            reference = clean if y is None else _check_labels(y, x, clf, "y")
+            reference = clean if y is None else check_labels(y, x, clf, "y")
             if target is not None:
-                target = _check_labels(target, x, clf, "target")
+                target = check_labels(target, x, clf, "target")
             raw = self._run(clf, x, reference, target)
             adversarial = clf.clip(raw.adversarial.to(dtype=x.dtype))
             adversarial_label = self.predict(clf, adversarial)
-        success = adversarial_label != reference if target is None else adversarial_label == target
+        success = is_adversarial(adversarial_label, reference, target)
         perturbation = adversarial - x
         norms = lp_norm(perturbation, self.p)
         norms = torch.where(success, norms, torch.full_like(norms, math.inf))
@@ -246,7 +247,14 @@ def shrink_to_boundary(
     return shrunk
 
 
-def _check_labels(labels: Tensor, x: Tensor, clf: Classifier, name: str) -> Tensor:
+def check_labels(labels: Tensor, x: Tensor, clf: Classifier, name: str) -> Tensor:
+    """`labels` as int64 on ``x``'s device, after checking dtype, shape ``(N,)`` and range.
+
+    ``clf.num_classes`` must be known (the classifier has been called once).
+
+    Raises:
+        TypeError: for a non-integer tensor; ValueError: for a wrong shape or range.
+    """
     if not isinstance(labels, Tensor) or labels.dtype not in (
         torch.int64,
         torch.int32,

@@ -14,7 +14,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from boundaryscope.attacks.base import Attack, RawAttack, register_attack, shrink_to_boundary
+from boundaryscope.attacks.base import (
+    Attack,
+    RawAttack,
+    is_adversarial,
+    register_attack,
+    shrink_to_boundary,
+)
 from boundaryscope.classifier import Classifier
 from boundaryscope.norms import dual_exponent, linear_step, lp_norm, parse_p
 
@@ -179,10 +185,9 @@ class DeepFool(Attack):
                     None if target is None else target[idx][fresh],
                     num_others,
                 )
-            if target is None:
-                adversarial_now = current != reference[idx]
-            else:
-                adversarial_now = current == target[idx]
+            adversarial_now = is_adversarial(
+                current, reference[idx], None if target is None else target[idx]
+            )
             stop = adversarial_now | (iterations[idx] >= self.steps)
             adversarial[idx[stop]] = x_i[stop]
             finished[idx[stop]] = True

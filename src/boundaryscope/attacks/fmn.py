@@ -23,9 +23,16 @@ from boundaryscope.attacks.base import (
     register_attack,
     shrink_to_boundary,
 )
+from boundaryscope.attacks.convex import margin
 from boundaryscope.attacks.deepfool import DeepFool
 from boundaryscope.classifier import Classifier
-from boundaryscope.norms import dual_exponent, lp_norm, parse_p, project_ball_and_box
+from boundaryscope.norms import (
+    dual_exponent,
+    lp_norm,
+    parse_p,
+    project_ball_and_box,
+    steepest_direction,
+)
 
 __all__ = ["FMN"]
 
@@ -187,15 +194,12 @@ class FMN(Attack):
         result = init(clf, x, reference, target=target)
         return result.adversarial, result.iterations
 
-    def _margin(self, scores: Tensor, reference: Tensor, target: Tensor | None) -> Tensor:
-        """``L``: negative exactly where the scores are adversarial."""
+    @staticmethod
+    def _margin(scores: Tensor, reference: Tensor, target: Tensor | None) -> Tensor:
+        """``L``: negative exactly where the scores are adversarial (logit margin, eq. 3)."""
         if target is None:
-            own = scores.gather(1, reference[:, None]).squeeze(1)
-            others = scores.scatter(1, reference[:, None], -math.inf).amax(dim=1)
-            return own - others
-        wanted = scores.gather(1, target[:, None]).squeeze(1)
-        others = scores.scatter(1, target[:, None], -math.inf).amax(dim=1)
-        return others - wanted
+            return margin(scores, reference, "logits")
+        return -margin(scores, target, "logits")
 
     def _refine(
         self,
@@ -218,16 +222,16 @@ class FMN(Attack):
         for k in range(self.steps):
             decay = 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * k / max(self.steps, 1)))
             gamma, alpha = self.gamma * decay, self.step_size * decay
-            margin, grad = clf.value_and_gradient(
+            loss, grad = clf.value_and_gradient(
                 x + delta, lambda scores: self._margin(scores, reference, target)
             )
-            adversarial = margin < 0
+            adversarial = loss < 0
             norm = lp_norm(delta, self.p)
             better = adversarial & (norm < best_norm)
             best_norm = torch.where(better, norm, best_norm)
             best_delta = torch.where(_rows(better, x), delta, best_delta)
             found = found | adversarial
-            linear = norm + margin.abs() / lp_norm(grad, q).clamp_min(_TINY)
+            linear = norm + loss.abs() / lp_norm(grad, q).clamp_min(_TINY)
             eps = torch.where(
                 adversarial,
                 torch.minimum(eps * (1 - gamma), best_norm),
@@ -244,16 +248,15 @@ class FMN(Attack):
 
 
 def _unit_direction(grad: Tensor, p: float) -> Tensor:
-    """Unit-``l_p`` descent direction (see the class docstring for l1)."""
+    """Unit-``l_p`` descent direction: the steepest one for l2 and l∞, spread for l1.
+
+    The l1 steepest direction moves a single pixel (see the class docstring), so for l1
+    the l2 direction is rescaled to unit l1 norm instead.
+    """
+    if p != 1:
+        return steepest_direction(grad, p)
     flat = grad.flatten(1)
-    if math.isinf(p):
-        direction = flat.sign()
-    else:
-        order = 2.0 if p == 2 else 1.0
-        direction = flat / torch.linalg.vector_norm(flat, ord=order, dim=1, keepdim=True).clamp_min(
-            _TINY
-        )
-    return direction.view_as(grad)
+    return (flat / lp_norm(flat, 1).clamp_min(_TINY)[:, None]).view_as(grad)
 
 
 def _rows(mask: Tensor, like: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ import torch
 from boundaryscope.attacks import (
     FGSM,
     FMN,
+    Attack,
     AttackResult,
     DeepFool,
     fgsm_fooling_curve,
@@ -35,6 +36,18 @@ def _fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}g}"
     return str(value)
+
+
+def _timed_summary(
+    attack: Attack, ctx: ReportContext, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor
+) -> tuple[AttackResult, dict[str, Any]]:
+    """Runs `attack`; its result and the `RobustnessAccumulator` summary plus ``seconds``."""
+    start = time.perf_counter()
+    result = attack(ctx.clf, x, y)
+    elapsed = time.perf_counter() - start
+    accumulator = RobustnessAccumulator(p=result.p)
+    accumulator.update(result, x, correct)
+    return result, {**asdict(accumulator.compute()), "seconds": elapsed}
 
 
 @register_analysis
@@ -106,13 +119,7 @@ class RobustnessAnalysis(Analysis):
                 overshoot=cfg.overshoot,
                 progress=None,
             )
-            start = time.perf_counter()
-            attack_result = attack(ctx.clf, x, y)
-            elapsed = time.perf_counter() - start
-            accumulator = RobustnessAccumulator(p=p)
-            accumulator.update(attack_result, x, correct)
-            summary = asdict(accumulator.compute())
-            summary["seconds"] = elapsed
+            attack_result, summary = _timed_summary(attack, ctx, x, y, correct)
             summary["attack"] = repr(attack)
             result["deepfool"][key] = summary
             result["norms"][key] = attack_result.norms[correct].tolist()
@@ -143,16 +150,10 @@ class RobustnessAnalysis(Analysis):
         below 1 because the refinement never grows a perturbation.
         """
         attack = FMN(p=p, steps=steps, init=deepfool, progress=None)
-        start = time.perf_counter()
-        refined = attack(ctx.clf, x, y)
-        elapsed = time.perf_counter() - start
-        accumulator = RobustnessAccumulator(p=p)
-        accumulator.update(refined, x, correct)
-        summary = asdict(accumulator.compute())
+        refined, summary = _timed_summary(attack, ctx, x, y, correct)
         both = correct & deepfool.success & refined.success
         ratio = (deepfool.norms[both] / refined.norms[both].clamp_min(1e-12)).double()
         summary.update(
-            seconds=elapsed,
             attack=f"FMN(p={p}, steps={steps}) from DeepFool",
             ratio=ratio.tolist(),
             ratio_median=float(ratio.median()) if ratio.numel() else math.nan,
