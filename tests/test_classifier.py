@@ -136,7 +136,7 @@ def test_bad_constructor_arguments():
         Classifier(affine_model(), bounds=(1, 0))
     with pytest.raises(ValueError, match="'preprocessing'"):
         Classifier(affine_model(), preprocessing={"mean": [0.5]})
-    with pytest.raises(ValueError, match="positive 'std'"):
+    with pytest.raises(ValueError, match="positive, finite 'std'"):
         Classifier(affine_model(), preprocessing={"mean": [0.5], "std": [0.0]})
     with pytest.raises(TypeError, match="'model'"):
         Classifier(lambda x: x)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from boundaryscope.data import (
     load_image_folder,
     load_mnist5k,
     load_npz,
+    split_dataset,
 )
 
 
@@ -55,7 +56,7 @@ def test_npz_uint8_nhwc_and_float(tmp_path):
     check(ds, 5, (3, 6, 6))
     np.testing.assert_allclose(ds.x[1, 2].numpy(), images[1, :, :, 2] / 255, rtol=1e-6)
     np.savez(tmp_path / "b.npz", x=np.full((2, 1, 4, 4), 0.5, np.float32), y=[0, 1])
-    check(load_dataset(f"npz:{tmp_path / 'b.npz'}"), 2, (1, 4, 4))
+    check(load_dataset(f"npz:{tmp_path / 'b.npz'}", "all"), 2, (1, 4, 4))
     np.savez(tmp_path / "c.npz", x=np.full((2, 4, 4), 3.0), y=[0, 1])
     with pytest.raises(ValueError, match=r"uint8 or floats in \[0, 1\]"):
         load_npz(tmp_path / "c.npz")
@@ -116,7 +117,7 @@ def test_idx(tmp_path, gz):
     images = np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4)
     write_idx(tmp_path / "img", images, gz)
     write_idx(tmp_path / "lab", np.array([7, 0, 2], dtype=np.uint8), gz)
-    ds = load_dataset(f"idx:{tmp_path / 'img'},{tmp_path / 'lab'}")
+    ds = load_dataset(f"idx:{tmp_path / 'img'},{tmp_path / 'lab'}", "all")
     check(ds, 3, (1, 4, 4))
     assert ds.y.tolist() == [7, 0, 2]
     (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
@@ -127,3 +128,133 @@ def test_idx(tmp_path, gz):
 def test_unknown_spec():
     with pytest.raises(ValueError, match="data spec must be one of"):
         load_dataset("imagenet")
+
+
+def class_ordered_npz(path, per_class=(30, 20, 10)):
+    """A class-ordered file, the case where "the first n rows" is a wrong sample."""
+    y = np.concatenate([np.full(n, c) for c, n in enumerate(per_class)])
+    x = np.random.default_rng(0).integers(0, 256, size=(len(y), 4, 4), dtype=np.uint8)
+    x[:, 0, 0] = np.arange(len(y))  # every image distinct
+    np.savez(path, x=x, y=y)
+    return x, y
+
+
+def rows(ds):
+    return {r.tobytes() for r in ds.x.flatten(1).numpy()}
+
+
+@pytest.mark.parametrize("kind", ["npz", "idx", "folder"])
+def test_user_data_gets_a_stratified_disjoint_seeded_split(tmp_path, kind):
+    x, y = class_ordered_npz(tmp_path / "d.npz")
+    if kind == "npz":
+        spec = f"npz:{tmp_path / 'd.npz'}"
+    elif kind == "idx":
+        write_idx(tmp_path / "img", x)
+        write_idx(tmp_path / "lab", y.astype(np.uint8))
+        spec = f"idx:{tmp_path / 'img'},{tmp_path / 'lab'}"
+    else:
+        for i, (image, label) in enumerate(zip(x, y, strict=True)):
+            (tmp_path / "f" / f"c{label}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).convert("L").save(tmp_path / "f" / f"c{label}" / f"{i:03d}.png")
+        spec = f"folder:{tmp_path / 'f'}"
+    train, test = load_dataset(spec, "train"), load_dataset(spec, "test")
+    everything = load_dataset(spec, "all")
+    assert len(everything) == 60
+    assert torch.bincount(test.y).tolist() == [6, 4, 2]  # 20% of each class
+    assert torch.bincount(train.y).tolist() == [24, 16, 8]
+    assert not rows(train) & rows(test)
+    assert rows(train) | rows(test) == rows(everything)
+    assert len(set(test.y[:6].tolist())) > 1  # shuffled, not class-ordered
+    again = load_dataset(spec, "test")
+    assert torch.equal(again.x, test.x)  # same seed, same split
+    other = load_dataset(spec, "test", seed=1)
+    assert rows(other) != rows(test)
+
+
+def test_npz_and_folder_keep_their_own_split(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "s.npz",
+        x_train=rng.random((7, 1, 4, 4)),
+        y_train=np.arange(7) % 2,
+        x_test=rng.random((3, 1, 4, 4)),
+        y_test=np.array([1, 0, 1]),
+    )
+    spec = f"npz:{tmp_path / 's.npz'}"
+    assert len(load_dataset(spec, "train")) == 7
+    assert load_dataset(spec, "test").y.tolist() == [1, 0, 1]
+    assert len(load_dataset(spec, "all")) == 10
+    for split, count in (("train", 4), ("test", 2)):
+        for c in ("a", "b"):
+            (tmp_path / "f" / split / c).mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(np.full((4, 4), i, np.uint8)).save(
+                    tmp_path / "f" / split / c / f"{i}.png"
+                )
+    assert len(load_dataset(f"folder:{tmp_path / 'f'}", "test")) == 4
+    assert len(load_dataset(f"folder:{tmp_path / 'f'}", "train")) == 8
+
+
+def test_split_dataset_arguments(mnist_test):
+    with pytest.raises(ValueError, match="split must be"):
+        split_dataset(mnist_test, "validation")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="test_fraction"):
+        split_dataset(mnist_test, "test", test_fraction=1.0)
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        (np.array([0, 1.7, 2, 1]), "non-integral"),
+        (np.array([[0], [1], [2], [1]]), r"shape \(4, 1\).*reshape"),
+        (np.eye(4)[[0, 1, 2, 1]], "one-hot"),
+        (np.array([0, -1, 2, 1]), ">= 0"),
+        (np.array([0, 1, 2]), "4 images but 3 labels"),
+        (np.array(["a", "b", "c", "d"]), "must be integers"),
+    ],
+)
+def test_bad_labels_are_refused_not_coerced(tmp_path, labels, match):
+    np.savez(tmp_path / "l.npz", x=np.zeros((4, 1, 2, 2), np.float32), y=labels)
+    with pytest.raises(ValueError, match=match) as info:
+        load_npz(tmp_path / "l.npz")
+    assert "l.npz" in str(info.value)
+
+
+def test_integral_float_labels_are_accepted(tmp_path):
+    np.savez(tmp_path / "l.npz", x=np.zeros((3, 1, 2, 2), np.float32), y=np.array([0.0, 2.0, 1.0]))
+    assert load_npz(tmp_path / "l.npz").y.tolist() == [0, 2, 1]
+
+
+def test_bad_images_and_files_are_refused(tmp_path):
+    x = np.zeros((2, 1, 2, 2), np.float32)
+    x[0, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x, y=[0, 1])
+    with pytest.raises(ValueError, match="finite.*1 NaN"):
+        load_npz(tmp_path / "nan.npz")
+    (tmp_path / "garbage.npz").write_bytes(b"not a zip file at all")
+    with pytest.raises(ValueError, match="garbage.npz is not a readable .npz"):
+        load_dataset(f"npz:{tmp_path / 'garbage.npz'}")
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        load_dataset(f"npz:{tmp_path / 'missing.npz'}")
+    with (tmp_path / "test_batch").open("wb") as handle:
+        pickle.dump(
+            {b"data": np.random.default_rng(0).random((2, 3072)), b"labels": [0, 1]}, handle
+        )
+    with pytest.raises(ValueError, match="uint8 rows of 3072"):
+        load_cifar10(tmp_path)
+
+
+def test_idx_files_swapped_or_truncated(tmp_path):
+    images = np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4)
+    write_idx(tmp_path / "img", images)
+    write_idx(tmp_path / "lab", np.array([7, 0, 2], dtype=np.uint8))
+    with pytest.raises(ValueError, match="swapped"):
+        load_idx(tmp_path / "img", tmp_path / "img")
+    with pytest.raises(ValueError, match="swapped"):
+        load_idx(tmp_path / "lab", tmp_path / "lab")
+    (tmp_path / "cut").write_bytes((tmp_path / "img").read_bytes()[:30])
+    with pytest.raises(ValueError, match="cut.*truncated"):
+        load_idx(tmp_path / "cut", tmp_path / "lab")
+    (tmp_path / "cut2").write_bytes((tmp_path / "img").read_bytes()[:9])
+    with pytest.raises(ValueError, match="cut2 is truncated"):
+        load_idx(tmp_path / "cut2", tmp_path / "lab")

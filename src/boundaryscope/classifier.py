@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Classifier", "PassCounter", "Preprocessing"]
+__all__ = ["Classifier", "PassCounter", "Preprocessing", "check_classifier"]
 
 
 GradientStrategy = Literal["auto", "batched", "loop"]
@@ -82,10 +83,13 @@ class Preprocessing:
                 "The 'preprocessing' parameter of Classifier must have as many 'mean' as 'std' "
                 f"values. Got {len(mean)} means and {len(std)} stds instead."
             )
-        if any(s <= 0 for s in std):
+        if not all(s > 0 and math.isfinite(s) for s in std) or not all(
+            math.isfinite(m) for m in mean
+        ):
             raise ValueError(
-                "The 'preprocessing' parameter of Classifier must have positive 'std' values. "
-                f"Got {std} instead."
+                "The 'preprocessing' parameter of Classifier must have finite 'mean' and "
+                "positive, finite 'std' values. "
+                f"Got mean {mean}, std {std} instead."
             )
         if axis >= 0:
             raise ValueError(
@@ -136,6 +140,9 @@ class Classifier:
             ``"loop"`` one backward per class over the whole batch (sharing one forward).
             ``"auto"`` picks ``"loop"`` on CPU, where it measured 1.2–1.6× faster on the zoo
             models (vmap falls back for convolution/max-pool backward), else ``"batched"``.
+        batch_size: Samples per forward pass in `predict` and `logits` (and every analysis
+            that asks for labels of a whole data set), so memory is bounded by it and not by
+            the number of images. Results do not depend on it.
 
     Example:
         >>> import torch
@@ -154,12 +161,19 @@ class Classifier:
         device: torch.device | str | None = None,
         input_shape: Sequence[int] | None = None,
         gradient_strategy: GradientStrategy = "auto",
+        batch_size: int = 256,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(
                 "The 'model' parameter of Classifier must be a torch.nn.Module. "
                 f"Got {type(model).__name__} instead."
             )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(
+                "The 'batch_size' parameter of Classifier must be a positive int. "
+                f"Got {batch_size!r} instead."
+            )
+        self.batch_size = batch_size
         lo, hi = _check_bounds(bounds)
         if gradient_strategy not in ("auto", "batched", "loop"):
             raise ValueError(
@@ -233,7 +247,10 @@ class Classifier:
 
     # ------------------------------------------------------------------ validation
     def validate(self, x: Tensor, name: str = "x") -> Tensor:
-        """Checks a batch of inputs and returns it on the classifier's device and dtype.
+        """Checks a batch of inputs and returns it on the classifier's device.
+
+        The returned batch has the `working_dtype` for ``x.dtype`` (e.g. float16 images
+        become float32 for a float32 model); results of attacks come back in that dtype.
 
         Raises:
             TypeError: `x` is not a floating-point tensor.
@@ -275,7 +292,16 @@ class Classifier:
                     f"max {x_max:.4g} (batch of {x.shape[0]}). Pass bounds=(lo, hi) matching "
                     "your data, or preprocessing={mean, std} instead of normalising the data."
                 )
-        return x.to(device=self.device)
+        return x.to(device=self.device, dtype=self.working_dtype(x.dtype))
+
+    def working_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The dtype attacks compute in for inputs of `dtype`: the wider of it and the model's.
+
+        float16 inputs to a float32 model are computed in float32, float32 inputs to a
+        float64 model in float64, so no step loses precision to the narrower of the two
+        (and tensors built from the model's outputs can be written into the inputs' buffers).
+        """
+        return torch.promote_types(dtype, self.dtype)
 
     # ------------------------------------------------------------------ forward passes
     def _forward(self, x: Tensor) -> Tensor:
@@ -288,10 +314,15 @@ class Classifier:
         try:
             out = self.model(z)
         except RuntimeError as error:
-            raise ValueError(
-                f"The model failed on inputs of shape {tuple(x.shape)}: {error}. Check the "
-                "input shape/channels the model expects."
-            ) from error
+            # The model's own error (out of memory, a shape mismatch, ...) keeps its type and
+            # message; the note says where it happened.
+            _add_note(
+                error,
+                f"boundaryscope: raised by the model on a batch of shape {tuple(z.shape)} "
+                f"({z.dtype}, {z.device}); a shape or channel mismatch means the inputs do not "
+                "have the shape the model expects.",
+            )
+            raise
         if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(
@@ -302,18 +333,36 @@ class Classifier:
             self._first_call_checks(x.detach(), out.detach())
         return out
 
-    def logits(self, x: Tensor) -> Tensor:
-        """Raw model outputs ``(N, C)`` for a validated batch ``x`` (no gradient)."""
-        x = self.validate(x)
-        with self.session(), torch.no_grad():
-            return self._forward(x)
+    def _graph_forward(self, x_var: Tensor) -> Tensor:
+        """`_forward` for inputs that require grad; refuses outputs without a graph."""
+        out = self._forward(x_var)
+        if not out.requires_grad:
+            raise ValueError(
+                "This needs input gradients, but the model's output does not depend on its "
+                "input through autograd (no graph: torch.no_grad(), .detach() or a non-torch "
+                "step inside forward). Make forward differentiable, or use a gradient-free "
+                "attack (SPSA, random-line)."
+            )
+        return out
 
-    def scores(self, x: Tensor) -> Tensor:
+    def logits(self, x: Tensor, batch_size: int | None = None) -> Tensor:
+        """Raw model outputs ``(N, C)`` for a validated batch ``x`` (no gradient).
+
+        The forward passes run on chunks of `batch_size` samples (default: the classifier's).
+        """
+        x = self.validate(x)
+        size = batch_size or self.batch_size
+        with self.session(), torch.no_grad():
+            if x.shape[0] <= size:
+                return self._forward(x)
+            return torch.cat([self._forward(chunk) for chunk in x.split(size)])
+
+    def scores(self, x: Tensor, batch_size: int | None = None) -> Tensor:
         """Class scores ``(N, num_classes)``; a binary logit ``f`` becomes ``[0, f]``."""
-        return self.expand_scores(self.logits(x))
+        return self.expand_scores(self.logits(x, batch_size))
 
     def predict(self, x: Tensor, batch_size: int | None = None) -> Tensor:
-        """Predicted labels ``(N,)`` (int64), in chunks of `batch_size` if given."""
+        """Predicted labels ``(N,)`` (int64), in chunks of `batch_size` (default: the clf's)."""
         return self.predict_unchecked(self.validate(x), batch_size)
 
     def differentiable_scores(self, x: Tensor) -> Tensor:
@@ -390,10 +439,11 @@ class Classifier:
     def predict_unchecked(self, x: Tensor, batch_size: int | None = None) -> Tensor:
         """`predict` for inputs that already passed `validate` (no checks).
 
-        With `batch_size`, the forward passes run on chunks of that many samples, which
-        bounds memory on large inputs.
+        The forward passes run on chunks of `batch_size` samples (default: the classifier's
+        `batch_size`), which bounds memory on large inputs.
         """
-        if batch_size is None or x.shape[0] <= batch_size:
+        batch_size = batch_size or self.batch_size
+        if x.shape[0] <= batch_size:
             return self.forward_scores(x).argmax(dim=1)
         with self.session():
             return torch.cat(
@@ -446,7 +496,7 @@ class Classifier:
         n, k = others.shape
         with self.session(), torch.enable_grad():
             x_var = x.detach().requires_grad_(True)
-            scores = self.expand_scores(self._forward(x_var))
+            scores = self.expand_scores(self._graph_forward(x_var))
             diff = scores.gather(1, others) - scores.gather(1, reference[:, None])
             if k == 0:
                 grad = x.new_zeros((n, 0, *x.shape[1:]))
@@ -481,7 +531,7 @@ class Classifier:
         """
         with self.session(), torch.enable_grad():
             x_var = x.detach().requires_grad_(True)
-            values = objective(self.expand_scores(self._forward(x_var)))
+            values = objective(self.expand_scores(self._graph_forward(x_var)))
             (grad,) = torch.autograd.grad(values.sum(), x_var)
         self.counter.backward_calls += 1
         self.counter.backward_rows += int(x.shape[0])
@@ -575,6 +625,33 @@ class Classifier:
     def clip(self, x: Tensor) -> Tensor:
         """Clips `x` to `bounds` (returns a new tensor)."""
         return x.clamp(self.bounds[0], self.bounds[1])
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    """``error.add_note(note)`` where Python has it (3.11+); the note is shown after it."""
+    add_note = getattr(error, "add_note", None)
+    if add_note is not None:
+        add_note(note)
+
+
+def check_classifier(clf: object, name: str = "clf") -> Classifier:
+    """Returns `clf` if it is a `Classifier`; a bare ``nn.Module`` gets a message on wrapping it.
+
+    Raises:
+        TypeError: `clf` is not a `Classifier`.
+    """
+    if isinstance(clf, Classifier):
+        return clf
+    if isinstance(clf, nn.Module):
+        raise TypeError(
+            f"{name} must be a boundaryscope.Classifier; got the bare nn.Module "
+            f"{type(clf).__name__}. Wrap it once: clf = boundaryscope.Classifier(model, "
+            "bounds=(0, 1), preprocessing={'mean': ..., 'std': ...}) and pass clf."
+        )
+    raise TypeError(
+        f"{name} must be a boundaryscope.Classifier wrapping your nn.Module; got "
+        f"{type(clf).__name__}."
+    )
 
 
 def _check_bounds(bounds: object) -> tuple[float, float]:

@@ -33,11 +33,13 @@ from boundaryscope.attacks import (
     DeepFool,
     margin,
 )
+from boundaryscope.attacks.base import check_labels
 from boundaryscope.attacks.convex import ScoreSpace
-from boundaryscope.classifier import Classifier
+from boundaryscope.classifier import Classifier, check_classifier
 from boundaryscope.norms import dual_exponent, lp_norm, parse_p
 
 __all__ = [
+    "BUDGET_NORMS",
     "BaldaRobustness",
     "FoolingCurves",
     "balda_robustness",
@@ -97,25 +99,54 @@ def parse_epsilons(spec: str) -> list[float]:
         ) from None
 
 
+# Norms each budgeted attack implements; any other p is refused rather than ignored.
+_ANY_P = "any p >= 1"
+BUDGET_NORMS: dict[str, str] = {
+    "alg1": _ANY_P,
+    "alg2": _ANY_P,
+    "fgsm": _ANY_P,
+    "pgd": "2 or inf",
+    "bim": "2 or inf",
+    "spsa": "inf",
+    "random": "inf",
+}
+
+
 def budget_attack(
-    name: str, eps: float, *, steps: int = 20, seed: int = 0, space: ScoreSpace = "probabilities"
+    name: str,
+    eps: float,
+    *,
+    p: float | str = math.inf,
+    steps: int = 20,
+    seed: int = 0,
+    space: ScoreSpace = "probabilities",
 ) -> Attack:
-    """The l_inf budgeted attack called `name` at budget `eps` (see `BUDGET_ATTACKS`)."""
+    """The budgeted attack called `name` at budget `eps` in the l_p norm (`BUDGET_ATTACKS`).
+
+    Raises:
+        ValueError: unknown `name`, or a `p` the attack does not implement (`BUDGET_NORMS`):
+            an l2 budget is never silently spent as an l∞ one.
+    """
+    p = parse_p(p)
     match = re.fullmatch(r"alg1-(\d+)", name)
+    base = "alg1" if match else name
+    if base not in BUDGET_NORMS:
+        raise ValueError(f"attack must be one of {list(BUDGET_ATTACKS)}; got {name!r}.")
+    allowed = BUDGET_NORMS[base]
+    if allowed != _ANY_P and p not in ((2.0, math.inf) if allowed == "2 or inf" else (math.inf,)):
+        raise ValueError(f"attack {name!r} supports p = {allowed}; got p={p:g}.")
     if match:
-        return Algorithm1(eps=eps, steps=int(match.group(1)), space=space)
+        return Algorithm1(eps=eps, p=p, steps=int(match.group(1)), space=space)
     factories: dict[str, Callable[[], Attack]] = {
-        "alg1": lambda: Algorithm1(eps=eps, space=space),
-        "alg2": lambda: Algorithm2(eps=eps, space=space),
-        "fgsm": lambda: FGSM(eps=eps),
-        "pgd": lambda: PGD(eps=eps, steps=steps, seed=seed),
-        "bim": lambda: BIM(eps=eps, steps=steps),
+        "alg1": lambda: Algorithm1(eps=eps, p=p, space=space),
+        "alg2": lambda: Algorithm2(eps=eps, p=p, space=space),
+        "fgsm": lambda: FGSM(eps=eps, p=p),
+        "pgd": lambda: PGD(eps=eps, p=p, steps=steps, seed=seed),
+        "bim": lambda: BIM(eps=eps, p=p, steps=steps),
         "spsa": lambda: SPSA(eps=eps, steps=steps, seed=seed),
         "random": lambda: BernoulliNoise(eps=eps, seed=seed),
     }
-    if name not in factories:
-        raise ValueError(f"attack must be one of {list(BUDGET_ATTACKS)}; got {name!r}.")
-    return factories[name]()
+    return factories[base]()
 
 
 @dataclass
@@ -158,9 +189,11 @@ def fooling_curves(
         seed: Seed of the random attacks.
         progress: Progress bar (``None``: only on a terminal).
     """
+    clf = check_classifier(clf)
     x = clf.validate(x)
-    y = y.to(clf.device)
-    correct = clf.predict(x) == y
+    predicted = clf.predict_unchecked(x)
+    y = check_labels(y, x, clf, "y")
+    correct = predicted == y
     curves = FoolingCurves(list(map(float, epsilons)), n_correct=int(correct.sum()))
     bar = tqdm(attacks, desc="fooling curves", disable=None if progress is None else not progress)
     for name in bar:
@@ -220,9 +253,11 @@ def balda_robustness(
     numbers do. ``space="probabilities"`` gives the seed's definition.
     """
     p = parse_p(p)
+    clf = check_classifier(clf)
     x = clf.validate(x)
-    y = y.to(clf.device)
-    correct = clf.predict(x) == y
+    predicted = clf.predict_unchecked(x)
+    y = check_labels(y, x, clf, "y")
+    correct = predicted == y
     result = DeepFool(p=p, batch_size=batch_size)(clf, x, y)
     keep = correct & result.success
     rho1 = float((result.norms[keep] / lp_norm(x[keep], p).clamp_min(1e-12)).mean())

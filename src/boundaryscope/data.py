@@ -32,6 +32,7 @@ __all__ = [
     "load_image_folder",
     "load_mnist5k",
     "load_npz",
+    "split_dataset",
     "stratified_split",
 ]
 
@@ -101,11 +102,50 @@ def _pick_split(
     return x[index], y[index]
 
 
+def _check_labels(labels: np.ndarray, n: int, source: str) -> np.ndarray:
+    """Labels as int64 ``(N,)`` after refusing what would otherwise be coerced silently.
+
+    Raises:
+        ValueError: not one label per image, one-hot or ``(N, 1)`` arrays, non-integral
+            or negative values (each message names `source`).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        hint = (
+            " (one-hot? pass labels.argmax(1))"
+            if labels.ndim == 2 and labels.shape[1] > 1
+            else " (pass labels.reshape(-1))"
+            if labels.ndim == 2
+            else ""
+        )
+        raise ValueError(
+            f"Labels in {source} must be a 1-D array of class indices, one per image; got shape "
+            f"{labels.shape}{hint}."
+        )
+    if labels.shape[0] != n:
+        raise ValueError(f"{source} has {n} images but {labels.shape[0]} labels; they must match.")
+    if labels.dtype.kind not in "iub":
+        if labels.dtype.kind != "f" or not np.all(np.isfinite(labels)):
+            raise ValueError(f"Labels in {source} must be integers; got dtype {labels.dtype}.")
+        if not np.all(labels == np.round(labels)):
+            bad = labels[labels != np.round(labels)][:3].tolist()
+            raise ValueError(
+                f"Labels in {source} must be whole class indices; got non-integral values "
+                f"such as {bad} (refusing to truncate them)."
+            )
+    if labels.size and labels.min() < 0:
+        raise ValueError(
+            f"Labels in {source} must be class indices >= 0; got minimum {labels.min()}."
+        )
+    return labels.astype(np.int64)
+
+
 def _to_dataset(
     images: np.ndarray, labels: np.ndarray, name: str, classes: tuple[str, ...] | None = None
 ) -> Dataset:
+    labels = _check_labels(labels, images.shape[0], name)
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    y = torch.from_numpy(labels)
     if classes is None:
         classes = tuple(str(c) for c in range(int(y.max()) + 1)) if len(y) else ()
     return Dataset(x, y, name, classes)
@@ -139,7 +179,14 @@ def _scale_images(images: np.ndarray, source: str) -> np.ndarray:
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / 255.0
     else:
+        if images.dtype.kind != "f":
+            raise ValueError(
+                f"Images in {source} must be uint8 or floats in [0, 1]; got dtype {images.dtype}."
+            )
         images = images.astype(np.float32)
+        if images.size and not np.all(np.isfinite(images)):
+            bad = int((~np.isfinite(images)).sum())
+            raise ValueError(f"Images in {source} must be finite; got {bad} NaN/inf values.")
         if images.size and (images.min() < 0 or images.max() > 1):
             raise ValueError(
                 f"Images in {source} must be uint8 or floats in [0, 1]; got values in "
@@ -162,16 +209,34 @@ def load_npz(path: str | Path, x_key: str = "x", y_key: str = "y") -> Dataset:
 
     Images may be uint8 (scaled by 1/255) or floats in [0, 1], NCHW, NHWC or NHW.
     """
-    path = Path(path)
-    with np.load(path, allow_pickle=False) as archive:
-        missing = {x_key, y_key} - set(archive.files)
+    images, labels = _read_npz(Path(path), (x_key, y_key))
+    return _to_dataset(images, labels, Path(path).name)
+
+
+def _read_npz(path: Path, keys: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled images and raw labels stored under `keys` in an ``.npz`` file."""
+    with _open_npz(path) as archive:
+        missing = set(keys) - set(archive.files)
         if missing:
             raise ValueError(
-                f"{path} must contain arrays {x_key!r} and {y_key!r}; missing {sorted(missing)}, "
-                f"found {archive.files}."
+                f"{path} must contain arrays {keys[0]!r} and {keys[1]!r} (or x_train, y_train, "
+                f"x_test, y_test); missing {sorted(missing)}, found {archive.files}."
             )
-        images, labels = archive[x_key], archive[y_key]
-    return _to_dataset(_scale_images(images, str(path)), labels, path.stem)
+        images, labels = archive[keys[0]], archive[keys[1]]
+    return _scale_images(images, str(path)), labels
+
+
+def _open_npz(path: Path) -> Any:
+    """``np.load`` of an ``.npz`` archive (no pickles) with errors that name the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"No such .npz file: {path}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as error:  # zipfile/pickle/format errors all mean "not an npz archive"
+        raise ValueError(f"{path} is not a readable .npz archive ({error}).") from error
+    if not hasattr(archive, "files"):
+        raise ValueError(f"{path} is a single .npy array, not an .npz archive of x and y.")
+    return archive
 
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -245,7 +310,13 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     labels = batch.get(b"labels", batch.get("labels"))
     if data is None or labels is None:
         raise ValueError(f"{path} is not a CIFAR-10 python batch (no 'data'/'labels').")
-    return np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels)
+    data = np.asarray(data)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ValueError(
+            f"{path}: CIFAR-10 'data' must be uint8 rows of 3072 values; got dtype {data.dtype}, "
+            f"shape {data.shape}."
+        )
+    return data.reshape(-1, 3, 32, 32), _check_labels(np.asarray(labels), data.shape[0], str(path))
 
 
 def load_cifar10(root: str | Path, split: Literal["train", "test"] = "test") -> Dataset:
@@ -288,6 +359,8 @@ def load_cifar10(root: str | Path, split: Literal["train", "test"] = "test") -> 
 
 
 def _open_maybe_gzip(path: Path) -> IO[bytes]:
+    if not path.is_file():
+        raise FileNotFoundError(f"No such IDX file: {path}")
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
@@ -313,10 +386,19 @@ def _read_idx(path: Path) -> np.ndarray:
         if len(header) != 4 or header[:2] != b"\x00\x00" or header[2] not in _IDX_TYPES:
             raise ValueError(f"{path} is not an IDX file (bad magic number {header!r}).")
         ndim = header[3]
-        shape = struct.unpack(f">{ndim}I", handle.read(4 * ndim))
-        array = np.frombuffer(handle.read(), dtype=_IDX_TYPES[header[2]])
+        dims = handle.read(4 * ndim)
+        if len(dims) != 4 * ndim:
+            raise ValueError(f"{path} is truncated: its IDX header is incomplete.")
+        shape = struct.unpack(f">{ndim}I", dims)
+        raw = handle.read()
+        dtype = _IDX_TYPES[header[2]]
+        if len(raw) % dtype.itemsize:
+            raise ValueError(f"{path} is truncated: {len(raw)} bytes of {dtype} values.")
+        array = np.frombuffer(raw, dtype=dtype)
     if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path} holds {array.size} values but its header says {shape}.")
+        raise ValueError(
+            f"{path} holds {array.size} values but its header says {shape} (truncated file?)."
+        )
     return array.reshape(shape)
 
 
@@ -324,29 +406,107 @@ def load_idx(images: str | Path, labels: str | Path) -> Dataset:
     """MNIST-style IDX files (``*-images-idx3-ubyte[.gz]``, ``*-labels-idx1-ubyte[.gz]``)."""
     x = _read_idx(Path(images))
     y = _read_idx(Path(labels))
-    return _to_dataset(_scale_images(x, str(images)), y.astype(np.int64), Path(images).name)
+    if x.ndim < 3:
+        raise ValueError(
+            f"{images} must hold images (an IDX array of 3 or more dimensions); got shape "
+            f"{x.shape}. Are the image and label files swapped?"
+        )
+    if y.ndim != 1:
+        raise ValueError(
+            f"{labels} must hold labels (a 1-D IDX array); got shape {y.shape}. Are the image "
+            "and label files swapped?"
+        )
+    return _to_dataset(_scale_images(x, str(images)), y, Path(images).name)
 
 
-def load_dataset(spec: str, split: Split = "test") -> Dataset:
-    """Resolves a data spec used on the command line.
+def split_dataset(
+    data: Dataset, split: Split, test_fraction: float = 0.2, seed: int = 0
+) -> Dataset:
+    """The `split` of a data set that has no split of its own: stratified, seeded, shuffled.
+
+    Each class puts ``round(test_fraction · n_class)`` images in the test split
+    (`stratified_split`); the same `seed` always gives the same split, and the train and
+    test splits never share an image.
+    """
+    if split == "all":
+        return data
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train', 'test' or 'all'; got {split!r}.")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction!r}.")
+    train, test = stratified_split(data.y.numpy(), test_fraction, seed)
+    index = torch.from_numpy(train if split == "train" else test)
+    return Dataset(data.x[index], data.y[index], f"{data.name}-{split}", data.classes)
+
+
+def _load_npz_split(path: Path, split: Split, test_fraction: float, seed: int) -> Dataset:
+    """An ``.npz`` file's own split (``x_train``…``y_test``) if it has one, else a made one."""
+    with _open_npz(path) as archive:
+        files = set(archive.files)
+    if {"x_train", "y_train", "x_test", "y_test"} <= files and split != "all":
+        images, labels = _read_npz(path, (f"x_{split}", f"y_{split}"))
+        return _to_dataset(images, labels, f"{path.name}-{split}")
+    if {"x_train", "y_train", "x_test", "y_test"} <= files:
+        parts = [_read_npz(path, (f"x_{s}", f"y_{s}")) for s in ("train", "test")]
+        images = np.concatenate([p[0] for p in parts])
+        labels = np.concatenate([p[1] for p in parts])
+        return _to_dataset(images, labels, path.name)
+    return split_dataset(load_npz(path), split, test_fraction, seed)
+
+
+def _load_folder_split(root: Path, split: Split, test_fraction: float, seed: int) -> Dataset:
+    """``root/train`` and ``root/test`` when both exist, else a stratified split of ``root``."""
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        if split == "all":
+            train, test = (load_image_folder(root / s) for s in ("train", "test"))
+            return Dataset(
+                torch.cat([train.x, test.x]), torch.cat([train.y, test.y]), root.name, train.classes
+            )
+        return load_image_folder(root / split)
+    return split_dataset(load_image_folder(root), split, test_fraction, seed)
+
+
+def load_dataset(
+    spec: str, split: Split = "test", *, test_fraction: float = 0.2, seed: int = 0
+) -> Dataset:
+    """Resolves a data spec used on the command line, and its train/test split.
 
     Specs: ``mnist5k``, ``digits``, ``npz:PATH``, ``folder:PATH``, ``cifar10:DIR``,
     ``idx:IMAGES,LABELS``. A bare path ending in ``.npz`` is read as ``npz:PATH``.
+
+    Splits, so that "held-out" always means images the training side never saw:
+
+    - ``mnist5k``, ``digits``: fixed stratified 80/20 splits (seed 0).
+    - ``cifar10:DIR``: the official ``data_batch_*`` / ``test_batch`` files.
+    - ``npz:PATH``: the arrays ``x_train, y_train, x_test, y_test`` when the file has them;
+      otherwise ``x, y`` split stratified (`split_dataset`: `test_fraction`, `seed`).
+    - ``folder:DIR``: ``DIR/train`` and ``DIR/test`` when both exist; otherwise a
+      stratified split of the class folders of ``DIR``.
+    - ``idx:IMAGES,LABELS``: a stratified split of the file pair.
+
+    ``split="all"`` returns every image.
     """
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all'; got {split!r}.")
     kind, _, rest = spec.partition(":")
     if spec == "mnist5k":
         return load_mnist5k(split)
     if spec == "digits":
         return load_digits(split)
     if kind == "npz" or (not rest and spec.endswith(".npz")):
-        return load_npz(rest or spec)
-    if kind == "folder":
-        return load_image_folder(rest)
-    if kind == "cifar10":
-        return load_cifar10(rest, "train" if split == "train" else "test")
+        return _load_npz_split(Path(rest or spec), split, test_fraction, seed)
+    if kind == "folder" and rest:
+        return _load_folder_split(Path(rest), split, test_fraction, seed)
+    if kind == "cifar10" and rest:
+        if split == "all":
+            train, test = load_cifar10(rest, "train"), load_cifar10(rest, "test")
+            return Dataset(
+                torch.cat([train.x, test.x]), torch.cat([train.y, test.y]), "cifar10", test.classes
+            )
+        return load_cifar10(rest, split)
     if kind == "idx" and "," in rest:
         images, labels = rest.split(",", 1)
-        return load_idx(images, labels)
+        return split_dataset(load_idx(images, labels), split, test_fraction, seed)
     raise ValueError(
         "The data spec must be one of 'mnist5k', 'digits', 'npz:PATH', 'folder:PATH', "
         f"'cifar10:DIR', 'idx:IMAGES,LABELS'. Got {spec!r} instead."

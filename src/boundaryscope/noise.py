@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from boundaryscope.attacks import DeepFool, RandomLineSearch, line_search
-from boundaryscope.classifier import Classifier
+from boundaryscope.attacks.base import check_labels
+from boundaryscope.classifier import Classifier, check_classifier
 from boundaryscope.geometry.theory import corollary1_interval, theorem1_interval
 from boundaryscope.norms import lp_norm
 from boundaryscope.subspaces import DCTBands, RandomSubspace
@@ -108,10 +109,22 @@ def _regime(m: int, d: int, ratios: Tensor, n: int, failures: int, delta: float)
 
 
 def _correctly_classified(clf: Classifier, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """The validated samples that `clf` classifies correctly (the theory's population)."""
+    """The validated samples that `clf` classifies correctly (the theory's population).
+
+    Raises:
+        ValueError: `y` is not ``(N,)`` class indices, or no sample is correctly classified
+            (every statistic of the noise regimes would be undefined).
+    """
+    clf = check_classifier(clf)
     x = clf.validate(x)
-    y = y.to(clf.device)
-    keep = clf.predict_unchecked(x) == y
+    predicted = clf.predict_unchecked(x)
+    y = check_labels(y, x, clf, "y")
+    keep = predicted == y
+    if not bool(keep.any()):
+        raise ValueError(
+            f"The noise analyses measure correctly classified images; none of the {x.shape[0]} "
+            "given is (check that y holds the true labels and x the matching images)."
+        )
     return x[keep], y[keep]
 
 

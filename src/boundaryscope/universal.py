@@ -35,12 +35,13 @@ from tqdm.auto import tqdm
 
 from boundaryscope._io import save_torch
 from boundaryscope.attacks import DeepFool
-from boundaryscope.classifier import Classifier
+from boundaryscope.classifier import Classifier, check_classifier
 from boundaryscope.norms import lp_norm, parse_p, project_lp_ball
 
 __all__ = [
     "FlatModel",
     "UniversalResult",
+    "check_perturbation",
     "diversity",
     "dominant_label_graph",
     "flat_model",
@@ -99,8 +100,9 @@ def fooling_rate(
     Measured against the clean predictions, not the labels (thesis §4.2). Callers that
     evaluate many perturbations on the same images pass those predictions as `clean`.
     """
+    clf = check_classifier(clf)
     x = clf.validate(x)
-    v = v.to(x.device, x.dtype)
+    v = check_perturbation(v, x)
     changed = 0
     with clf.session():
         if clean is None:
@@ -114,10 +116,41 @@ def fooling_rate(
     return changed / max(x.shape[0], 1)
 
 
+def check_perturbation(v: object, x: Tensor, name: str = "v") -> Tensor:
+    """`v` as one finite perturbation of ``x``'s image shape, on its device and dtype.
+
+    Accepts ``x.shape[1:]`` or a batch of one ``(1, *x.shape[1:])``.
+
+    Raises:
+        TypeError: `v` is not a floating-point tensor.
+        ValueError: wrong shape, or NaN/inf values.
+    """
+    if not isinstance(v, Tensor) or not v.is_floating_point():
+        got = f"dtype {v.dtype}" if isinstance(v, Tensor) else type(v).__name__
+        raise TypeError(
+            f"{name} must be a floating-point tensor of shape {tuple(x.shape[1:])}; got {got}."
+        )
+    if tuple(v.shape) not in (tuple(x.shape[1:]), (1, *x.shape[1:])):
+        raise ValueError(
+            f"{name} must have the image shape {tuple(x.shape[1:])} (or (1, ...)); got "
+            f"{tuple(v.shape)}."
+        )
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(
+            f"{name} must be finite; got {int((~torch.isfinite(v)).sum())} NaN/inf values."
+        )
+    return v.reshape(x.shape[1:]).to(x.device, x.dtype)
+
+
 def _state(
-    v: Tensor, best: Tensor, generator: torch.Generator, result: UniversalResult
+    v: Tensor,
+    best: Tensor,
+    generator: torch.Generator,
+    result: UniversalResult,
+    config: dict[str, Any],
 ) -> dict[str, Any]:
     return {
+        "config": config,
         "v": v.cpu(),
         "best": best.cpu(),
         "generator": generator.get_state(),
@@ -126,6 +159,37 @@ def _state(
         "accepted": result.accepted,
         "rejected": result.rejected,
     }
+
+
+def _load_checkpoint(path: str | Path, config: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's state after checking it was written by a run with this `config`.
+
+    Raises:
+        ValueError: unreadable file, or a checkpoint of another configuration (its ``v``
+            would silently answer a different question).
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"resume: {path} is not a universal-perturbation checkpoint ({error})."
+        ) from error
+    if not isinstance(state, dict) or not {"v", "best", "generator", "config"} <= set(state):
+        raise ValueError(
+            f"resume: {path} is not a universal-perturbation checkpoint of this version "
+            "(keys v, best, generator, config expected)."
+        )
+    saved = state["config"]
+    differ = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
+    if differ:
+        listed = ", ".join(
+            f"{k}: {old!r} in the checkpoint, {new!r} now" for k, (old, new) in differ.items()
+        )
+        raise ValueError(
+            f"resume: {path} was written by a run with other settings ({listed}); "
+            "resume with the same settings or start afresh."
+        )
+    return state  # type: ignore[no-any-return]
 
 
 def universal_perturbation(
@@ -181,7 +245,24 @@ def universal_perturbation(
         )
     if variant not in ("paper", "minibatch"):
         raise ValueError(f"variant must be 'paper' or 'minibatch'; got {variant!r}.")
+    clf = check_classifier(clf)
     x = clf.validate(x)
+    if x.shape[0] == 0:
+        raise ValueError("x must hold at least one image to compute a universal perturbation.")
+    # Everything that changes the sequence of v's; max_passes may grow on resume.
+    config = {
+        "xi": float(xi),
+        "p": p,
+        "delta": float(delta),
+        "variant": variant,
+        "batch_size": int(batch_size) if variant == "minibatch" else None,
+        "candidates": int(candidates),
+        "overshoot": float(overshoot),
+        "df_steps": int(df_steps),
+        "seed": int(seed),
+        "images": [int(x.shape[0]), *map(int, x.shape[1:])],
+        "images_sum": round(float(x.double().sum()), 4),
+    }
     deepfool = DeepFool(
         p=2, steps=df_steps, candidates=candidates, overshoot=overshoot, refine_steps=0
     )
@@ -190,7 +271,7 @@ def universal_perturbation(
     best = v.clone()
     result = UniversalResult(v, float(xi), p, 0.0, variant=variant)
     if resume is not None:
-        state = torch.load(resume, map_location="cpu", weights_only=True)
+        state = _load_checkpoint(resume, config)
         v = state["v"].to(x.device, x.dtype)
         best = state["best"].to(x.device, x.dtype)
         generator.set_state(state["generator"])
@@ -230,7 +311,7 @@ def universal_perturbation(
             bar.set_postfix(fooling=f"{result.history[-1]:.3f}")
             _logger.info("universal pass %d: fooling rate %.4f", result.passes, result.history[-1])
             if checkpoint is not None:
-                save_torch(checkpoint, _state(v, best, generator, result))
+                save_torch(checkpoint, _state(v, best, generator, result, config))
         bar.close()
     assert v.shape == x.shape[1:]
     result.v = best if keep_best and result.history else v
@@ -283,10 +364,14 @@ def dominant_label_graph(
         ``{"transitions": C×C counts [clean][perturbed], "edges": [(i, j, share), ...]}``
         with ``share`` the fraction of class ``i``'s images that went to ``j``.
     """
+    clf = check_classifier(clf)
     x = clf.validate(x)
+    v = check_perturbation(v, x)
     with clf.session():
         clean = clf.predict_unchecked(x)
-        perturbed = clf.predict_unchecked(clf.clip(x + v.to(x.device, x.dtype)))
+        perturbed = torch.cat(
+            [clf.predict_unchecked(clf.clip(chunk + v)) for chunk in x.split(clf.batch_size)]
+        )
     c = num_classes or clf.num_classes
     counts = torch.zeros(c, c, dtype=torch.int64)
     counts.index_put_((clean.cpu(), perturbed.cpu()), torch.ones_like(clean.cpu()), accumulate=True)

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
-from boundaryscope.classifier import Classifier
+from boundaryscope.classifier import Classifier, check_classifier
 from boundaryscope.norms import lp_norm
 
 __all__ = [
@@ -161,13 +161,19 @@ class Attack(ABC):
         Returns:
             An `AttackResult`; success is judged on the returned, clipped points.
         """
+        clf = check_classifier(clf)
         x = clf.validate(x)
         with clf.session():
             clean = self.predict(clf, x)
             reference = clean if y is None else check_labels(y, x, clf, "y")
             if target is not None:
                 target = check_labels(target, x, clf, "target")
-            raw = self._run(clf, x, reference, target)
+            # An empty batch has nothing to attack; every attack returns an empty result.
+            raw = (
+                RawAttack(x.clone(), torch.zeros(0, dtype=torch.int64, device=x.device))
+                if x.shape[0] == 0
+                else self._run(clf, x, reference, target)
+            )
             adversarial = clf.clip(raw.adversarial.to(dtype=x.dtype))
             adversarial_label = self.predict(clf, adversarial)
         success = is_adversarial(adversarial_label, reference, target)

@@ -135,9 +135,10 @@ class DeepFool(Attack):
                 "DeepFool needs steps >= 1, candidates >= 2 and batch_size >= 1; got "
                 f"steps={steps}, candidates={candidates}, batch_size={batch_size}."
             )
-        if overshoot < 0 or min_step < 0 or refine_steps < 0:
+        finite = math.isfinite(overshoot) and math.isfinite(min_step)
+        if not finite or overshoot < 0 or min_step < 0 or refine_steps < 0:
             raise ValueError(
-                "DeepFool needs overshoot, min_step and refine_steps >= 0; got "
+                "DeepFool needs finite overshoot, min_step >= 0 and refine_steps >= 0; got "
                 f"overshoot={overshoot}, min_step={min_step}, refine_steps={refine_steps}."
             )
         self.steps = steps

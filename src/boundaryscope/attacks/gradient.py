@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from boundaryscope.attacks.base import Attack, RawAttack, register_attack
-from boundaryscope.classifier import Classifier
+from boundaryscope._random import draw_per_image, image_generators
+from boundaryscope.attacks.base import Attack, RawAttack, check_labels, register_attack
+from boundaryscope.classifier import Classifier, check_classifier
 from boundaryscope.norms import parse_p, project_lp_ball, steepest_direction
 
 __all__ = [
@@ -89,11 +90,13 @@ def _fgsm_fooling_rate(
     The FGSM direction does not depend on ``eps``, so it is computed once; each call then
     costs one forward pass. ``None`` when no sample is correctly classified.
     """
+    clf = check_classifier(clf)
     x = clf.validate(x)
-    y = y.to(x.device)
     attack = FGSM(eps=0.0, p=p, batch_size=batch_size)
     with clf.session():
-        correct = attack.predict(clf, x) == y
+        predicted = attack.predict(clf, x)
+        y = check_labels(y, x, clf, "y")
+        correct = predicted == y
         x, y = x[correct], y[correct]
         if x.shape[0] == 0:
             return None
@@ -121,6 +124,9 @@ def fgsm_fooling_curve(
     return [math.nan if rate is None else rate(float(e)) for e in epsilons]
 
 
+_MAX_DOUBLINGS = 64
+
+
 def smallest_fooling_epsilon(
     clf: Classifier,
     x: Tensor,
@@ -136,7 +142,9 @@ def smallest_fooling_epsilon(
     The comparison protocol of the seeds (thesis §3.2.3, Table 3.1: "we chose the smallest
     ε such that 90% of the data are misclassified"). The gradient is computed once; ``eps``
     is found by bisection between 0 and the box's l_p diameter ``(hi - lo) d^(1/p)`` to
-    `tolerance`, one forward pass per trial.
+    `tolerance` (relative above 1), one forward pass per trial. Without a box (infinite
+    bounds) the upper end is found by doubling from the data's largest magnitude, at most
+    64 times.
     Bisection assumes the fooling rate grows with ``eps``, which holds in practice but is
     not guaranteed.
 
@@ -151,26 +159,35 @@ def smallest_fooling_epsilon(
         return EpsilonSearch(math.nan, math.nan, fraction)
     d = x[0].numel()
     lo, hi = 0.0, (clf.bounds[1] - clf.bounds[0]) * d ** (1 / parse_p(p))
+    if math.isinf(hi):
+        # No box to bound eps: bracket by doubling from the data's own scale instead.
+        hi = max(float(x.abs().max()), 1e-3)
+        for _ in range(_MAX_DOUBLINGS):
+            if rate(hi) >= fraction:
+                break
+            lo, hi = hi, 2 * hi
     if rate(hi) < fraction:
         return EpsilonSearch(math.inf, rate(hi), fraction)
-    while hi - lo > tolerance:
+    while hi - lo > tolerance * max(1.0, hi):
         mid = 0.5 * (lo + hi)
         lo, hi = (lo, mid) if rate(mid) >= fraction else (mid, hi)
     return EpsilonSearch(hi, rate(hi), fraction)
 
 
-def _random_ball(
-    shape: torch.Size, eps: float, p: float, generator: torch.Generator, like: Tensor
-) -> Tensor:
-    """Uniform sample from the l_inf ball, or from the l2 ball (direction × radius)."""
+def _random_ball(generators: list[torch.Generator], eps: float, p: float, like: Tensor) -> Tensor:
+    """Uniform samples from the l_inf or l2 ball (direction × radius), one per generator."""
+    shape = like.shape[1:]
     if math.isinf(p):
-        u = torch.rand(shape, generator=generator, dtype=like.dtype)
-        return ((2 * u - 1) * eps).to(like.device)
-    direction = torch.randn(shape, generator=generator, dtype=like.dtype)
-    direction = steepest_direction(direction, 2.0)
-    d = direction[0].numel()
-    radius = eps * torch.rand(shape[0], generator=generator, dtype=like.dtype).pow(1 / d)
-    return (direction * radius.view(-1, *([1] * (len(shape) - 1)))).to(like.device)
+        u = draw_per_image(generators, lambda g: torch.rand(shape, generator=g), like)
+        return (2 * u - 1) * eps
+    d = like[0].numel()
+
+    def ball_point(g: torch.Generator) -> Tensor:
+        direction = torch.randn(shape, generator=g, dtype=torch.float64)
+        radius = eps * float(torch.rand((), generator=g, dtype=torch.float64)) ** (1 / d)
+        return direction / direction.norm().clamp_min(1e-12) * radius
+
+    return draw_per_image(generators, ball_point, like)
 
 
 @register_attack("pgd")
@@ -191,7 +208,7 @@ class PGD(Attack):
         steps: Iterations.
         step_size: ``α``; default ``2.5 ε / steps``.
         random_start: Start from a random point of the ball.
-        seed: Seed of the random start.
+        seed: Seed of the random start (each image draws from its own stream).
         batch_size: Samples per pass.
         early_stop: Freeze a sample once it is adversarial.
     """
@@ -225,14 +242,14 @@ class PGD(Attack):
         self, clf: Classifier, x: Tensor, reference: Tensor, target: Tensor | None
     ) -> RawAttack:
         alpha = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
-        generator = torch.Generator().manual_seed(self.seed)
+        generators = image_generators(x, self.seed)
         sign = 1.0 if target is None else -1.0
         labels = reference if target is None else target
         adversarial = x.clone()
         iterations = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
         for index in torch.arange(x.shape[0], device=x.device).split(self.batch_size):
             x0, lab = x[index], labels[index]
-            start = _random_ball(x0.shape, self.eps, self.p, generator, x0)
+            start = _random_ball([generators[i] for i in index.tolist()], self.eps, self.p, x0)
             current = clf.clip(x0 + start) if self.random_start else x0.clone()
             for _ in range(self.steps):
                 if self.early_stop:

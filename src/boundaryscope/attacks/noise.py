@@ -14,10 +14,10 @@ import math
 import torch
 from torch import Tensor
 
+from boundaryscope._random import draw_per_image, image_generators
 from boundaryscope.attacks.base import Attack, RawAttack, register_attack
 from boundaryscope.classifier import Classifier
-from boundaryscope.norms import parse_p
-from boundaryscope.subspaces import RandomSubspace
+from boundaryscope.norms import parse_p, steepest_direction
 
 __all__ = ["BernoulliNoise", "RandomDirection", "RandomLineSearch", "line_search"]
 
@@ -28,7 +28,8 @@ class BernoulliNoise(Attack):
 
     Args:
         eps: Magnitude of every entry.
-        seed: Seed of the noise; the same seed gives the same noise.
+        seed: Seed of the noise; the same seed and image give the same noise (per-image
+            streams, independent of batching).
     """
 
     def __init__(self, *, eps: float = 0.1, seed: int = 0) -> None:
@@ -41,8 +42,12 @@ class BernoulliNoise(Attack):
     def _run(
         self, clf: Classifier, x: Tensor, reference: Tensor, target: Tensor | None
     ) -> RawAttack:
-        generator = torch.Generator().manual_seed(self.seed)
-        signs = torch.randint(0, 2, x.shape, generator=generator).to(x.device, x.dtype) * 2 - 1
+        signs = draw_per_image(
+            image_generators(x, self.seed),
+            lambda g: torch.randint(0, 2, x.shape[1:], generator=g),
+            x,
+        )
+        signs = signs * 2 - 1
         ones = torch.ones(x.shape[0], dtype=torch.int64, device=x.device)
         return RawAttack(clf.clip(x + self.eps * signs), ones)
 
@@ -70,8 +75,11 @@ class RandomDirection(Attack):
     def _run(
         self, clf: Classifier, x: Tensor, reference: Tensor, target: Tensor | None
     ) -> RawAttack:
-        generator = torch.Generator().manual_seed(self.seed)
-        gaussian = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        gaussian = draw_per_image(
+            image_generators(x, self.seed),
+            lambda g: torch.randn(x.shape[1:], generator=g, dtype=x.dtype),
+            x,
+        )
         flat = gaussian.flatten(1)
         norms = torch.linalg.vector_norm(flat, ord=self.p, dim=1).clamp_min(1e-12)
         direction = (flat / norms[:, None]).view_as(x)
@@ -147,7 +155,8 @@ def line_search(
 class RandomLineSearch(Attack):
     """Random-noise robustness as an attack: minimal ``|t|`` along a random direction ±v.
 
-    ``v`` is uniform on the unit sphere, drawn per sample from ``(seed, sample position)``.
+    ``v`` is uniform on the unit sphere (a normalised Gaussian), drawn per image from a
+    stream seeded by `seed` and the image itself (`boundaryscope._random`).
     ``||r||_2 = |t|``; by Theorem 1 it is about ``sqrt(d) ||r*||`` for flat boundaries.
 
     Args:
@@ -163,11 +172,13 @@ class RandomLineSearch(Attack):
         self.p = 2.0
 
     def directions(self, x: Tensor) -> Tensor:
-        """Unit directions ``(N, *shape)``, the one of sample ``i`` seeded by ``(seed, i)``."""
-        basis = RandomSubspace(1, seed=self.seed, per_sample=True)
-        d = x[0].numel()
-        rows = [basis.basis(d, i, x.dtype, x.device)[:, 0] for i in range(x.shape[0])]
-        return torch.stack(rows).view_as(x) if rows else torch.zeros_like(x)
+        """Unit directions ``(N, *shape)``, each from its image's own random stream."""
+        gaussian = draw_per_image(
+            image_generators(x, self.seed),
+            lambda g: torch.randn(x.shape[1:], generator=g, dtype=torch.float64),
+            x.double(),
+        )
+        return steepest_direction(gaussian, 2.0).to(x.dtype)
 
     def _run(
         self, clf: Classifier, x: Tensor, reference: Tensor, target: Tensor | None

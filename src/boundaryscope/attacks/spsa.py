@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from boundaryscope._random import draw_per_image, image_generators
 from boundaryscope.attacks.base import Attack, RawAttack, register_attack
 from boundaryscope.attacks.convex import margin
 from boundaryscope.classifier import Classifier
@@ -26,7 +27,7 @@ def spsa_gradient(
     *,
     samples: int = 64,
     delta: float = 0.01,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
 ) -> Tensor:
     r"""Simultaneous-perturbation estimate of the gradient of a per-sample function.
 
@@ -41,13 +42,20 @@ def spsa_gradient(
         x: ``(N, *shape)``.
         samples: ``K``.
         delta: Finite-difference step ``δ``.
-        generator: Source of the random signs.
+        generator: Source of the random signs: one generator for the batch, or a list with
+            one per sample of `x` (each sample's signs then come from its own stream).
 
     Returns:
         ``(N, *shape)`` estimate.
     """
     n = x.shape[0]
-    signs = torch.randint(0, 2, (samples, *x.shape), generator=generator).to(x.device, x.dtype)
+    if isinstance(generator, list):
+        signs = draw_per_image(
+            generator, lambda g: torch.randint(0, 2, (samples, *x.shape[1:]), generator=g), x, 1
+        )
+    else:
+        signs = torch.randint(0, 2, (samples, *x.shape), generator=generator)
+        signs = signs.to(x.device, x.dtype)
     signs = signs * 2 - 1
     points = torch.cat([x + delta * signs, x - delta * signs]).flatten(0, 1)
     values = fn(points).view(2, samples, n)
@@ -61,7 +69,9 @@ class SPSA(Attack):
 
     ``x ← Π(x − α · sign(ĝ))`` where ``ĝ`` estimates ``∇ (f_y − max_{l≠y} f_l)``
     (targeted: ``∇ (max_{l≠t} f_l − f_t)``); Uesato et al. use Adam on the same
-    estimate. A sample stops once adversarial.
+    estimate. A sample stops once adversarial. Each image draws its signs from its own
+    stream (seeded by `seed` and the image), so results do not depend on `batch_size`, on
+    the order of the images or on how they are sharded.
 
     Args:
         eps: l_inf radius.
@@ -102,7 +112,7 @@ class SPSA(Attack):
         self, clf: Classifier, x: Tensor, reference: Tensor, target: Tensor | None
     ) -> RawAttack:
         alpha = self.step_size if self.step_size is not None else self.eps / 10
-        generator = torch.Generator().manual_seed(self.seed)
+        generators = image_generators(x, self.seed)
         labels = reference if target is None else target
         sign = 1.0 if target is None else -1.0
         adversarial = x.clone()
@@ -125,7 +135,7 @@ class SPSA(Attack):
                     current[active],
                     samples=self.samples,
                     delta=self.delta,
-                    generator=generator,
+                    generator=[generators[i] for i in index[active].tolist()],
                 )
                 moved = current[active] - alpha * grad.sign()
                 delta = project_lp_ball(moved - x0[active], self.eps, math.inf)

@@ -7,7 +7,8 @@ A model spec, as every command accepts it, is one of:
   ``arch`` naming the architecture unless the checkpoint records it;
 - ``DIR`` — a run directory of ``boundaryscope train --defense …`` (its ``model.pt``,
   which records the architecture or the factory of the model it was trained from);
-- ``package.module:factory`` — imported explicitly and called with no arguments.
+- ``package.module:factory`` — imported (the working directory is searched first) and
+  called with no arguments; ``./path/file.py:factory`` imports the file itself.
 
 Weights are always read with ``torch.load(..., weights_only=True)``: nothing else is
 unpickled.
@@ -16,9 +17,14 @@ unpickled.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
+import logging
+import pickle
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -29,6 +35,7 @@ from boundaryscope.zoo.architectures import ARCHITECTURES
 __all__ = ["ARCHITECTURES", "LoadedModel", "build", "load_model", "model_card", "shipped_models"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+_logger = logging.getLogger("boundaryscope")
 
 
 @dataclass
@@ -73,14 +80,58 @@ def model_card(name: str) -> dict[str, Any]:
     return card
 
 
+def _read_weights(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with errors that say what the file is and what to do."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{path} holds pickled Python objects (e.g. a whole nn.Module saved with "
+            "torch.save(model)), which boundaryscope never unpickles. Save "
+            "model.state_dict() instead and pass --arch, or give the model as "
+            f"'module:factory' or './file.py:factory'. (torch: {str(error).splitlines()[0]})"
+        ) from None
+    except Exception as error:  # zip/format errors: not a torch file at all
+        raise ValueError(f"{path} is not a PyTorch weights file ({error}).") from None
+
+
+def _is_state_dict(value: object) -> bool:
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+    )
+
+
 def _state_dict_from_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    """The state dict and metadata of a weights file.
+
+    Accepted: a bare state dict, a boundaryscope checkpoint (``state_dict`` plus metadata)
+    or a training checkpoint with exactly one nested state dict (``{"model": ..., ...}``).
+    """
+    checkpoint = _read_weights(path)
     if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
         meta = {k: v for k, v in checkpoint.items() if k != "state_dict"}
         return checkpoint["state_dict"], meta
-    if isinstance(checkpoint, dict):
+    if _is_state_dict(checkpoint):
         return checkpoint, {}
-    raise ValueError(f"{path} must hold a state dict or a boundaryscope checkpoint.")
+    if isinstance(checkpoint, dict):
+        nested = [k for k, v in checkpoint.items() if _is_state_dict(v)]
+        if len(nested) == 1:
+            _logger.info("%s: using the state dict under key %r", path, nested[0])
+            return checkpoint[nested[0]], {}
+        raise ValueError(
+            f"{path} is a dict with keys {sorted(map(str, checkpoint))[:10]}, "
+            + (
+                f"several of which hold state dicts ({nested}); save the model's alone."
+                if nested
+                else "none of which is a state dict of tensors."
+            )
+        )
+    raise ValueError(
+        f"{path} must hold a state dict or a boundaryscope checkpoint; got a "
+        f"{type(checkpoint).__name__}."
+    )
 
 
 def _load_weights(
@@ -98,13 +149,48 @@ def _load_weights(
         )
     else:
         module = build(arch, **{**meta.get("arch_kwargs", {}), **kwargs})
-    module.load_state_dict(state)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as error:
+        expected, found = set(module.state_dict()), set(state)
+        raise ValueError(
+            f"The weights in {path} do not fit the architecture {arch or factory!r}: "
+            f"missing {sorted(expected - found)[:4]}, unexpected {sorted(found - expected)[:4]}"
+            f"{'' if expected != found else ', or shapes differ'}. Pass the --arch the "
+            f"weights were trained with (one of {sorted(ARCHITECTURES)}), or "
+            "'module:factory' for your own model. (torch: "
+            f"{str(error).splitlines()[0]})"
+        ) from None
     return module, meta
 
 
+def _import_module(name: str, spec: str) -> ModuleType:
+    """A module by dotted name (the working directory first on the path) or by file path."""
+    if name.endswith(".py") or "/" in name or "\\" in name:
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(f"--model {spec!r}: no such Python file {path}.")
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        if module_spec is None or module_spec.loader is None:
+            raise ValueError(f"--model {spec!r}: cannot import {path}.")
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return module
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:  # the console script does not put it there, `python -m` does
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        raise ValueError(
+            f"--model {spec!r}: cannot import {name!r} ({error}). Run from the folder that holds "
+            f"it, or give the file: './{name.replace('.', '/')}.py:factory'."
+        ) from None
+
+
 def _from_factory(spec: str) -> nn.Module:
-    module_name, _, factory_name = spec.partition(":")
-    factory = getattr(importlib.import_module(module_name), factory_name, None)
+    module_name, _, factory_name = spec.rpartition(":")
+    factory = getattr(_import_module(module_name, spec), factory_name, None)
     if factory is None or not callable(factory):
         raise ValueError(f"{module_name} has no callable {factory_name!r} (from {spec!r}).")
     module = factory()
