@@ -12,6 +12,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from boundaryscope.cli_types import nonnegative_float, positive_int
+
 __all__ = ["main"]
 
 
@@ -45,12 +47,17 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Measure, explain and improve the robustness of image classifiers.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error instead of a one-line message",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     report = commands.add_parser("report", help="run every analysis and write an HTML report")
     _add_model_args(report)
     report.add_argument(
-        "--n", type=int, default=None, help="test samples to use (default: the profile's)"
+        "--n", type=positive_int, default=None, help="test samples to use (default: the profile's)"
     )
     report.add_argument("--out", default="runs/report", help="output directory")
     report.add_argument(
@@ -81,12 +88,16 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="norm: 1, 2, inf or any real p > 1 (default: 2 for DeepFool, inf for FGSM)",
     )
-    attack.add_argument("--n", type=int, default=1000, help="test samples (default: 1000)")
-    attack.add_argument("--steps", type=int, default=50, help="DeepFool max iterations")
-    attack.add_argument("--candidates", type=int, default=10, help="DeepFool candidate classes")
-    attack.add_argument("--overshoot", type=float, default=0.02, help="DeepFool overshoot")
+    attack.add_argument("--n", type=positive_int, default=1000, help="test samples (default: 1000)")
+    attack.add_argument("--steps", type=positive_int, default=50, help="DeepFool max iterations")
     attack.add_argument(
-        "--fmn-steps", type=int, default=30, help="fmn: refinement steps (default: 30)"
+        "--candidates", type=positive_int, default=10, help="DeepFool candidate classes"
+    )
+    attack.add_argument(
+        "--overshoot", type=nonnegative_float, default=0.02, help="DeepFool overshoot"
+    )
+    attack.add_argument(
+        "--fmn-steps", type=positive_int, default=30, help="fmn: refinement steps (default: 30)"
     )
     attack.add_argument(
         "--paper-exact",
@@ -95,11 +106,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     attack.add_argument(
         "--eps",
-        type=float,
+        type=nonnegative_float,
         default=None,
         help="budget of a budgeted attack; FGSM default: the smallest fooling 90%% of the data",
     )
-    attack.add_argument("--batch-size", type=int, default=256, help="samples per batch")
+    attack.add_argument("--batch-size", type=positive_int, default=256, help="samples per batch")
     attack.add_argument("--out", default="attack.json", help="output JSON file")
 
     curves = commands.add_parser(
@@ -113,8 +124,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "bim, spsa, random (default: %(default)s)",
     )
     curves.add_argument("--eps", default="0:0.3:31", help="start:stop:count or a,b,c")
-    curves.add_argument("--n", type=int, default=1000, help="test samples (default: 1000)")
-    curves.add_argument("--steps", type=int, default=20, help="iterations of PGD/BIM/SPSA")
+    curves.add_argument("--n", type=positive_int, default=1000, help="test samples (default: 1000)")
+    curves.add_argument("--steps", type=positive_int, default=20, help="iterations of PGD/BIM/SPSA")
     curves.add_argument("--out", default="curves.json", help="output JSON; figure beside it")
 
     noise = commands.add_parser(
@@ -130,10 +141,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="comma-separated subspace dimensions (semi-random; default: d/4, "
         "d/16, d/36, d/64, d/100)",
     )
-    noise.add_argument("--block", type=int, default=None, help="DCT band size (spectral)")
-    noise.add_argument("--n", type=int, default=200, help="test samples (default: 200)")
-    noise.add_argument("--steps", type=int, default=200, help="DeepFool iterations")
-    noise.add_argument("--delta", type=float, default=0.05, help="δ of Theorem 1's bounds")
+    noise.add_argument("--block", type=positive_int, default=None, help="DCT band size (spectral)")
+    noise.add_argument("--n", type=positive_int, default=200, help="test samples (default: 200)")
+    noise.add_argument("--steps", type=positive_int, default=200, help="DeepFool iterations")
+    noise.add_argument(
+        "--delta", type=nonnegative_float, default=0.05, help="δ of Theorem 1's bounds"
+    )
     noise.add_argument(
         "--with-box",
         action="store_true",
@@ -147,25 +160,40 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_model_args(universal)
     universal.add_argument(
         "--xi",
-        type=float,
+        type=nonnegative_float,
         default=0.3,
         help="radius in input units (0-255 seeds' xi=10 is 10/255 here)",
     )
-    universal.add_argument("--p", default="inf", help="inf or 2 (default: inf)")
+    universal.add_argument("--p", choices=["inf", "2"], default="inf", help="norm (default: inf)")
     universal.add_argument(
-        "--n", type=int, default=500, help="images of X, from the train split (default: 500)"
+        "--n",
+        type=positive_int,
+        default=500,
+        help="images of X, from the train split (default: 500)",
     )
     universal.add_argument("--variant", choices=["paper", "minibatch"], default="paper")
-    universal.add_argument("--max-passes", type=int, default=10)
+    universal.add_argument("--max-passes", type=positive_int, default=10)
     universal.add_argument(
-        "--delta", type=float, default=0.2, help="stop at fooling rate 1 - delta on X"
+        "--delta", type=nonnegative_float, default=0.2, help="stop at fooling rate 1 - delta on X"
     )
-    universal.add_argument("--batch-size", type=int, default=32, help="minibatch variant")
+    universal.add_argument("--batch-size", type=positive_int, default=32, help="minibatch variant")
     universal.add_argument(
         "--eval",
         default=None,
         metavar="V.pt",
         help="only evaluate a saved perturbation on the test split",
+    )
+    universal.add_argument(
+        "--n-test",
+        type=positive_int,
+        default=None,
+        help="held-out test images for the fooling rate (default: the whole test split)",
+    )
+    universal.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from --out/checkpoint.pt (written after every pass; the settings must "
+        "match the interrupted run)",
     )
     universal.add_argument("--out", default="runs/universal", help="output directory")
 
@@ -201,25 +229,52 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _classifier_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
     """The `Classifier` and test data that the model/data arguments name."""
+    from boundaryscope.data import load_dataset
+
+    return _classifier(args), load_dataset(args.data, "test").subset(getattr(args, "n", None))
+
+
+def _classifier(args: argparse.Namespace) -> Any:
+    """The `Classifier` of the ``--model``/``--arch``/``--device`` arguments."""
     import torch
 
     from boundaryscope import Classifier
-    from boundaryscope.data import load_dataset
     from boundaryscope.zoo import load_model
 
     torch.manual_seed(args.seed)
+    device = _device(args.device)
     loaded = load_model(args.model, arch=args.arch)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    clf = Classifier(
+    return Classifier(
         loaded.module, bounds=loaded.bounds, preprocessing=loaded.preprocessing, device=device
     )
-    return clf, load_dataset(args.data, "test").subset(args.n)
+
+
+def _device(name: str | None) -> Any:
+    """The ``--device`` as a ``torch.device``; CUDA is refused where it is not available."""
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"--device must be cpu, cuda, cuda:N or another torch device; got {name!r}."
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine (use cpu).")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)."
+        )
+    return device
 
 
 def _make_attack(args: argparse.Namespace, clf: Any, data: Any, extra: dict[str, Any]) -> Any:
     """The attack the `attack` command names, or ``None`` with a message on stderr."""
     from boundaryscope.attacks import FGSM, FMN, LBFGS, DeepFool, smallest_fooling_epsilon
     from boundaryscope.curves import budget_attack
+    from boundaryscope.norms import parse_p
 
     p = args.p or ("2" if args.name in ("deepfool", "fmn", "lbfgs") else "inf")
     if args.name in ("deepfool", "fmn"):
@@ -238,6 +293,8 @@ def _make_attack(args: argparse.Namespace, clf: Any, data: Any, extra: dict[str,
             p=p, steps=args.fmn_steps, init=deepfool, batch_size=args.batch_size, progress=None
         )
     if args.name == "lbfgs":
+        if parse_p(p) != 2:
+            raise ValueError(f"attack lbfgs minimises the l2 norm only; got --p {p}.")
         return LBFGS()
     eps = args.eps
     if args.name == "fgsm" and eps is None:
@@ -251,7 +308,7 @@ def _make_attack(args: argparse.Namespace, clf: Any, data: Any, extra: dict[str,
         return None
     if args.name == "fgsm":
         return FGSM(eps=eps, p=p, batch_size=args.batch_size)
-    return budget_attack(args.name, eps, steps=args.steps, seed=args.seed)
+    return budget_attack(args.name, eps, p=p, steps=args.steps, seed=args.seed)
 
 
 def _cmd_attack(args: argparse.Namespace) -> int:
@@ -370,16 +427,21 @@ def _cmd_universal(args: argparse.Namespace) -> int:
     from boundaryscope.data import load_dataset
     from boundaryscope.report import figures
     from boundaryscope.universal import (
+        check_perturbation,
         dominant_label_graph,
         fooling_rate,
         universal_perturbation,
     )
 
-    clf, test = _classifier_and_data(args)
+    clf = _classifier(args)
+    test = load_dataset(args.data, "test").subset(args.n_test)
     out = Path(args.out)
     if args.eval:
-        v = torch.load(args.eval, map_location="cpu", weights_only=True)
-        rate = fooling_rate(clf, test.x, v)
+        try:
+            v = torch.load(args.eval, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise ValueError(f"--eval {args.eval}: not a saved tensor ({error}).") from None
+        rate = fooling_rate(clf, test.x, check_perturbation(v, test.x, f"--eval {args.eval}"))
         print(f"fooling rate of {args.eval} on {len(test)} test images: {rate:.4f}")
         dump_json(
             out / "eval.json", {"perturbation": args.eval, "fooling_rate": rate, "n": len(test)}
@@ -398,6 +460,7 @@ def _cmd_universal(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         checkpoint=out / "checkpoint.pt",
+        resume=_universal_checkpoint(out) if args.resume else None,
     )
     seconds = time.perf_counter() - start
     held_out = fooling_rate(clf, test.x, result.v)
@@ -436,6 +499,15 @@ def _cmd_universal(args: argparse.Namespace) -> int:
         f"||v||_p = {result.norm:.4g} -> {out.resolve()}"
     )
     return 0
+
+
+def _universal_checkpoint(out: Path) -> Path | None:
+    """``out/checkpoint.pt`` to resume from, or ``None`` (with a note) when there is none."""
+    path = out / "checkpoint.pt"
+    if path.is_file():
+        return path
+    print(f"universal: no checkpoint in {out}; starting afresh.", file=sys.stderr)
+    return None
 
 
 def _cmd_models() -> int:
@@ -484,9 +556,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return cli_verify.run(args, _classifier_and_data)
         return _cmd_models()
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        print(f"boundaryscope {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"boundaryscope {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"boundaryscope {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        if not isinstance(error, ValueError | TypeError | OSError):
+            print(
+                "(an unexpected error: run again with --debug for the traceback)", file=sys.stderr
+            )
         return 2
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message and notes on one line; its type where the message is terse."""
+    text = " ".join(str(error).split())
+    notes = " ".join(" ".join(n.split()) for n in getattr(error, "__notes__", []))
+    if not isinstance(error, ValueError | TypeError | OSError) or not text:
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return f"{text} {notes}".strip()
 
 
 if __name__ == "__main__":

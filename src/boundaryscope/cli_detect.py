@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from boundaryscope.cli_types import nonnegative_float, positive_int
+
 if TYPE_CHECKING:
     from torch import Tensor
 
@@ -29,21 +31,27 @@ def add_parser(
     fit = actions.add_parser("fit", help="fit the threshold on clean training images")
     add_model_args(fit)
     fit.add_argument(
-        "--n", type=int, default=500, help="clean training images (default: %(default)s)"
+        "--n", type=positive_int, default=500, help="clean training images (default: %(default)s)"
     )
     fit.add_argument(
-        "--directions", type=int, default=20, help="random directions T (default: %(default)s)"
+        "--directions",
+        type=positive_int,
+        default=20,
+        help="random directions T (default: %(default)s)",
     )
     fit.add_argument(
         "--candidates",
-        type=int,
+        type=positive_int,
         default=None,
         help="other classes averaged over (default: all, as Alg. 6)",
     )
     fit.add_argument("--method", choices=["fd", "exact", "auto"], default="fd")
-    fit.add_argument("--h", type=float, default=None, help="finite-difference scale")
+    fit.add_argument("--h", type=nonnegative_float, default=None, help="finite-difference scale")
     fit.add_argument(
-        "--fpr", type=float, default=0.05, help="target false-positive rate (default: 0.05)"
+        "--fpr",
+        type=nonnegative_float,
+        default=0.05,
+        help="target false-positive rate (default: 0.05)",
     )
     fit.add_argument(
         "--baseline",
@@ -59,7 +67,7 @@ def add_parser(
         default=None,
         help="images to score: .npz with array 'x' or a .pt tensor (default: --data's test split)",
     )
-    score.add_argument("--n", type=int, default=100, help="images to score (default: 100)")
+    score.add_argument("--n", type=positive_int, default=100, help="images to score (default: 100)")
     score.add_argument("--out", default="scores.json", help="output JSON")
 
 

@@ -17,6 +17,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from boundaryscope.cli_types import nonnegative_float, positive_int
+
 __all__ = ["add_parser", "run"]
 
 
@@ -33,16 +35,19 @@ def add_parser(
     )
     add_model_args(curvature)
     curvature.add_argument(
-        "--n", type=int, default=100, help="held-out test images (default: %(default)s)"
+        "--n", type=positive_int, default=100, help="held-out test images (default: %(default)s)"
     )
     curvature.add_argument(
         "--n-train",
-        type=int,
+        type=positive_int,
         default=100,
         help="training images that define the shared directions and S_c (default: %(default)s)",
     )
     curvature.add_argument(
-        "--k", type=int, default=10, help="principal curvatures per end (default: %(default)s)"
+        "--k",
+        type=positive_int,
+        default=10,
+        help="principal curvatures per end (default: %(default)s)",
     )
     curvature.add_argument(
         "--method",
@@ -53,15 +58,18 @@ def add_parser(
     )
     curvature.add_argument(
         "--h",
-        type=float,
+        type=nonnegative_float,
         default=None,
         help="finite-difference scale in input units (default: 0.1 x box width)",
     )
     curvature.add_argument(
-        "--samples", type=int, default=32, help="random directions per estimate (default: 32)"
+        "--samples",
+        type=positive_int,
+        default=32,
+        help="random directions per estimate (default: 32)",
     )
     curvature.add_argument(
-        "--max-steps", type=int, default=120, help="Lanczos steps per point (default: 120)"
+        "--max-steps", type=positive_int, default=120, help="Lanczos steps per point (default: 120)"
     )
     curvature.add_argument("--out", default="runs/curvature", help="output directory")
     _add_sections_parser(kinds, add_model_args)
@@ -78,7 +86,7 @@ def _add_sections_parser(
     )
     add_model_args(sections)
     sections.add_argument(
-        "--n", type=int, default=4, help="images in the gallery (default: %(default)s)"
+        "--n", type=positive_int, default=4, help="images in the gallery (default: %(default)s)"
     )
     sections.add_argument(
         "--directions",
@@ -87,7 +95,10 @@ def _add_sections_parser(
         "(default: %(default)s)",
     )
     sections.add_argument(
-        "--resolution", type=int, default=200, help="grid points per axis (default: %(default)s)"
+        "--resolution",
+        type=positive_int,
+        default=200,
+        help="grid points per axis (default: %(default)s)",
     )
     sections.add_argument(
         "--normal-range",
@@ -101,7 +112,7 @@ def _add_sections_parser(
     )
     sections.add_argument(
         "--n-train",
-        type=int,
+        type=positive_int,
         default=50,
         help="training images defining the universal and curved directions (default: 50)",
     )
@@ -117,10 +128,13 @@ def _add_paths_parser(
     )
     add_model_args(paths)
     paths.add_argument(
-        "--n", type=int, default=1000, help="test images the pairs come from (default: 1000)"
+        "--n",
+        type=positive_int,
+        default=1000,
+        help="test images the pairs come from (default: 1000)",
     )
     paths.add_argument(
-        "--pairs", type=int, default=1000, help="pairs per scenario (default: %(default)s)"
+        "--pairs", type=positive_int, default=1000, help="pairs per scenario (default: %(default)s)"
     )
     paths.add_argument(
         "--scenarios",
@@ -129,15 +143,21 @@ def _add_paths_parser(
     )
     paths.add_argument(
         "--spacing",
-        type=float,
+        type=nonnegative_float,
         default=1e-4,
         help="sample spacing of the validity check, fraction of ||x1 - x2|| (default: 1e-4)",
     )
     paths.add_argument(
-        "--max-depth", type=int, default=16, help="bisection depth limit (default: %(default)s)"
+        "--max-depth",
+        type=positive_int,
+        default=16,
+        help="bisection depth limit (default: %(default)s)",
     )
     paths.add_argument(
-        "--trials", type=int, default=1000, help="convex combinations per k (default: 1000)"
+        "--trials",
+        type=positive_int,
+        default=1000,
+        help="convex combinations per k (default: 1000)",
     )
     paths.add_argument("--out", default="runs/paths", help="output directory")
 
@@ -157,10 +177,10 @@ def _add_angles_parser(
     )
     angles.add_argument("--other-arch", default=None, help="architecture of --other's weights")
     angles.add_argument(
-        "--m", type=int, default=20, help="subspace dimension (default: %(default)s)"
+        "--m", type=positive_int, default=20, help="subspace dimension (default: %(default)s)"
     )
     angles.add_argument(
-        "--n-train", type=int, default=100, help="training images (default: %(default)s)"
+        "--n-train", type=positive_int, default=100, help="training images (default: %(default)s)"
     )
     angles.add_argument("--out", default="runs/angles", help="output directory")
 

@@ -14,14 +14,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from boundaryscope.cli_types import nonnegative_float, positive_int
+
 __all__ = ["add_parsers", "run"]
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
-    return value
 
 
 def _epsilons(text: str) -> tuple[float, ...]:
@@ -64,21 +59,21 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     train.add_argument("--data", default="mnist5k", help="data spec (train split; default mnist5k)")
     train.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="epochs (default: 15 from scratch, 5 extra with --defense)",
     )
     train.add_argument(
         "--lr",
-        type=float,
+        type=nonnegative_float,
         default=None,
         help="learning rate (default: 0.05 from scratch; with --defense a "
         "fraction of the base model's: 1/2 for the §3.3 fine-tunings, 1/5 "
         "for pgd and cure)",
     )
-    train.add_argument("--momentum", type=float, default=0.9)
-    train.add_argument("--weight-decay", type=float, default=5e-4)
-    train.add_argument("--batch-size", type=_positive_int, default=64)
+    train.add_argument("--momentum", type=nonnegative_float, default=0.9)
+    train.add_argument("--weight-decay", type=nonnegative_float, default=5e-4)
+    train.add_argument("--batch-size", type=positive_int, default=64)
     train.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     train.add_argument(
         "--schedule",
@@ -89,41 +84,43 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
         "--eps",
-        type=float,
+        type=nonnegative_float,
         default=None,
         help="fgsm: step (default: FGSM's 90%% fooling ε); pgd: radius "
         "(default: 0.2 of the box width)",
     )
-    train.add_argument("--steps", type=_positive_int, default=10, help="pgd: PGD iterations")
+    train.add_argument("--steps", type=positive_int, default=10, help="pgd: PGD iterations")
     train.add_argument(
         "--alpha",
-        type=float,
+        type=nonnegative_float,
         default=2.0,
         help="deepfool-alpha: magnification of the DeepFool perturbations",
     )
-    train.add_argument("--lam", type=float, default=4.0, help="cure: λ (default 4)")
+    train.add_argument("--lam", type=nonnegative_float, default=4.0, help="cure: λ (default 4)")
     train.add_argument(
         "--h",
-        type=float,
+        type=nonnegative_float,
         default=1.0,
         help="cure: final finite-difference scale, l2 input units (default 1)",
     )
     train.add_argument(
         "--ramp-epochs",
-        type=float,
+        type=nonnegative_float,
         default=2.0,
         help="cure: epochs over which h grows from 0 (default 2)",
     )
-    train.add_argument("--xi", type=float, default=0.3, help="universal: pool radius (l∞)")
+    train.add_argument(
+        "--xi", type=nonnegative_float, default=0.3, help="universal: pool radius (l∞)"
+    )
     train.add_argument(
         "--train-n",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="with --defense: fine-tune on the first N training images only (default: all)",
     )
     train.add_argument(
         "--monitor-n",
-        type=_positive_int,
+        type=positive_int,
         default=500,
         help="test images monitored per epoch (accuracy, ρ_adv)",
     )
@@ -154,7 +151,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     compare.add_argument("--arch", default=None, help="architecture of bare weights files")
     compare.add_argument("--profile", choices=["default", "full", "quick"], default="default")
     compare.add_argument(
-        "--n", type=_positive_int, default=None, help="test images (default: the profile's, 500)"
+        "--n", type=positive_int, default=None, help="test images (default: the profile's, 500)"
     )
     compare.add_argument("--device", default=None)
     compare.add_argument("--seed", type=int, default=0)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from boundaryscope.cli_types import nonnegative_float, positive_int
+
 __all__ = ["add_parser", "run"]
 
 
@@ -30,17 +32,19 @@ def add_parser(
     add_model_args(verify)
     verify.set_defaults(model="zoo:mlp-digits", data="digits")
     verify.add_argument("--p", choices=["inf", "1"], default="inf", help="norm (default: inf)")
-    verify.add_argument("--n", type=int, default=20, help="test images (default: %(default)s)")
+    verify.add_argument(
+        "--n", type=positive_int, default=20, help="test images (default: %(default)s)"
+    )
     verify.add_argument(
         "--time-limit",
-        type=float,
+        type=nonnegative_float,
         default=10.0,
         help="solver seconds per image; past it certified bounds are returned "
         "(default: %(default)s)",
     )
     verify.add_argument(
         "--fmn-steps",
-        type=int,
+        type=positive_int,
         default=100,
         help="FMN steps refining DeepFool, the initial upper bound (default: %(default)s)",
     )

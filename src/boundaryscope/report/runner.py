@@ -70,7 +70,6 @@ def run_report(
     if n is not None:
         config = type(config)(**{**asdict(config), "n": n})
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     loaded = load_model(model, arch=arch)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -91,6 +90,7 @@ def run_report(
         "config": asdict(config),
         "sections": names,
     }
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once model and data have loaded
     results_path = out_dir / "results.json"
     saved = _load_previous(results_path, meta) if resume else {}
     ctx = ReportContext(
@@ -115,8 +115,20 @@ def run_report(
 def _load_previous(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
     if not path.exists():
         return {}
-    previous = json.loads(path.read_text())
-    if previous.get("meta", {}) != json.loads(json.dumps(meta)):
+    try:
+        previous = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"--resume: {path} is not valid JSON ({error}); delete it or run without --resume."
+        ) from None
+    if not isinstance(previous, dict):
+        raise ValueError(f"--resume: {path} is not a boundaryscope results file.")
+
+    def setup(m: dict[str, Any]) -> dict[str, Any]:
+        # The list of sections may change between runs: finished ones are still reused.
+        return {k: v for k, v in m.items() if k != "sections"}
+
+    if setup(previous.get("meta", {})) != setup(json.loads(json.dumps(meta))):
         _logger.warning("results.json was made with another configuration; recomputing")
         return {}
     sections: dict[str, Any] = from_jsonable(previous.get("sections", {}))

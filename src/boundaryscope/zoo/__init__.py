@@ -85,11 +85,15 @@ def _read_weights(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if "global" not in str(error).lower():  # torch names the class it refused to load
+            raise ValueError(
+                f"{path} is not a PyTorch weights file (torch.load cannot read it as tensors)."
+            ) from None
         raise ValueError(
             f"{path} holds pickled Python objects (e.g. a whole nn.Module saved with "
             "torch.save(model)), which boundaryscope never unpickles. Save "
             "model.state_dict() instead and pass --arch, or give the model as "
-            f"'module:factory' or './file.py:factory'. (torch: {str(error).splitlines()[0]})"
+            "'module:factory' or './file.py:factory'."
         ) from None
     except Exception as error:  # zip/format errors: not a torch file at all
         raise ValueError(f"{path} is not a PyTorch weights file ({error}).") from None
