@@ -229,12 +229,12 @@ def test_bad_images_and_files_are_refused(tmp_path):
     x = np.zeros((2, 1, 2, 2), np.float32)
     x[0, 0, 0, 0] = np.nan
     np.savez(tmp_path / "nan.npz", x=x, y=[0, 1])
-    with pytest.raises(ValueError, match="finite.*1 NaN"):
+    with pytest.raises(ValueError, match=r"finite.*1 NaN"):
         load_npz(tmp_path / "nan.npz")
     (tmp_path / "garbage.npz").write_bytes(b"not a zip file at all")
-    with pytest.raises(ValueError, match="garbage.npz is not a readable .npz"):
+    with pytest.raises(ValueError, match=r"garbage.npz is not a readable .npz"):
         load_dataset(f"npz:{tmp_path / 'garbage.npz'}")
-    with pytest.raises(FileNotFoundError, match="missing.npz"):
+    with pytest.raises(FileNotFoundError, match=r"missing.npz"):
         load_dataset(f"npz:{tmp_path / 'missing.npz'}")
     with (tmp_path / "test_batch").open("wb") as handle:
         pickle.dump(
@@ -253,7 +253,7 @@ def test_idx_files_swapped_or_truncated(tmp_path):
     with pytest.raises(ValueError, match="swapped"):
         load_idx(tmp_path / "lab", tmp_path / "lab")
     (tmp_path / "cut").write_bytes((tmp_path / "img").read_bytes()[:30])
-    with pytest.raises(ValueError, match="cut.*truncated"):
+    with pytest.raises(ValueError, match=r"cut.*truncated"):
         load_idx(tmp_path / "cut", tmp_path / "lab")
     (tmp_path / "cut2").write_bytes((tmp_path / "img").read_bytes()[:9])
     with pytest.raises(ValueError, match="cut2 is truncated"):

@@ -369,9 +369,10 @@ class Classifier:
         """Class scores ``(N, num_classes)`` with autograd enabled, for validated inputs.
 
         For attacks that need their own derivatives (e.g. Jacobian-vector products); call
-        inside `session` so that the model stays in eval mode.
+        inside `session` so that the model stays in eval mode. For `x` that requires grad,
+        a model whose output has no autograd graph is refused.
         """
-        return self.expand_scores(self._forward(x))
+        return self.expand_scores(self._graph_forward(x) if x.requires_grad else self._forward(x))
 
     def forward_scores(self, x: Tensor) -> Tensor:
         """`scores` for inner loops on inputs that already passed `validate` (no checks)."""

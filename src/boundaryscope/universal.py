@@ -93,16 +93,22 @@ class UniversalResult:
 
 
 def fooling_rate(
-    clf: Classifier, x: Tensor, v: Tensor, batch_size: int = 500, clean: Tensor | None = None
+    clf: Classifier,
+    x: Tensor,
+    v: Tensor,
+    batch_size: int | None = None,
+    clean: Tensor | None = None,
 ) -> float:
     """Share of images whose predicted label changes under ``clip(x + v)``.
 
     Measured against the clean predictions, not the labels (thesis §4.2). Callers that
     evaluate many perturbations on the same images pass those predictions as `clean`.
+    ``nan`` for an empty batch (a rate of nothing is undefined).
     """
     clf = check_classifier(clf)
     x = clf.validate(x)
     v = check_perturbation(v, x)
+    batch_size = batch_size or clf.batch_size
     changed = 0
     with clf.session():
         if clean is None:
@@ -113,7 +119,7 @@ def fooling_rate(
             changed += int(
                 (clf.predict_unchecked(chunk) != clean[start : start + batch_size]).sum()
             )
-    return changed / max(x.shape[0], 1)
+    return changed / x.shape[0] if x.shape[0] else math.nan
 
 
 def check_perturbation(v: object, x: Tensor, name: str = "v") -> Tensor:
