@@ -464,3 +464,93 @@ def test_any_bad_value_anywhere_is_refused(x, position, bad):
     clf = Classifier(mlp())
     with pytest.raises(ValueError, match=r"finite|bounds"):
         A.DeepFool()(clf, corrupted)
+
+
+# ------------------------------------------------------------------ the command line
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    import numpy as np
+
+    from boundaryscope.zoo import load_model
+
+    root = tmp_path_factory.mktemp("bad")
+    lenet = load_model("zoo:lenet-mnist").module
+    (root / "garbage.pt").write_bytes(b"garbage, not a zip or a pickle")
+    torch.save(lenet.state_dict(), root / "lenet.pt")
+    torch.save(lenet, root / "pickled.pt")
+    torch.save(torch.zeros(3, 3), root / "wrong_shape.pt")
+    torch.save({"v": torch.zeros(1, 28, 28)}, root / "a_dict.pt")
+    header = bytes([0, 0, 8, 3]) + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    (root / "cut-images").write_bytes(header + bytes(100))
+    np.savez(root / "ok.npz", x=np.zeros((4, 1, 28, 28), np.float32), y=np.arange(4))
+    (root / "run").mkdir()
+    (root / "run" / "results.json").write_text('{"meta": {"model": ')
+    return root
+
+
+CLI_ERRORS = [
+    (["attack", "pgd", "--p", "1", "--eps", "0.1"], "supports p = 2 or inf"),
+    (["attack", "spsa", "--p", "2", "--eps", "0.1"], "supports p = inf"),
+    (["attack", "random", "--p", "2", "--eps", "0.1"], "supports p = inf"),
+    (["attack", "lbfgs", "--p", "1"], "l2 norm only"),
+    (["attack", "deepfool", "--n", "-995"], "--n: must be a positive integer"),
+    (["report", "--n", "-1"], "--n: must be a positive integer"),
+    (["report", "--n", "0"], "--n: must be a positive integer"),
+    (["universal", "--n", "0"], "--n: must be a positive integer"),
+    (["universal", "--p", "1"], "invalid choice"),
+    (["attack", "deepfool", "--batch-size", "0"], "--batch-size: must be a positive"),
+    (["attack", "fgsm", "--eps", "nan"], "--eps: must be a finite number"),
+    (["attack", "deepfool", "--model", "{root}/garbage.pt", "--arch", "lenet"], "not a PyTorch"),
+    (["attack", "deepfool", "--model", "{root}/lenet.pt", "--arch", "mlp"], "do not fit"),
+    (["attack", "deepfool", "--model", "{root}/lenet.pt"], "pass --arch"),
+    (["attack", "deepfool", "--model", "{root}/pickled.pt", "--arch", "lenet"], "pickled"),
+    (["attack", "deepfool", "--model", "nosuchmod:factory"], "cannot import 'nosuchmod'"),
+    (["attack", "deepfool", "--model", "{root}/none.py:factory"], "no such Python file"),
+    (["attack", "deepfool", "--data", "idx:{root}/cut-images,{root}/cut-images"], "truncated"),
+    (["attack", "deepfool", "--data", "npz:{root}/missing.npz"], "missing.npz"),
+    (["universal", "--eval", "{root}/wrong_shape.pt"], "image shape"),
+    (["universal", "--eval", "{root}/a_dict.pt"], "floating-point tensor"),
+    (["universal", "--eval", "{root}/garbage.pt"], "not a saved tensor"),
+    (["report", "--resume", "--sections", "robustness", "--out", "{root}/run"], "results.json"),
+    (["noise", "--model", "zoo:nope"], "zoo model must be one of"),
+    (["geometry", "curvature", "--k", "0"], "--k: must be a positive integer"),
+]
+if not torch.cuda.is_available():
+    CLI_ERRORS.append((["attack", "deepfool", "--device", "cuda"], "CUDA is not available"))
+
+
+@pytest.mark.parametrize(("argv", "message"), CLI_ERRORS, ids=lambda v: " ".join(v)[:40])
+def test_cli_errors_are_one_line_with_status_2(argv, message, bad_files, capsys, tmp_path):
+    from boundaryscope.cli import main
+
+    argv = [a.replace("{root}", str(bad_files)) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert message in err.splitlines()[-1], err
+    assert err.splitlines()[-1].startswith("boundaryscope")
+    if argv[0] != "report":
+        assert not (tmp_path / "out").exists()  # a failed run leaves no empty directory
+
+
+def test_cli_debug_shows_the_traceback():
+    from boundaryscope.cli import main
+
+    with pytest.raises(ValueError, match="zoo model"):
+        main(["--debug", "attack", "deepfool", "--model", "zoo:nope"])
+
+
+def test_cli_budgeted_attacks_honour_p(tmp_path):
+    import json
+
+    from boundaryscope.cli import main
+
+    out = tmp_path / "pgd.json"
+    argv = ["attack", "pgd", "--p", "2", "--eps", "1.5", "--n", "8", "--steps", "5"]
+    assert main([*argv, "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["p"] == 2.0 and "p=2.0" in payload["attack"]
+    norms = [float(v) for v in payload["norms"] if v != "inf"]
+    assert norms and max(norms) <= 1.5 + 1e-4  # an l2 budget, not an l∞ one

@@ -222,7 +222,9 @@ def test_universal_cli_and_eval(tmp_path):
     payload = json.loads((out / "universal.json").read_text())
     assert payload["norm"] <= 0.2 + 1e-6 and payload["passes"] == 1
     assert (out / "v.npy").exists() and (out / "perturbation.png").exists()
-    assert main(["universal", "--eval", str(out / "v.pt"), "--n", "50", "--out", str(out)]) == 0
+    assert (
+        main(["universal", "--eval", str(out / "v.pt"), "--n-test", "50", "--out", str(out)]) == 0
+    )
     evaluation = json.loads((out / "eval.json").read_text())
     assert 0 <= evaluation["fooling_rate"] <= 1 and evaluation["n"] == 50
 

@@ -523,7 +523,10 @@ def _cmd_models() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``boundaryscope`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _build_parser().parse_args(argv)
+    try:
+        args = _build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, or argparse's one-line usage error (status 2)
+        return int(done.code or 0)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
