@@ -13,7 +13,7 @@ TORCH_SPEC ?= torch==2.13.0
 REPORT_DIR ?= runs/report
 REPORT_ARGS ?=
 
-.PHONY: setup setup-dev setup-bench report test lint bench clean
+.PHONY: setup setup-dev setup-bench report test test-slow lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,11 @@ lint: setup-dev
 	$(VENV)/bin/mypy src
 
 test: setup-dev lint
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not slow"
+
+# Tests marked slow (kill-and-resume in subprocesses, torchrun): CI runs them after `make test`.
+test-slow: setup-dev
+	$(PY) -m pytest -m slow
 
 bench: setup-bench
 	$(PY) benchmarks/deepfool_vs_peers.py

@@ -13,7 +13,16 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-__all__ = ["atomic_write", "dump_json", "from_jsonable", "save_torch", "to_jsonable"]
+__all__ = [
+    "atomic_write",
+    "dump_json",
+    "from_jsonable",
+    "remove_stale_temporaries",
+    "save_torch",
+    "to_jsonable",
+]
+
+_TEMPORARY_SUFFIX = ".partial"
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
@@ -24,7 +33,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -34,6 +43,22 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Deletes the temporary files of writes that a killed run left in `directory`.
+
+    Only `atomic_write`'s own hidden ``.NAME.XXXX.partial`` files are touched; the
+    files they were meant to replace are complete (the previous version or none).
+    Returns the paths removed.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    stale = [p for p in directory.glob(f".*{_TEMPORARY_SUFFIX}") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def _umask() -> int:

@@ -42,9 +42,14 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from boundaryscope import __version__
+
     parser = argparse.ArgumentParser(
         prog="boundaryscope",
         description="Measure, explain and improve the robustness of image classifiers.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument(

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from boundaryscope._io import save_torch
+from boundaryscope._io import remove_stale_temporaries, save_torch
 from boundaryscope.attacks import DeepFool
 from boundaryscope.classifier import Classifier, check_classifier
 from boundaryscope.norms import lp_norm, parse_p, project_lp_ball
@@ -276,6 +276,8 @@ def universal_perturbation(
     v = torch.zeros_like(x[0])
     best = v.clone()
     result = UniversalResult(v, float(xi), p, 0.0, variant=variant)
+    if checkpoint is not None:
+        remove_stale_temporaries(Path(checkpoint).parent)
     if resume is not None:
         state = _load_checkpoint(resume, config)
         v = state["v"].to(x.device, x.dtype)

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from boundaryscope._io import remove_stale_temporaries
 from boundaryscope.attacks import FGSM, PGD, DeepFool, smallest_fooling_epsilon
 from boundaryscope.classifier import Classifier
 from boundaryscope.metrics import rho_adv
@@ -715,6 +716,8 @@ def fit(
     settings = _run_settings(config, objective, x, y, monitor)
     directory = Path(run_dir) if run_dir is not None else None
     checkpoint = directory / CHECKPOINT if directory is not None else None
+    if directory is not None:
+        remove_stale_temporaries(directory)  # left by a run killed while writing
     if checkpoint is not None and checkpoint.exists() and not resume:
         raise ValueError(
             f"{checkpoint} exists: pass resume=True (--resume) to continue that run, or choose "

@@ -20,7 +20,13 @@ import jinja2
 import torch
 
 from boundaryscope import __version__
-from boundaryscope._io import atomic_write, dump_json, from_jsonable, to_jsonable
+from boundaryscope._io import (
+    atomic_write,
+    dump_json,
+    from_jsonable,
+    remove_stale_temporaries,
+    to_jsonable,
+)
 from boundaryscope.classifier import Classifier
 from boundaryscope.data import load_dataset
 from boundaryscope.report import sections as sections_module
@@ -91,6 +97,7 @@ def run_report(
         "sections": names,
     }
     out_dir.mkdir(parents=True, exist_ok=True)  # only once model and data have loaded
+    remove_stale_temporaries(out_dir)  # left by a run killed while writing
     results_path = out_dir / "results.json"
     saved = _load_previous(results_path, meta) if resume else {}
     ctx = ReportContext(
