@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -316,7 +317,19 @@ def _make_attack(args: argparse.Namespace, clf: Any, data: Any, extra: dict[str,
     return budget_attack(args.name, eps, p=p, steps=args.steps, seed=args.seed)
 
 
-def _cmd_attack(args: argparse.Namespace) -> int:
+def _world(args: argparse.Namespace) -> Any:
+    """The torchrun world (one process without torchrun); GPUs are assigned per process."""
+    from boundaryscope import distributed
+
+    world = distributed.setup()
+    gpu = distributed.device(world)
+    if gpu is not None and args.device is None:
+        args.device = str(gpu)
+    return world
+
+
+def _cmd_attack(args: argparse.Namespace, world: Any) -> int:
+    from boundaryscope import distributed
     from boundaryscope._io import dump_json
     from boundaryscope.metrics import RobustnessAccumulator
 
@@ -325,16 +338,23 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     attack = _make_attack(args, clf, data, extra)
     if attack is None:
         return 1
+    part = distributed.shard(len(data), world)  # all images for one process
     start = time.perf_counter()
-    result = attack(clf, data.x, data.y)
-    elapsed = time.perf_counter() - start
-    correct = clf.predict(data.x) == data.y.to(clf.device)
+    local = attack(clf, data.x[part], data.y[part])
+    local_correct = clf.predict(data.x[part]).cpu() == data.y[part]
+    elapsed = distributed.max_over_processes(time.perf_counter() - start, world)
+    result = distributed.gather_attack_result(local, world)
+    correct = distributed.gather_tensors({"correct": local_correct}, world)["correct"]
+    if not world.is_main:
+        return 0
+    correct = correct.to(result.norms.device)
     accumulator = RobustnessAccumulator(p=result.p)
-    accumulator.update(result, data.x, correct)
+    accumulator.update(result, data.x.to(result.norms.device), correct)
     summary = {
         **asdict(accumulator.compute()),
         "seconds": elapsed,
         "images_per_second": len(data) / elapsed if elapsed else math.nan,
+        "processes": world.size,
     }
     payload = {
         "attack": repr(attack),
@@ -424,10 +444,11 @@ def _cmd_noise(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_universal(args: argparse.Namespace) -> int:
+def _cmd_universal(args: argparse.Namespace, world: Any) -> int:
     import numpy as np
     import torch
 
+    from boundaryscope import distributed
     from boundaryscope._io import atomic_write, dump_json, save_torch
     from boundaryscope.data import load_dataset
     from boundaryscope.report import figures
@@ -438,6 +459,11 @@ def _cmd_universal(args: argparse.Namespace) -> int:
         universal_perturbation,
     )
 
+    if world.active and not args.eval:
+        raise ValueError(
+            "universal under torchrun: only --eval is sharded (computing v is sequential "
+            "over the images); run it in one process."
+        )
     clf = _classifier(args)
     test = load_dataset(args.data, "test").subset(args.n_test)
     out = Path(args.out)
@@ -446,7 +472,13 @@ def _cmd_universal(args: argparse.Namespace) -> int:
             v = torch.load(args.eval, map_location="cpu", weights_only=True)
         except Exception as error:
             raise ValueError(f"--eval {args.eval}: not a saved tensor ({error}).") from None
-        rate = fooling_rate(clf, test.x, check_perturbation(v, test.x, f"--eval {args.eval}"))
+        v = check_perturbation(v, test.x, f"--eval {args.eval}")
+        part = distributed.shard(len(test), world)
+        changed = fooling_rate(clf, test.x[part], v) * (part.stop - part.start)
+        changed = distributed.sum_over_processes(0.0 if math.isnan(changed) else changed, world)
+        rate = changed / len(test)
+        if not world.is_main:
+            return 0
         print(f"fooling rate of {args.eval} on {len(test)} test images: {rate:.4f}")
         dump_json(
             out / "eval.json", {"perturbation": args.eval, "fooling_rate": rate, "n": len(test)}
@@ -525,6 +557,10 @@ def _cmd_models() -> int:
     return 0
 
 
+# Commands whose images are sharded over torchrun processes (boundaryscope.distributed).
+_SHARDED = frozenset({"attack", "universal"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``boundaryscope`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -539,14 +575,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "report":
             return _cmd_report(args)
+        world = _world(args) if args.command in _SHARDED else None
+        if world is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError(
+                f"{args.command} does not run under torchrun yet; the sharded commands are "
+                f"{', '.join(sorted(_SHARDED))} (universal with --eval)."
+            )
         if args.command == "attack":
-            return _cmd_attack(args)
+            return _cmd_attack(args, world)
         if args.command == "curves":
             return _cmd_curves(args)
         if args.command == "noise":
             return _cmd_noise(args)
         if args.command == "universal":
-            return _cmd_universal(args)
+            return _cmd_universal(args, world)
         if args.command in ("train", "compare"):
             from boundaryscope import cli_train
 
