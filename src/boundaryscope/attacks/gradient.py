@@ -61,9 +61,13 @@ class FGSM(Attack):
         self, clf: Classifier, x: Tensor, reference: Tensor, target: Tensor | None
     ) -> RawAttack:
         labels = reference if target is None else target
-        direction = self.direction(clf, x, labels, targeted=target is not None)
+        adversarial = torch.empty_like(x)
+        for i in range(0, x.shape[0], self.batch_size):  # memory bounded by batch_size
+            rows = slice(i, i + self.batch_size)
+            step = self.direction(clf, x[rows], labels[rows], targeted=target is not None)
+            adversarial[rows] = clf.clip(x[rows] + self.eps * step)
         ones = torch.ones(x.shape[0], dtype=torch.int64, device=x.device)
-        return RawAttack(clf.clip(x + self.eps * direction), ones)
+        return RawAttack(adversarial, ones)
 
 
 @dataclass(frozen=True)
