@@ -68,6 +68,7 @@ bench: setup-bench
 	$(PY) benchmarks/regions.py
 	$(PY) benchmarks/robust_training.py
 	$(PY) benchmarks/minimal_norm.py
+	$(PY) benchmarks/scaling.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
