@@ -561,6 +561,18 @@ def _cmd_models() -> int:
 _SHARDED = frozenset({"attack", "universal"})
 
 
+def _run_sharded(args: argparse.Namespace) -> int:
+    """Runs a sharded command; every process leaves the group together when it succeeds."""
+    from boundaryscope import distributed
+
+    world = _world(args)
+    run = _cmd_attack if args.command == "attack" else _cmd_universal
+    status = run(args, world)
+    # Without this, a process that exits while another still talks to it can abort gloo.
+    distributed.teardown(world)
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``boundaryscope`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -573,22 +585,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command == "report":
-            return _cmd_report(args)
-        world = _world(args) if args.command in _SHARDED else None
-        if world is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if args.command in _SHARDED:
+            return _run_sharded(args)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ValueError(
                 f"{args.command} does not run under torchrun yet; the sharded commands are "
                 f"{', '.join(sorted(_SHARDED))} (universal with --eval)."
             )
-        if args.command == "attack":
-            return _cmd_attack(args, world)
+        if args.command == "report":
+            return _cmd_report(args)
         if args.command == "curves":
             return _cmd_curves(args)
         if args.command == "noise":
             return _cmd_noise(args)
-        if args.command == "universal":
-            return _cmd_universal(args, world)
         if args.command in ("train", "compare"):
             from boundaryscope import cli_train
 
