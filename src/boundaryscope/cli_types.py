@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["finite_float", "nonnegative_float", "nonnegative_int", "positive_float", "positive_int"]
+__all__ = ["nonnegative_float", "positive_int"]
 
 
 def _integer(text: str) -> int:
@@ -37,30 +37,9 @@ def positive_int(text: str) -> int:
     return value
 
 
-def nonnegative_int(text: str) -> int:
-    """An integer >= 0."""
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    """Any finite number."""
-    return _number(text)
-
-
 def nonnegative_float(text: str) -> float:
     """A finite number >= 0 (budgets, overshoot)."""
     value = _number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a number >= 0; got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 (radii)."""
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0; got {text!r}")
     return value
