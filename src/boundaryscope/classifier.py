@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Classifier", "PassCounter", "Preprocessing", "check_classifier"]
+__all__ = ["Classifier", "PassCounter", "Preprocessing", "check_classifier", "resolve_device"]
 
 
 GradientStrategy = Literal["auto", "batched", "loop"]
@@ -185,7 +185,7 @@ class Classifier:
         self.preprocessing = Preprocessing.from_spec(preprocessing)
         first = next(iter(model.parameters()), None)
         self.device = (
-            torch.device(device)
+            resolve_device(device)
             if device is not None
             else (first.device if first is not None else torch.device("cpu"))
         )
@@ -633,6 +633,31 @@ def _add_note(error: BaseException, note: str) -> None:
     add_note = getattr(error, "add_note", None)
     if add_note is not None:
         add_note(note)
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """`device` as a ``torch.device``; ``None`` means CUDA where available, else the CPU.
+
+    Raises:
+        ValueError: not a device name, or a CUDA device this machine does not have.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(
+            f"device must be cpu, cuda, cuda:N or another torch device; got {device!r}."
+        ) from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {str(device)!r}: CUDA is not available on this machine (use cpu)."
+        )
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)."
+        )
+    return resolved
 
 
 def check_classifier(clf: object, name: str = "clf") -> Classifier:

@@ -244,36 +244,15 @@ def _classifier(args: argparse.Namespace) -> Any:
     """The `Classifier` of the ``--model``/``--arch``/``--device`` arguments."""
     import torch
 
-    from boundaryscope import Classifier
+    from boundaryscope.classifier import Classifier, resolve_device
     from boundaryscope.zoo import load_model
 
     torch.manual_seed(args.seed)
-    device = _device(args.device)
+    device = resolve_device(args.device)
     loaded = load_model(args.model, arch=args.arch)
     return Classifier(
         loaded.module, bounds=loaded.bounds, preprocessing=loaded.preprocessing, device=device
     )
-
-
-def _device(name: str | None) -> Any:
-    """The ``--device`` as a ``torch.device``; CUDA is refused where it is not available."""
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(
-            f"--device must be cpu, cuda, cuda:N or another torch device; got {name!r}."
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine (use cpu).")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(
-            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)."
-        )
-    return device
 
 
 def _make_attack(args: argparse.Namespace, clf: Any, data: Any, extra: dict[str, Any]) -> Any:

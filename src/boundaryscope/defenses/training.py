@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from boundaryscope._io import remove_stale_temporaries
 from boundaryscope.attacks import FGSM, PGD, DeepFool, smallest_fooling_epsilon
-from boundaryscope.classifier import Classifier
+from boundaryscope.classifier import Classifier, resolve_device
 from boundaryscope.metrics import rho_adv
 from boundaryscope.norms import lp_norm
 
@@ -1020,9 +1020,9 @@ def train_defense(
     from boundaryscope.zoo import load_model
 
     loaded = load_model(model, arch=arch)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    run_device = resolve_device(device)
     clf = Classifier(
-        loaded.module, bounds=loaded.bounds, preprocessing=loaded.preprocessing, device=device
+        loaded.module, bounds=loaded.bounds, preprocessing=loaded.preprocessing, device=run_device
     )
     recipe = DEFENSES["standard"]  # the schedule of a user-given objective
     if isinstance(defense, str):

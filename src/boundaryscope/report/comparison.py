@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from boundaryscope._io import dump_json, from_jsonable, to_jsonable
-from boundaryscope.classifier import Classifier
+from boundaryscope.classifier import Classifier, resolve_device
 from boundaryscope.data import load_dataset
 from boundaryscope.defenses.assessment import AssessmentConfig, compare_models
 from boundaryscope.report import figures
@@ -97,7 +96,7 @@ def compare_report(
         if n < 1:
             raise ValueError(f"n must be a positive number of test images; got {n}.")
         config = AssessmentConfig(**{**asdict(config), "n": n})
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    run_device = resolve_device(device)
     specs = _resolve(list(specs))
     used: set[str] = set()
     models: dict[str, Classifier] = {}
@@ -106,7 +105,10 @@ def compare_report(
         loaded = load_model(spec, arch=arch)
         label = _label(spec, used)
         models[label] = Classifier(
-            loaded.module, bounds=loaded.bounds, preprocessing=loaded.preprocessing, device=device
+            loaded.module,
+            bounds=loaded.bounds,
+            preprocessing=loaded.preprocessing,
+            device=run_device,
         )
         cards[label] = {"spec": spec, **_card_summary(loaded.card)}
     test = load_dataset(data, "test").subset(config.n)

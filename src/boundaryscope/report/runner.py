@@ -27,7 +27,7 @@ from boundaryscope._io import (
     remove_stale_temporaries,
     to_jsonable,
 )
-from boundaryscope.classifier import Classifier
+from boundaryscope.classifier import Classifier, resolve_device
 from boundaryscope.data import load_dataset
 from boundaryscope.report import sections as sections_module
 from boundaryscope.report.registry import ANALYSES, PROFILES, ReportContext, Section
@@ -78,12 +78,12 @@ def run_report(
     out_dir = Path(out)
     torch.manual_seed(seed)
     loaded = load_model(model, arch=arch)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    run_device = resolve_device(device)
     clf = Classifier(
-        loaded.module.to(device),
+        loaded.module.to(run_device),
         bounds=loaded.bounds,
         preprocessing=loaded.preprocessing,
-        device=device,
+        device=run_device,
     )
     dataset = load_dataset(data, "test").subset(config.n)
     meta = {
