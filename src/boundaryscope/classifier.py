@@ -350,12 +350,7 @@ class Classifier:
 
         The forward passes run on chunks of `batch_size` samples (default: the classifier's).
         """
-        x = self.validate(x)
-        size = batch_size or self.batch_size
-        with self.session(), torch.no_grad():
-            if x.shape[0] <= size:
-                return self._forward(x)
-            return torch.cat([self._forward(chunk) for chunk in x.split(size)])
+        return self._in_chunks(self._forward, self.validate(x), batch_size)
 
     def scores(self, x: Tensor, batch_size: int | None = None) -> Tensor:
         """Class scores ``(N, num_classes)``; a binary logit ``f`` becomes ``[0, f]``."""
@@ -443,16 +438,22 @@ class Classifier:
         The forward passes run on chunks of `batch_size` samples (default: the classifier's
         `batch_size`), which bounds memory on large inputs.
         """
-        batch_size = batch_size or self.batch_size
-        if x.shape[0] <= batch_size:
-            return self.forward_scores(x).argmax(dim=1)
-        with self.session():
-            return torch.cat(
-                [
-                    self.forward_scores(x[i : i + batch_size]).argmax(dim=1)
-                    for i in range(0, x.shape[0], batch_size)
-                ]
-            )
+        return self._in_chunks(
+            lambda chunk: self.forward_scores(chunk).argmax(dim=1), x, batch_size
+        )
+
+    def _in_chunks(
+        self, fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int | None
+    ) -> Tensor:
+        """``fn`` on chunks of `batch_size` rows (default: the classifier's), concatenated.
+
+        Runs in eval mode without gradients; memory is bounded by the chunk, not by ``N``.
+        """
+        size = batch_size or self.batch_size
+        with self.session(), torch.no_grad():
+            if x.shape[0] <= size:
+                return fn(x)
+            return torch.cat([fn(chunk) for chunk in x.split(size)])
 
     @staticmethod
     def expand_scores(out: Tensor) -> Tensor:

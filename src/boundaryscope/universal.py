@@ -108,18 +108,17 @@ def fooling_rate(
     clf = check_classifier(clf)
     x = clf.validate(x)
     v = check_perturbation(v, x)
-    batch_size = batch_size or clf.batch_size
-    changed = 0
     with clf.session():
         if clean is None:
             clean = clf.predict_unchecked(x, batch_size)
-        clean = clean.to(x.device)
-        for start in range(0, x.shape[0], batch_size):  # x + v is formed chunk by chunk
-            chunk = clf.clip(x[start : start + batch_size] + v)
-            changed += int(
-                (clf.predict_unchecked(chunk) != clean[start : start + batch_size]).sum()
-            )
+        changed = int((_labels_under(clf, x, v, batch_size) != clean.to(x.device)).sum())
     return changed / x.shape[0] if x.shape[0] else math.nan
+
+
+def _labels_under(clf: Classifier, x: Tensor, v: Tensor, batch_size: int | None) -> Tensor:
+    """Predicted labels of ``clip(x + v)``, with ``x + v`` formed chunk by chunk (memory)."""
+    size = batch_size or clf.batch_size
+    return torch.cat([clf.predict_unchecked(clf.clip(chunk + v), size) for chunk in x.split(size)])
 
 
 def check_perturbation(v: object, x: Tensor, name: str = "v") -> Tensor:
@@ -377,9 +376,7 @@ def dominant_label_graph(
     v = check_perturbation(v, x)
     with clf.session():
         clean = clf.predict_unchecked(x)
-        perturbed = torch.cat(
-            [clf.predict_unchecked(clf.clip(chunk + v)) for chunk in x.split(clf.batch_size)]
-        )
+        perturbed = _labels_under(clf, x, v, None)
     c = num_classes or clf.num_classes
     counts = torch.zeros(c, c, dtype=torch.int64)
     counts.index_put_((clean.cpu(), perturbed.cpu()), torch.ones_like(clean.cpu()), accumulate=True)
