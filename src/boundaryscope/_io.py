@@ -6,7 +6,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -17,6 +17,7 @@ __all__ = [
     "atomic_write",
     "dump_json",
     "from_jsonable",
+    "load_checkpoint",
     "remove_stale_temporaries",
     "save_torch",
     "to_jsonable",
@@ -99,6 +100,48 @@ def dump_json(path: str | Path, payload: Any) -> Path:
 def save_torch(path: str | Path, payload: Any) -> Path:
     """``torch.save`` through `atomic_write`."""
     return atomic_write(path, lambda handle: torch.save(payload, handle))
+
+
+def load_checkpoint(
+    path: str | Path, settings: dict[str, Any], key: str, required: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A checkpoint of `save_torch`, after checking it was written with these `settings`.
+
+    The checkpoint is a dict holding its run's settings under `key` and the `required`
+    entries; resuming under other settings would silently answer another question.
+
+    Raises:
+        ValueError: an unreadable file, a dict without those entries, or other settings
+            (each differing setting named with its value then and now; nested settings by
+            their dotted path).
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unreadable file gets the same answer
+        raise ValueError(f"Cannot read the checkpoint {path}: {error}") from error
+    missing = sorted({key, *required} - set(state)) if isinstance(state, dict) else [key]
+    if missing:
+        raise ValueError(f"{path} is not a checkpoint of this kind or version (missing {missing}).")
+    saved, now = dict(_flatten(state[key])), dict(_flatten(settings))
+    differ = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    if differ:
+        listed = ", ".join(
+            f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in differ
+        )
+        raise ValueError(
+            f"The checkpoint {path} was written by a run with other settings ({listed}); "
+            "resume with the same settings or start afresh in another directory."
+        )
+    return state
+
+
+def _flatten(settings: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted key, value)`` of every leaf of nested dicts."""
+    if not isinstance(settings, dict):
+        yield prefix.rstrip("."), settings
+        return
+    for name, value in settings.items():
+        yield from _flatten(value, f"{prefix}{name}.")
 
 
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from boundaryscope._io import remove_stale_temporaries, save_torch
+from boundaryscope._io import load_checkpoint, remove_stale_temporaries, save_torch
 from boundaryscope.attacks import DeepFool
 from boundaryscope.classifier import Classifier, check_classifier
 from boundaryscope.norms import lp_norm, parse_p, project_lp_ball
@@ -166,37 +166,6 @@ def _state(
     }
 
 
-def _load_checkpoint(path: str | Path, config: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's state after checking it was written by a run with this `config`.
-
-    Raises:
-        ValueError: unreadable file, or a checkpoint of another configuration (its ``v``
-            would silently answer a different question).
-    """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"resume: {path} is not a universal-perturbation checkpoint ({error})."
-        ) from error
-    if not isinstance(state, dict) or not {"v", "best", "generator", "config"} <= set(state):
-        raise ValueError(
-            f"resume: {path} is not a universal-perturbation checkpoint of this version "
-            "(keys v, best, generator, config expected)."
-        )
-    saved = state["config"]
-    differ = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
-    if differ:
-        listed = ", ".join(
-            f"{k}: {old!r} in the checkpoint, {new!r} now" for k, (old, new) in differ.items()
-        )
-        raise ValueError(
-            f"resume: {path} was written by a run with other settings ({listed}); "
-            "resume with the same settings or start afresh."
-        )
-    return state  # type: ignore[no-any-return]
-
-
 def universal_perturbation(
     clf: Classifier,
     x: Tensor,
@@ -278,7 +247,7 @@ def universal_perturbation(
     if checkpoint is not None:
         remove_stale_temporaries(Path(checkpoint).parent)
     if resume is not None:
-        state = _load_checkpoint(resume, config)
+        state = load_checkpoint(resume, config, "config", ("v", "best", "generator"))
         v = state["v"].to(x.device, x.dtype)
         best = state["best"].to(x.device, x.dtype)
         generator.set_state(state["generator"])

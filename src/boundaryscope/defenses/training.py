@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from boundaryscope._io import remove_stale_temporaries
+from boundaryscope._io import load_checkpoint, remove_stale_temporaries
 from boundaryscope.attacks import FGSM, PGD, DeepFool, smallest_fooling_epsilon
 from boundaryscope.classifier import Classifier, resolve_device
 from boundaryscope.metrics import rho_adv
@@ -618,20 +618,7 @@ class _State:
         )
 
     def load(self, path: Path, model: nn.Module, settings: dict[str, Any]) -> None:
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # any unreadable file gets the same answer
-            raise ValueError(f"Cannot read the checkpoint {path}: {error}") from error
-        if saved.get("settings") != settings:
-            differ = sorted(
-                k
-                for k in set(settings) | set(saved.get("settings", {}))
-                if settings.get(k) != saved.get("settings", {}).get(k)
-            )
-            raise ValueError(
-                f"The checkpoint {path} was written by a run with other settings (differing: "
-                f"{differ}); resume with the same settings or use another run directory."
-            )
+        saved = load_checkpoint(path, settings, "settings", ("model", "optimizer", "epoch"))
         model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.schedule.load_state_dict(saved["schedule"])
