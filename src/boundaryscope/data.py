@@ -90,18 +90,6 @@ def stratified_split(
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
-def _pick_split(
-    x: np.ndarray, y: np.ndarray, split: Split, test_fraction: float
-) -> tuple[np.ndarray, np.ndarray]:
-    if split == "all":
-        return x, y
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train', 'test' or 'all'; got {split!r}.")
-    train, test = stratified_split(y, test_fraction)
-    index = train if split == "train" else test
-    return x[index], y[index]
-
-
 def _check_labels(labels: np.ndarray, n: int, source: str) -> np.ndarray:
     """Labels as int64 ``(N,)`` after refusing what would otherwise be coerced silently.
 
@@ -160,8 +148,7 @@ def load_mnist5k(split: Split = "test") -> Dataset:
 
     images, labels = mnist_data()
     images = images.reshape(-1, 1, 28, 28) / 255.0
-    x, y = _pick_split(images, labels, split, test_fraction=0.2)
-    return _to_dataset(x, y, f"mnist5k-{split}")
+    return split_dataset(_to_dataset(images, labels, "mnist5k"), split, test_fraction=0.2)
 
 
 def load_digits(split: Split = "test") -> Dataset:
@@ -170,8 +157,7 @@ def load_digits(split: Split = "test") -> Dataset:
 
     bunch = sk_load_digits()
     images = bunch.images.reshape(-1, 1, 8, 8) / 16.0
-    x, y = _pick_split(images, bunch.target, split, test_fraction=0.2)
-    return _to_dataset(x, y, f"digits-{split}")
+    return split_dataset(_to_dataset(images, bunch.target, "digits"), split, test_fraction=0.2)
 
 
 def _scale_images(images: np.ndarray, source: str) -> np.ndarray:
@@ -209,21 +195,20 @@ def load_npz(path: str | Path, x_key: str = "x", y_key: str = "y") -> Dataset:
 
     Images may be uint8 (scaled by 1/255) or floats in [0, 1], NCHW, NHWC or NHW.
     """
-    images, labels = _read_npz(Path(path), (x_key, y_key))
-    return _to_dataset(images, labels, Path(path).name)
-
-
-def _read_npz(path: Path, keys: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
-    """Scaled images and raw labels stored under `keys` in an ``.npz`` file."""
+    path = Path(path)
     with _open_npz(path) as archive:
-        missing = set(keys) - set(archive.files)
-        if missing:
-            raise ValueError(
-                f"{path} must contain arrays {keys[0]!r} and {keys[1]!r} (or x_train, y_train, "
-                f"x_test, y_test); missing {sorted(missing)}, found {archive.files}."
-            )
-        images, labels = archive[keys[0]], archive[keys[1]]
-    return _scale_images(images, str(path)), labels
+        return _npz_dataset(archive, path, (x_key, y_key), path.name)
+
+
+def _npz_dataset(archive: Any, path: Path, keys: tuple[str, str], name: str) -> Dataset:
+    """The images and labels stored under `keys` in an open ``.npz`` archive."""
+    missing = set(keys) - set(archive.files)
+    if missing:
+        raise ValueError(
+            f"{path} must contain arrays {keys[0]!r} and {keys[1]!r} (or x_train, y_train, "
+            f"x_test, y_test); missing {sorted(missing)}, found {archive.files}."
+        )
+    return _to_dataset(_scale_images(archive[keys[0]], str(path)), archive[keys[1]], name)
 
 
 def _open_npz(path: Path) -> Any:
@@ -439,30 +424,34 @@ def split_dataset(
     return Dataset(data.x[index], data.y[index], f"{data.name}-{split}", data.classes)
 
 
+def _own_split(
+    part: Callable[[Literal["train", "test"]], Dataset], split: Split, name: str
+) -> Dataset:
+    """`split` of a data set that ships its own train and test parts (``"all"``: both)."""
+    if split != "all":
+        return part(split)
+    train, test = part("train"), part("test")
+    classes = max(train.classes, test.classes, key=len)
+    return Dataset(torch.cat([train.x, test.x]), torch.cat([train.y, test.y]), name, classes)
+
+
 def _load_npz_split(path: Path, split: Split, test_fraction: float, seed: int) -> Dataset:
     """An ``.npz`` file's own split (``x_train``…``y_test``) if it has one, else a made one."""
     with _open_npz(path) as archive:
-        files = set(archive.files)
-    if {"x_train", "y_train", "x_test", "y_test"} <= files and split != "all":
-        images, labels = _read_npz(path, (f"x_{split}", f"y_{split}"))
-        return _to_dataset(images, labels, f"{path.name}-{split}")
-    if {"x_train", "y_train", "x_test", "y_test"} <= files:
-        parts = [_read_npz(path, (f"x_{s}", f"y_{s}")) for s in ("train", "test")]
-        images = np.concatenate([p[0] for p in parts])
-        labels = np.concatenate([p[1] for p in parts])
-        return _to_dataset(images, labels, path.name)
-    return split_dataset(load_npz(path), split, test_fraction, seed)
+        if {"x_train", "y_train", "x_test", "y_test"} <= set(archive.files):
+            return _own_split(
+                lambda s: _npz_dataset(archive, path, (f"x_{s}", f"y_{s}"), f"{path.name}-{s}"),
+                split,
+                path.name,
+            )
+        data = _npz_dataset(archive, path, ("x", "y"), path.name)
+    return split_dataset(data, split, test_fraction, seed)
 
 
 def _load_folder_split(root: Path, split: Split, test_fraction: float, seed: int) -> Dataset:
     """``root/train`` and ``root/test`` when both exist, else a stratified split of ``root``."""
     if (root / "train").is_dir() and (root / "test").is_dir():
-        if split == "all":
-            train, test = (load_image_folder(root / s) for s in ("train", "test"))
-            return Dataset(
-                torch.cat([train.x, test.x]), torch.cat([train.y, test.y]), root.name, train.classes
-            )
-        return load_image_folder(root / split)
+        return _own_split(lambda s: load_image_folder(root / s), split, root.name)
     return split_dataset(load_image_folder(root), split, test_fraction, seed)
 
 
@@ -498,12 +487,7 @@ def load_dataset(
     if kind == "folder" and rest:
         return _load_folder_split(Path(rest), split, test_fraction, seed)
     if kind == "cifar10" and rest:
-        if split == "all":
-            train, test = load_cifar10(rest, "train"), load_cifar10(rest, "test")
-            return Dataset(
-                torch.cat([train.x, test.x]), torch.cat([train.y, test.y]), "cifar10", test.classes
-            )
-        return load_cifar10(rest, split)
+        return _own_split(lambda s: load_cifar10(rest, s), split, "cifar10")
     if kind == "idx" and "," in rest:
         images, labels = rest.split(",", 1)
         return split_dataset(load_idx(images, labels), split, test_fraction, seed)
