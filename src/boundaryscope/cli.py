@@ -453,9 +453,11 @@ def _cmd_universal(args: argparse.Namespace, world: Any) -> int:
             raise ValueError(f"--eval {args.eval}: not a saved tensor ({error}).") from None
         v = check_perturbation(v, test.x, f"--eval {args.eval}")
         part = distributed.shard(len(test), world)
-        changed = fooling_rate(clf, test.x[part], v) * (part.stop - part.start)
-        changed = distributed.sum_over_processes(0.0 if math.isnan(changed) else changed, world)
-        rate = changed / len(test)
+        size = part.stop - part.start
+        # The shard's count of changed labels (exact: the rate times its size, rounded); the
+        # counts are summed, so the rate equals one process's to the last bit.
+        changed = round(fooling_rate(clf, test.x[part], v) * size) if size else 0
+        rate = distributed.sum_over_processes(changed, world) / len(test)
         if not world.is_main:
             return 0
         print(f"fooling rate of {args.eval} on {len(test)} test images: {rate:.4f}")
