@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from boundaryscope.distributed import World, gather_attack_result, shard, sum_over_processes
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-# --standalone: a local rendezvous on a free port; "--" keeps torchrun's parser away from
-# the command's own flags (it would take --n for an ambiguous --nnodes/--nproc-per-node).
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-            "2", "-m", "boundaryscope", "--"]  # fmt: skip
+from tests.subprocesses import BOUNDARYSCOPE, TORCHRUN, run_ok
+from tests.subprocesses import run as subprocess_run
 
 
 @pytest.mark.parametrize("n", [0, 1, 5, 64, 1001])
@@ -38,9 +31,7 @@ def test_one_process_is_a_no_op(lenet_clf, mnist_test):
 
 
 def run(argv: list[str], processes: int) -> None:
-    launcher = TORCHRUN if processes > 1 else [sys.executable, "-m", "boundaryscope"]
-    done = subprocess.run([*launcher, *argv], env=ENV, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_ok(argv, TORCHRUN if processes > 1 else BOUNDARYSCOPE)
 
 
 def numbers(payload: dict) -> dict:
@@ -102,11 +93,6 @@ def test_universal_eval_two_processes_equal_one(tmp_path):
 
 @pytest.mark.slow
 def test_unsharded_commands_refuse_torchrun(tmp_path):
-    done = subprocess.run(
-        [*TORCHRUN, "noise", "--n", "2", "--out", str(tmp_path / "n.json")],
-        env=ENV,
-        capture_output=True,
-        text=True,
-    )
+    done = subprocess_run(["noise", "--n", "2", "--out", str(tmp_path / "n.json")], TORCHRUN)
     assert done.returncode != 0
     assert "does not run under torchrun yet" in done.stderr

@@ -9,36 +9,27 @@ equal the reference (timings aside) and no temporary file may remain.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.subprocesses import BOUNDARYSCOPE, ENV, run_ok
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL"),
 ]
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-
-
-def run_cli(argv: list[str]) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "boundaryscope", *argv], env=ENV, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-
 
 def kill_after(argv: list[str], seconds: float) -> bool:
     """Starts the command, SIGKILLs it after `seconds`; True if it was still running."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "boundaryscope", *argv],
+        [*BOUNDARYSCOPE, *argv],
         env=ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -81,13 +72,13 @@ def kill_and_resume(argv: list[str], out: Path, seed: int, kills: int = 2) -> No
         kill_after([*argv, "--out", str(out), *(["--resume"] if out.exists() else [])],
                    rng.uniform(2.0, 7.0))  # fmt: skip
         assert_complete(out)
-    run_cli([*argv, "--out", str(out), "--resume"])
+    run_ok([*argv, "--out", str(out), "--resume"])
     assert not list(out.glob(".*.partial")), "temporary files left behind"
 
 
 def test_report_survives_sigkill(tmp_path, seed):
     argv = ["report", "--profile", "quick", "--n", "16", "--sections", "robustness,noise"]
-    run_cli([*argv, "--out", str(tmp_path / "reference")])
+    run_ok([*argv, "--out", str(tmp_path / "reference")])
     kill_and_resume(argv, tmp_path / "killed", seed)
     reference = json.loads((tmp_path / "reference" / "results.json").read_text())
     resumed = json.loads((tmp_path / "killed" / "results.json").read_text())
@@ -98,7 +89,7 @@ def test_report_survives_sigkill(tmp_path, seed):
 def test_universal_survives_sigkill(tmp_path, seed):
     argv = ["universal", "--n", "60", "--max-passes", "4", "--variant", "minibatch",
             "--xi", "0.15", "--delta", "0.01", "--n-test", "50"]  # fmt: skip
-    run_cli([*argv, "--out", str(tmp_path / "reference")])
+    run_ok([*argv, "--out", str(tmp_path / "reference")])
     kill_and_resume(argv, tmp_path / "killed", seed)
     reference = torch.load(tmp_path / "reference" / "v.pt", weights_only=True)
     resumed = torch.load(tmp_path / "killed" / "v.pt", weights_only=True)
@@ -111,7 +102,7 @@ def test_universal_survives_sigkill(tmp_path, seed):
 def test_train_survives_sigkill(tmp_path, seed):
     argv = ["train", "--defense", "deepfool", "--model", "zoo:fc500-150-10-mnist",
             "--epochs", "3", "--train-n", "64", "--monitor-n", "16"]  # fmt: skip
-    run_cli([*argv, "--out", str(tmp_path / "reference")])
+    run_ok([*argv, "--out", str(tmp_path / "reference")])
     kill_and_resume(argv, tmp_path / "killed", seed)
     a = json.loads((tmp_path / "reference" / "train.json").read_text())
     b = json.loads((tmp_path / "killed" / "train.json").read_text())
