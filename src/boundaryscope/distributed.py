@@ -39,8 +39,10 @@ from boundaryscope.attacks.base import AttackResult
 
 __all__ = [
     "World",
+    "device",
     "gather_attack_result",
     "gather_tensors",
+    "max_over_processes",
     "setup",
     "shard",
     "sum_over_processes",

@@ -154,7 +154,8 @@ def semi_random_robustness(
         steps: DeepFool's iteration limit (small subspaces need more).
         theory_mode: Measure on the classifier without its box (see module docstring).
     """
-    model = unbounded(check_classifier(clf)) if theory_mode else clf
+    clf = check_classifier(clf)
+    model = unbounded(clf) if theory_mode else clf
     x, y = _correctly_classified(clf, x, y)
     d = x[0].numel()
     full = DeepFool(p=2, steps=steps)(model, x, y)
@@ -217,7 +218,8 @@ def spectral_robustness(
         steps: DeepFool's iteration limit.
         theory_mode: Measure without the box (as the seed does).
     """
-    model = unbounded(check_classifier(clf)) if theory_mode else clf
+    clf = check_classifier(clf)
+    model = unbounded(clf) if theory_mode else clf
     x, y = _correctly_classified(clf, x, y)
     height, width = x.shape[-2:]
     block = block or DCTBands.default_block(height)
