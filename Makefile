@@ -13,7 +13,7 @@ TORCH_SPEC ?= torch==2.13.0
 REPORT_DIR ?= runs/report
 REPORT_ARGS ?=
 
-.PHONY: setup setup-dev setup-bench report test test-slow lint bench clean
+.PHONY: setup setup-dev setup-bench report test test-slow lint bench clean screenshot
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,9 +45,15 @@ setup-bench: $(VENV)/.bench
 report: setup
 	$(VENV)/bin/boundaryscope report --out $(REPORT_DIR) $(REPORT_ARGS)
 
+# The quick report's first screen in headless Chromium (Debian: apt-get install chromium);
+# fails unless the verdict block is visible there.
+screenshot: setup
+	$(VENV)/bin/boundaryscope report --profile quick --out runs/quick
+	$(PY) tools/screenshot.py runs/quick/report.html runs/quick/first_screen.png
+
 lint: setup-dev
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks tools
+	$(VENV)/bin/ruff format --check src tests benchmarks tools
 	$(VENV)/bin/mypy src
 
 test: setup-dev lint

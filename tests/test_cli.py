@@ -67,7 +67,20 @@ def test_report_and_resume(tmp_path, monkeypatch):
         tight, deepfool = robustness["tightest"][key], robustness["deepfool"][key]
         assert min(tight["ratio"]) >= 1 - 1e-6 and tight["ratio_median"] >= 1
         assert tight["median_norm"] <= deepfool["median_norm"]
+    for entry in robustness["robust_accuracy"]:  # per image, never above the minimal norms
+        key = "linf" if entry["p"] == "inf" else "l2"
+        smallest = [
+            min(a, b)
+            for a, b in zip(
+                robustness["norms"][key], robustness["tightest"][key]["norms"], strict=True
+            )
+        ]
+        beyond = sum(norm > entry["eps"] for norm in smallest)
+        assert sum(entry["robust"]) <= beyond and len(entry["robust"]) == 24
+        assert entry["robust_accuracy"] == sum(entry["robust"]) / 24
     html = (out / "report.html").read_text()
+    assert html.index('id="verdict"') < html.index('id="s-accuracy"')
+    assert "robust accuracy, l∞ ε = 0.3" in html and 'id="ref-thesis"' in html
     assert "tightest l2 (FMN)" in html
     assert (
         "ρ_adv" in html and "deepfool_norms.png" in html and "http" not in html.split("</style>")[0]

@@ -23,12 +23,15 @@ from boundaryscope.attacks.base import AttackResult
 from boundaryscope.norms import lp_norm, parse_p
 
 __all__ = [
+    "Budget",
     "RobustnessAccumulator",
     "RobustnessSummary",
+    "data_family",
     "iteration_histogram",
     "median_norm",
     "rho_adv",
     "success_rate",
+    "usual_budgets",
 ]
 
 
@@ -188,3 +191,74 @@ class RobustnessAccumulator:
             mean_iterations=float(iterations.double().mean()) if iterations.numel() else math.nan,
             iteration_histogram=iteration_histogram(iterations) if iterations.numel() else [],
         )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A perturbation budget in the convention of a benchmark.
+
+    Attributes:
+        p: Norm (2.0 or ``math.inf``).
+        eps: Radius in input units (already scaled to the classifier's box).
+        label: The radius as the benchmark writes it for images in [0, 1] (``"8/255"``).
+        convention: Where the budget is used (RobustBench, Madry et al., …).
+    """
+
+    p: float
+    eps: float
+    label: str
+    convention: str
+
+
+# Budgets for images in [0, 1], by kind of data: (p, eps, label, convention).
+_MNIST_LIKE = (
+    (math.inf, 0.1, "0.1", "MNIST, l∞ (Madry et al. 2018 evaluate 0.1 to 0.3)"),
+    (math.inf, 0.3, "0.3", "MNIST, l∞ (Madry et al. 2018)"),
+    (2.0, 2.0, "2.0", "MNIST, l2 (Croce & Hein 2020)"),
+)
+_CIFAR_LIKE = (
+    (math.inf, 8 / 255, "8/255", "CIFAR-10, l∞ (RobustBench)"),
+    (2.0, 0.5, "0.5", "CIFAR-10, l2 (RobustBench)"),
+)
+_IMAGENET_LIKE = (
+    (math.inf, 4 / 255, "4/255", "ImageNet, l∞ (RobustBench)"),
+    (2.0, 3.0, "3.0", "ImageNet, l2 (Croce et al. 2021)"),
+)
+
+
+_BUDGETS: dict[str, tuple[tuple[float, float, str, str], ...]] = {
+    "mnist": _MNIST_LIKE,
+    "cifar10": _CIFAR_LIKE,
+    "imagenet": _IMAGENET_LIKE,
+}
+
+
+def data_family(shape: tuple[int, ...]) -> str:
+    """The kind of data whose conventions apply to inputs of `shape`.
+
+    ``"cifar10"`` for colour images up to 64 pixels a side, ``"imagenet"`` for larger
+    colour images, ``"mnist"`` for everything else (grey-scale images, vectors).
+    """
+    if len(shape) != 3 or shape[0] != 3:
+        return "mnist"
+    return "cifar10" if max(shape[1:]) <= 64 else "imagenet"
+
+
+def usual_budgets(shape: tuple[int, ...], bounds: tuple[float, float]) -> list[Budget]:
+    """The budgets at which robust accuracy is usually quoted for inputs like these.
+
+    Grey-scale images follow MNIST's conventions (l∞ 0.1 and 0.3, l2 2.0), colour images
+    up to 64 pixels a side CIFAR-10's (RobustBench: l∞ 8/255, l2 0.5), larger colour
+    images ImageNet's (l∞ 4/255, l2 3.0). The benchmarks state radii for pixels in
+    [0, 1]; they are scaled by ``hi - lo`` of `bounds` (a [0, 255] box gets l∞ 8, not
+    8/255). An infinite box keeps the [0, 1] radii.
+
+    Args:
+        shape: One input's shape ``(C, H, W)`` (or any shape; non-images are MNIST-like).
+        bounds: The classifier's box ``(lo, hi)``.
+    """
+    table = _BUDGETS[data_family(shape)]
+    width = bounds[1] - bounds[0]
+    scale = width if math.isfinite(width) and width > 0 else 1.0
+    # l2 radii scale linearly with the pixel range too (‖c·r‖₂ = c‖r‖₂).
+    return [Budget(p, eps * scale, label, convention) for p, eps, label, convention in table]

@@ -195,7 +195,7 @@ def _summary_section(models: dict[str, Any], cards: dict[str, Any]) -> Section:
         intro=(
             f"Every model is measured on the same {n} test images. ρ_adv is the mean ratio "
             "‖r(x)‖/‖x‖ of DeepFool's minimal perturbation over correctly classified images "
-            "(thesis §3.2; Fig. 3.6 tracks it during DeepFool fine-tuning). Training cost "
+            "([[thesis, §3.2]]; Fig. 3.6 tracks it during DeepFool fine-tuning). Training cost "
             "counts backward passes through the network per training image (attacks and "
             "input gradients included; 1 for plain training) and is averaged over the "
             "run's epochs."
@@ -236,7 +236,7 @@ def _robust_section(models: dict[str, Any], out_dir: Path) -> Section:
                 notes.append(
                     f"{m} at ε = {e}: gradient-free SPSA leaves {100 * s:.1f}% robust, "
                     f"{100 * (g - s):.1f} points below PGD — PGD's gradients may be masked, "
-                    "trust the lower number (thesis §8.5.1)."
+                    "trust the lower number ([[thesis, §8.5.1]])."
                 )
     curves = {
         f"{m} — {name}": values
@@ -260,15 +260,15 @@ def _robust_section(models: dict[str, Any], out_dir: Path) -> Section:
             "at ε when its minimal l∞ perturbation is at most ε; FGSM, PGD and SPSA are run "
             "at each ε. FGSM is one step, so it over-states robustness where the loss is "
             "curved; the FGSM − PGD gap shrinks once training has flattened the loss "
-            "(thesis Table 8.1). SPSA needs no gradient: if it finds more adversarial "
-            "examples than PGD, PGD's gradients are masked (§8.5.1)."
+            "([[thesis, Table 8.1]]). SPSA needs no gradient: if it finds more adversarial "
+            "examples than PGD, PGD's gradients are masked ([[thesis, §8.5.1]])."
         ),
         tables=[("Robust accuracy (%) per attack and budget", header, rows)],
         figures=[
             (
                 figure,
                 "Robust accuracy vs ε under PGD (the strongest here) and l∞ DeepFool, per "
-                "model (thesis Fig. 8.6).",
+                "model ([[thesis, Fig. 8.6]]).",
             )
         ],
         notes=notes,
@@ -323,12 +323,12 @@ def _curvature_section(models: dict[str, Any], out_dir: Path) -> Section:
         intro=(
             "Extreme eigenvalues of the input Hessian of the loss ∇²ℓ(x) at correctly "
             "classified test images, by Lanczos on finite-difference Hessian-vector "
-            "products (thesis eq. 8.1, Fig. 8.2): adversarial training and CURE flatten "
+            "products ([[thesis, eq. 8.1, Fig. 8.2]]): adversarial training and CURE flatten "
             "the loss. The raw eigenvalues scale with the softmax's saturation: a very "
             "confident model has ℓ(x) near 1e-7 and a tiny Hessian however bent its "
             "boundary, so the figure and the ν/‖∇ℓ‖ column divide each image's eigenvalues "
             "by its gradient norm (the curvature of the loss's level set, 1/length), which "
-            "compares models. Theorem 5 (§8.3) bounds the smallest perturbation "
+            "compares models. Theorem 5 ([[thesis, §8.3]]) bounds the smallest perturbation "
             "that raises the loss to log 2 under a quadratic model; it is tighter the "
             "more the gradient g aligns with the top eigenvector u (seed: 0.43 before, "
             "0.90 after fine-tuning)."
@@ -364,7 +364,7 @@ def _surface_section(models: dict[str, Any], out_dir: Path) -> Section:
             f"−ℓ on the plane through test image #{first['index']} spanned by each model's "
             "own DeepFool normal n and a random direction v, over the same square "
             f"[−{first['radius']:.2f}, {first['radius']:.2f}]² (l2, input units) for every "
-            "model (thesis Fig. 8.3): a curved, cliff-like surface before, a flatter, "
+            "model ([[thesis, Fig. 8.3]]): a curved, cliff-like surface before, a flatter, "
             "almost linear one after adversarial training or CURE."
         ),
         figures=[(figure, "−loss over the plane; the image sits at the centre.")],
@@ -399,7 +399,7 @@ def _history_section(
         title="Training history",
         intro=(
             "Per-epoch record of each training run (epoch 0 is the model before "
-            "training), measured on the run's monitored test images (thesis Fig. 3.6)."
+            "training), measured on the run's monitored test images ([[thesis, Fig. 3.6]])."
         ),
         tables=[("History", header, rows)],
         figures=[(f, f"{label} per extra epoch.") for f, label in figs],

@@ -79,7 +79,10 @@ def confusion_matrix(
 def norm_histograms(
     norms: dict[str, Sequence[float]], ax: Axes | None = None
 ) -> tuple[Figure, Axes]:
-    """Histograms of minimal-perturbation norms, one panel per norm name."""
+    """Histograms of minimal-perturbation norms, one panel per norm name.
+
+    The panel names are the x-axis labels, so they should carry the units.
+    """
     fig, axes = plt.subplots(1, len(norms), figsize=(4.2 * len(norms), 3.0), squeeze=False)
     for panel, (label, values) in zip(axes[0], norms.items(), strict=True):
         finite = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
@@ -88,7 +91,7 @@ def norm_histograms(
             panel.axvline(np.median(finite), color="#c0392b", lw=1.2, label="median")
             panel.legend(fontsize=8)
         panel.set_xlabel(label)
-        panel.set_ylabel("samples")
+        panel.set_ylabel("images")
     return fig, axes[0][0]
 
 
@@ -194,6 +197,8 @@ def noise_ratios(
     ax.set_yscale("log")
     for axis in (ax.xaxis, ax.yaxis):  # labelled minor ticks overlap on short log ranges
         axis.set_minor_formatter(NullFormatter())
+    # A log axis over 2..10 has a single decade tick: label each measured √(d/m) instead.
+    ax.set_xticks(sorted(set(scale.round(2))), [f"{v:.3g}" for v in sorted(set(scale.round(2)))])
     ax.set_xlabel("√(d/m)")
     ax.set_ylabel("‖r*_S‖ / ‖r*‖")
     ax.legend(fontsize=8)

@@ -45,6 +45,7 @@ class ReportConfig:
         paper_exact: Run DeepFool without its box-aware/refinement extras.
         tightest_steps: FMN steps refining each DeepFool point into the "tightest
             estimate" of the minimal perturbation (0 = off).
+        robust_steps: PGD iterations of the robust accuracy at the usual budgets.
         examples: Images shown in the example grid.
         curve_n: Images of the fixed-budget curves.
         curve_eps: Budgets of the curves (``start:stop:count``).
@@ -65,6 +66,7 @@ class ReportConfig:
     overshoot: float = 0.02
     paper_exact: bool = False
     tightest_steps: int = 30
+    robust_steps: int = 40
     examples: int = 6
     curve_n: int = 300
     curve_eps: str = "0:0.3:11"
@@ -96,6 +98,7 @@ PROFILES: dict[str, ReportConfig] = {
         n=1_000_000,
         paper_exact=True,
         tightest_steps=100,
+        robust_steps=100,
         curve_n=1_000_000,
         curve_eps="0:0.3:31",
         curve_steps=40,
@@ -108,6 +111,7 @@ PROFILES: dict[str, ReportConfig] = {
         universal_n=24,
         universal_passes=1,
         tightest_steps=10,
+        robust_steps=10,
         n=64,
         examples=4,
         curve_n=32,
@@ -142,6 +146,10 @@ class Section:
         tables: ``(caption, header, rows)`` triples.
         figures: ``(file name relative to the report, caption)`` pairs.
         notes: Warnings or caveats shown under the section.
+        anchor: HTML id of the section (set by the runner: ``s-`` + the analysis name).
+
+    The intro is HTML; captions and notes are plain text. All may cite the literature with
+    markers such as ``[[thesis, §3.2]]`` (`boundaryscope.report.references`).
     """
 
     title: str
@@ -149,6 +157,7 @@ class Section:
     tables: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)
     figures: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    anchor: str = ""
 
 
 class Analysis(ABC):

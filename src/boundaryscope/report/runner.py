@@ -7,6 +7,7 @@ configuration are rendered from the file instead of being recomputed.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import logging
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 import torch
 
 from boundaryscope import __version__
@@ -30,7 +32,9 @@ from boundaryscope._io import (
 from boundaryscope.classifier import Classifier, resolve_device
 from boundaryscope.data import load_dataset
 from boundaryscope.report import sections as sections_module
+from boundaryscope.report.references import Citations
 from boundaryscope.report.registry import ANALYSES, PROFILES, ReportContext, Section
+from boundaryscope.report.verdict import Verdict, build_verdict
 from boundaryscope.zoo import load_model
 
 __all__ = ["run_report", "write_html"]
@@ -115,8 +119,11 @@ def run_report(
             # Round-trip through JSON so that rendering sees exactly what --resume reads.
             results["sections"][name] = from_jsonable(to_jsonable(section_result))
             dump_json(results_path, results)
-        rendered.append(analysis.render(results["sections"][name], out_dir))
-    return write_html(out_dir, meta, loaded.card, rendered)
+        section = analysis.render(results["sections"][name], out_dir)
+        section.anchor = f"s-{name}"
+        rendered.append(section)
+    verdict = build_verdict(results["sections"], tuple(dataset.x.shape[1:]))
+    return write_html(out_dir, meta, loaded.card, rendered, verdict=verdict)
 
 
 def _load_previous(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
@@ -148,16 +155,37 @@ def write_html(
     card: dict[str, Any],
     sections: list[Section],
     title: str = "Robustness report",
+    *,
+    verdict: Verdict | None = None,
 ) -> Path:
-    """Renders `sections` into ``out_dir/report.html`` (atomically) and returns its path."""
+    """Renders `sections` into ``out_dir/report.html`` (atomically) and returns its path.
+
+    The page is self-contained: every figure is embedded as a ``data:`` URI, so it
+    survives being mailed or uploaded as a CI artefact; the PNG files and
+    ``results.json`` stay in `out_dir` beside it. Citation markers (``[[thesis, §3.2]]``)
+    in intros, captions and notes become links to a bibliography of the works cited.
+    """
+    citations = Citations()
+
+    def embed(file: str) -> str:
+        data = base64.b64encode((out_dir / file).read_bytes()).decode("ascii")
+        return f"data:image/png;base64,{data}"
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("boundaryscope", "report/templates"),
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("html", "j2"), default_for_string=True
         ),
     )
+    env.filters["embed"] = embed
+    env.filters["cite"] = lambda text: markupsafe.Markup(citations.link(str(text)))
+    env.filters["cite_html"] = lambda text: markupsafe.Markup(
+        citations.link(str(text), is_html=True)
+    )
+    env.globals["citations"] = citations
     html = env.get_template("report.html.j2").render(
         title=title,
+        verdict=verdict,
         meta=meta,
         card=card,
         sections=sections,

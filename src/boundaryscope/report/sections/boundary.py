@@ -67,7 +67,7 @@ class BoundaryAnalysis(Analysis):
                     "direction v (columns: a random tangent, the universal perturbation of "
                     "Alg. 4, the first shared curved direction), coloured by predicted "
                     "class; ★ is the DeepFool point, the black line the boundary of the "
-                    "image's region (cf. thesis Fig. 5.5, 6.7).",
+                    "image's region (cf. [[thesis, Figs. 5.5 and 6.7]]).",
                 )
             )
         if result["loss"]:
@@ -77,7 +77,8 @@ class BoundaryAnalysis(Analysis):
                 (
                     figures.save(fig, out_dir / "boundary_loss.png"),
                     "−loss on the plane spanned by the normal and a random direction through "
-                    "one image (the dot) (cf. Fig. 8.3): a steep, curved wall along the "
+                    "one image (the dot) (cf. [[thesis, Fig. 8.3]]): a steep, curved wall "
+                    "along the "
                     "normal and a flat landscape along v is the picture robust training "
                     "tries to change.",
                 )
@@ -111,8 +112,8 @@ class BoundaryAnalysis(Analysis):
                 "classified on a grid (one batched sweep) with both axes in units of "
                 "‖r(x)‖, so the boundary along n sits at 1 when DeepFool's point is the "
                 "closest one on that line. A flat boundary along v is the locally linear "
-                "picture of thesis §5.6; bending along the universal or curved direction is "
-                "the geometry behind universal perturbations (§6.4)."
+                "picture of [[thesis, §5.6]]; bending along the universal or curved direction is "
+                "the geometry behind universal perturbations ([[thesis, §6.4]])."
             ),
             tables=[("Normal cross-sections", ["quantity", "value"], rows)],
             figures=figs,

@@ -121,7 +121,7 @@ class CurvatureAnalysis(Analysis):
         return Section(
             title=self.title,
             intro=(
-                "How the decision boundary bends next to the data (thesis §7.4). For each "
+                "How the decision boundary bends next to the data ([[thesis, §7.4]]). For each "
                 "image x, DeepFool gives the closest boundary point z; the principal "
                 "curvatures there are the eigenvalues of the boundary function's Hessian "
                 "restricted to the tangent plane, divided by the gradient norm (eq. 7.2), "
@@ -133,13 +133,15 @@ class CurvatureAnalysis(Analysis):
                 ("Curvature at the boundary", ["quantity", "value"], [*summary, *loss_rows]),
                 (
                     f"‖P_S v‖/‖v‖ on S = the first {result['subspace_m']} shared curved "
-                    f"directions of d = {result['d']} (cf. Table 7.1: larger = more inside S)",
+                    f"directions of d = {result['d']} (cf. [[thesis, Table 7.1]]: larger = "
+                    f"more inside S)",
                     ["perturbation v", "mean ± std"],
                     projections,
                 ),
                 (
                     f"Fooling rate of perturbations of l2 norm {fool['xi']:.3g} on held-out "
-                    "images (cf. Fig. 6.9b): random vectors from the most positively curved "
+                    "images (cf. [[thesis, Fig. 6.9b]]): random vectors from the most "
+                    "positively curved "
                     "subspace S_c, from the span of the normals S_f, Alg. 4, a random direction",
                     ["perturbation", "fooling rate"],
                     fooling_rows,
@@ -189,7 +191,8 @@ def _profile_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
     return (
         figures.save(fig, out_dir / "curvature_profile.png"),
         "Extreme principal curvatures at boundary points near held-out images, averaged "
-        "rank by rank (cf. Fig. 7.5b). The middle of the profile (not computed) is ≈ 0.",
+        "rank by rank (cf. [[thesis, Fig. 7.5b]]). The middle of the profile (not computed) is "
+        "≈ 0.",
     )
 
 
@@ -202,7 +205,7 @@ def _rho_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
     return (
         figures.save(fig, out_dir / "curvature_rho.png"),
         "ρ_i(z): curvature along the i-th shared direction relative to random directions, "
-        "at held-out points (cf. Fig. 7.6a); above 1 = more curved than random.",
+        "at held-out points (cf. [[thesis, Fig. 7.6a]]); above 1 = more curved than random.",
     )
 
 
@@ -214,7 +217,7 @@ def _basis_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
     fig, _ = figures.image_row(images, [f"u_{i + 1}" for i in range(len(images))])
     return (
         figures.save(fig, out_dir / "curvature_basis.png"),
-        "The first shared curved directions u_i (grey = 0; cf. Fig. 7.6b).",
+        "The first shared curved directions u_i (grey = 0; cf. [[thesis, Fig. 7.6b]]).",
     )
 
 
@@ -235,7 +238,7 @@ def _noise_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
     return (
         figures.save(fig, out_dir / "curvature_noise.png"),
         "Label changes under Gaussian noise restricted to the shared curved subspace S or "
-        "its complement (cf. Fig. 7.7; no clipping to the box).",
+        "its complement (cf. [[thesis, Fig. 7.7]]; no clipping to the box).",
     )
 
 
@@ -247,6 +250,7 @@ def _loss_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
     )
     return (
         figures.save(fig, out_dir / "curvature_loss.png"),
-        "Extreme eigenvalues of the input Hessian of the loss at test images (cf. Fig. 8.2); "
+        "Extreme eigenvalues of the input Hessian of the loss at test images (cf. [[thesis, "
+        "Fig. 8.2]]); "
         "robust training flattens this profile.",
     )

@@ -102,7 +102,8 @@ class DetectionAnalysis(Analysis):
             (
                 figures.save(fig, out_dir / "detection_roc.png"),
                 "ROC curves of the curvature detector and the confidence baseline, clean "
-                "vs perturbed held-out images, one line per attack (cf. Fig. 7.9). Below the "
+                "vs perturbed held-out images, one line per attack (cf. [[thesis, Fig. 7.9]]). "
+                "Below the "
                 "diagonal: clean images score higher than perturbed ones.",
             )
         ]
@@ -182,13 +183,18 @@ class DetectionAnalysis(Analysis):
                     header,
                     rows,
                 ),
-                ("Sign of the curvature score (cf. Table 7.2)", ["quantity", "share"], sign_rows),
+                (
+                    "Sign of the curvature score (cf. [[thesis, Table 7.2]])",
+                    ["quantity", "share"],
+                    sign_rows,
+                ),
                 ("Thresholds, the adaptive attacker and cost", ["quantity", "value"], other_rows),
             ],
             figures=figs,
             notes=[
                 "The thesis reports clean κ > 0 for 97% and perturbed κ < 0 for 96% of CIFAR-10 "
-                "images (Table 7.2) while its Alg. 6 flags a high ρ; an AUC below 0.5 here "
+                "images ([[thesis, Table 7.2]]) while its Alg. 6 flags a high ρ; an AUC below "
+                "0.5 here "
                 "means this model follows Table 7.2's signs (CurvatureDetector(orientation="
                 "'reversed') uses them). Minimal perturbations leave images right at the "
                 "boundary, where the top-class probability is low: the confidence baseline "

@@ -59,13 +59,35 @@ class FixedBudgetAnalysis(Analysis):
                 "How often each attack fools the model when its perturbation may not exceed "
                 "ε in l∞ (fooling ratio = share of correctly classified images whose label "
                 f"changes; {curves['n_correct']} images). Algorithm 1/1-n/2 are the convex "
-                "programs of Balda et al.; DeepFool-l∞ is limited to the budget; random ±ε "
+                "programs of [[balda]]; DeepFool-l∞ is limited to the budget; random ±ε "
                 "noise is the floor. A curve far above random at small ε means the boundary "
                 "is close along a few adversarial directions only."
             ),
             tables=[
-                ("Robustness measures (Balda et al., Table I)", ["measure", "value"], rows),
+                ("Robustness measures ([[balda, Table I]])", ["measure", "value"], rows),
                 ("Time per attack over the whole ε grid", ["attack", "seconds"], timing),
             ],
-            figures=[(file, "Fooling ratio against the l∞ budget ε (cf. seed 001, Fig. 2).")],
+            figures=[(file, "Fooling ratio against the l∞ budget ε (cf. [[balda, Fig. 2]]).")],
+            notes=_coinciding_curves(curves["ratios"]),
         )
+
+
+def _coinciding_curves(ratios: dict[str, list[float]]) -> list[str]:
+    """Notes naming curves drawn on top of each other (same values at every ε)."""
+    groups: dict[tuple[float, ...], list[str]] = {}
+    for name, values in ratios.items():
+        groups.setdefault(tuple(round(v, 12) for v in values), []).append(name)
+    notes = []
+    for names in groups.values():
+        if len(names) > 1:
+            notes.append(
+                f"{' and '.join(names)} have the same fooling ratio at every ε, so only the "
+                "last one drawn is visible in the figure"
+                + (
+                    ": with l∞ budgets, Algorithm 2's single linearised step is the sign of "
+                    "the gradient, which is FGSM's step ([[balda]])."
+                    if {"alg2", "fgsm"} <= set(names)
+                    else "."
+                )
+            )
+    return notes

@@ -110,22 +110,32 @@ class NoiseAnalysis(Analysis):
         figs.append(
             (
                 figures.save(fig, out_dir / "spectral.png"),
-                f"Spectral robustness ζ per DCT band (B = {spectral['block']}); below 1: "
-                "more fragile than a random subspace of the same size (cf. Fig. 3.11).",
+                f"Spectral robustness ζ per DCT band (B = {spectral['block']}): ζ = "
+                f"√(m/d)·ρ_S/ρ_adv "
+                "compares ρ_S, the mean minimal perturbation inside the band (dimension m), "
+                "with the √(d/m)·ρ_adv a random m-dimensional subspace needs (Theorem 1); "
+                "below 1: "
+                "more fragile than a random subspace of the same size (cf. [[thesis, Fig. 3.11]]).",
             )
         )
         example = result["example"]
         if example:
-            titles = [
-                f"{name}\nlabel {p['label']}" + (f", ‖r‖={p['norm']:.2g}" if p["norm"] else "")
-                for name, p in example.items()
-            ]
+            titles = [_example_title(name, p) for name, p in example.items()]
+            unfooled = [name for name, p in example.items() if not math.isfinite(p["norm"])]
             fig, _ = figures.image_row([np.asarray(p["image"]) for p in example.values()], titles)
             figs.append(
                 (
                     figures.save(fig, out_dir / "noise_example.png"),
-                    "One image fooled by random, semi-random (m = 10) and adversarial noise "
-                    "(cf. Fig. 5.4); the images are clipped to [0, 1] for display only.",
+                    "One image under random, semi-random (m = 10) and adversarial noise "
+                    "(cf. [[thesis, Fig. 5.4]]), each at the smallest norm that changes its "
+                    "label"
+                    + (
+                        f"; {' and '.join(unfooled)} did not change it at any norm tried "
+                        "(shown unperturbed, marked 'not fooled')"
+                        if unfooled
+                        else ""
+                    )
+                    + "; the images are clipped to the box for display only.",
                 )
             )
         failures = sum(spectral["failures"])
@@ -152,7 +162,7 @@ class NoiseAnalysis(Analysis):
             ),
             tables=[
                 (
-                    "β(f; m) (thesis Table 5.1)",
+                    "β(f; m) ([[thesis, Table 5.1]])",
                     ["m", "m/d", "β mean ± std", "inside Thm. 1", "inside Cor. 1", "failures"],
                     rows,
                 )
@@ -160,3 +170,11 @@ class NoiseAnalysis(Analysis):
             figures=figs,
             notes=notes,
         )
+
+
+def _example_title(name: str, panel: dict[str, Any]) -> str:
+    """Title of one example panel: its label and norm, or "not fooled"."""
+    norm = panel["norm"]
+    if not math.isfinite(norm):
+        return f"{name}\nnot fooled"
+    return f"{name}\nlabel {panel['label']}" + (f", ‖r‖={norm:.2g}" if norm else "")

@@ -76,7 +76,7 @@ class RegionsAnalysis(Analysis):
         return Section(
             title=self.title,
             intro=(
-                "Is each class one connected region, or many islands? Alg. 5 (thesis §7.3) "
+                "Is each class one connected region, or many islands? Alg. 5 ([[thesis, §7.3]]) "
                 "joins two points with the same predicted label by a path that stays in "
                 "their region: when the straight segment leaves it, the midpoint is pushed "
                 "back by targeted DeepFool and both halves are treated the same way. A "
@@ -150,7 +150,7 @@ def _convexity_figure(result: dict[str, Any], out_dir: Path) -> tuple[str, str]:
     return (
         figures.save(fig, out_dir / "regions_convexity.png"),
         f"Probability that a random convex combination of k same-label images keeps the "
-        f"label ({probe['trials']} combinations per k; cf. Fig. 7.3).",
+        f"label ({probe['trials']} combinations per k; cf. [[thesis, Fig. 7.3]]).",
     )
 
 
@@ -162,5 +162,5 @@ def _stitched_figure(result: dict[str, Any], classes: list[str], out_dir: Path) 
         f"One Alg. 5 path ({stitched['anchors']} anchors, D(p) − 1 = "
         f"{stitched['deviation'] - 1:.2e}): each panel is the plane through an anchor spanned "
         "by r(x1) (vertical, units of ‖r(x1)‖) and the next path segment (horizontal); "
-        "panels are stitched side by side (cf. Fig. 7.2, right).",
+        "panels are stitched side by side (cf. [[thesis, Fig. 7.2]], right).",
     )

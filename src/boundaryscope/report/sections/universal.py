@@ -59,6 +59,8 @@ class UniversalAnalysis(Analysis):
             "fooling_test": fooling_rate(ctx.clf, test.x, v),
             "history": result.history,
             "l2_norm": l2,
+            "linf_norm": float(v.abs().max()),
+            "bounds": list(ctx.clf.bounds),
             "v": v.cpu().numpy().round(5).tolist(),
             "examples": (examples + v).clamp(*ctx.clf.bounds).cpu().numpy().round(4).tolist(),
             "example_labels": ctx.clf.predict(examples).tolist(),
@@ -96,7 +98,8 @@ class UniversalAnalysis(Analysis):
         figs.append(
             (
                 figures.save(fig, out_dir / "universal_phase.png"),
-                "Fooling rate against the l2 norm of each kind of perturbation (cf. Fig. 4.9).",
+                "Fooling rate against the l2 norm of each kind of perturbation (cf. [[thesis, "
+                "Fig. 4.9]]).",
             )
         )
         flat = result["flat_model"]
@@ -115,7 +118,7 @@ class UniversalAnalysis(Analysis):
             (
                 figures.save(fig, out_dir / "universal_singular_values.png"),
                 "Singular values of the matrix of boundary normals against random vectors "
-                "(cf. Fig. 6.3): a fast decay means normals share a low-dimensional "
+                "(cf. [[thesis, Fig. 6.3]]): a fast decay means normals share a low-dimensional "
                 "subspace S_f.",
             )
         )
@@ -128,14 +131,19 @@ class UniversalAnalysis(Analysis):
             figs.append(
                 (
                     figures.save(fig, out_dir / "universal_dominant_labels.png"),
-                    "Dominant labels (cf. Fig. 4.7): each class points to the label v sends "
+                    "Dominant labels (cf. [[thesis, Fig. 4.7]]): each class points to the "
+                    "label v sends "
                     "most of its images to; wider arrows for larger shares.",
                 )
             )
         rows = [
             ["fooling rate on X (training images)", f"{result['fooling_train']:.3f}"],
             ["fooling rate on held-out test images", f"{result['fooling_test']:.3f}"],
-            ["‖v‖∞ / ‖v‖₂", f"{result['xi']:.3g} / {result['l2_norm']:.3g}"],
+            [
+                "measured ‖v‖∞ / ‖v‖₂ (input units)",
+                f"{result.get('linf_norm', math.nan):.3g} / {result['l2_norm']:.3g}",
+            ],
+            ["radius ξ of Alg. 4 (l∞)", f"{result['xi']:.3g}"],
             *[
                 [f"random v ∈ S_f, m = {m} (same ‖·‖₂)", f"{rate:.3f}"]
                 for m, rate in flat["fooling_rates"].items()
@@ -149,15 +157,33 @@ class UniversalAnalysis(Analysis):
                 "One perturbation v, computed once on training images with Alg. 4 "
                 f"(‖v‖∞ ≤ {result['xi']:.3g}), applied to every test image: the share whose "
                 "label changes is its fooling rate. It generalises because the decision "
-                "boundary's normals near the data share a few directions (§6.3)."
+                "boundary's normals near the data share a few directions ([[thesis, §6.3]])."
             ),
             tables=[
                 ("Universal perturbation", ["quantity", "value"], rows),
                 (
-                    "Dominant labels (cf. Fig. 4.7): class → where v sends most of it",
+                    "Dominant labels (cf. [[thesis, Fig. 4.7]]): class → where v sends most of it",
                     ["class", "dominant label", "share of the class"],
                     edge_rows,
                 ),
             ],
             figures=figs,
+            notes=_radius_notes(result),
         )
+
+
+def _radius_notes(result: dict[str, Any]) -> list[str]:
+    """A warning when ξ is a large share of the pixel range (the perturbation is visible)."""
+    bounds = result.get("bounds")
+    if not bounds or not math.isfinite(bounds[1] - bounds[0]):
+        return []
+    share = result["xi"] / (bounds[1] - bounds[0])
+    if share < 0.1:
+        return []
+    return [
+        f"ξ = {result['xi']:.3g} in l∞ is {share:.0%} of the pixel range "
+        f"[{bounds[0]:g}, {bounds[1]:g}]: every pixel may move that far, so v is plainly "
+        "visible — not a small perturbation. The universal perturbations of "
+        "[[universal]] use ξ = 10/255 ≈ 4% on ImageNet; pass a smaller radius (report "
+        "profile or `boundaryscope universal --xi`) to measure that regime."
+    ]

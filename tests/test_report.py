@@ -1,0 +1,160 @@
+"""The report's verdict, citations, self-contained page and the fixes of its known defects."""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from boundaryscope.metrics import data_family, usual_budgets
+from boundaryscope.report.references import BIBLIOGRAPHY, Citations
+from boundaryscope.report.registry import Section
+from boundaryscope.report.runner import write_html
+from boundaryscope.report.sections.fixed_budget import _coinciding_curves
+from boundaryscope.report.sections.noise import _example_title
+from boundaryscope.report.sections.universal import _radius_notes
+from boundaryscope.report.verdict import build_verdict
+
+
+def test_usual_budgets_follow_the_data_kind_and_scale_with_the_pixel_range():
+    mnist = usual_budgets((1, 28, 28), (0.0, 1.0))
+    assert [(b.p, b.eps) for b in mnist] == [(math.inf, 0.1), (math.inf, 0.3), (2.0, 2.0)]
+    cifar = usual_budgets((3, 32, 32), (0.0, 1.0))
+    assert [(b.p, b.label) for b in cifar] == [(math.inf, "8/255"), (2.0, "0.5")]
+    assert cifar[0].eps == pytest.approx(8 / 255)
+    # A [0, 255] box: the same budgets in its units (RobustBench states them for [0, 1]).
+    scaled = usual_budgets((3, 32, 32), (0.0, 255.0))
+    assert scaled[0].eps == pytest.approx(8.0) and scaled[1].eps == pytest.approx(127.5)
+    assert usual_budgets((3, 224, 224), (0.0, 1.0))[0].label == "4/255"
+    assert usual_budgets((3, 32, 32), (-math.inf, math.inf))[0].eps == pytest.approx(8 / 255)
+    assert data_family((64,)) == "mnist" and data_family((3, 96, 96)) == "imagenet"
+
+
+def _robustness_result() -> dict:
+    """A hand-made robustness result with known answers."""
+    labels = [0, 0, 1, 1, 2, 2]
+    norms_l2 = [1.0, 3.0, 0.5, 0.7, 2.0, math.inf]  # class 1 is the most fragile
+    flips = [1, 1, 0, 0, 1, 2]  # 0→1 twice, 1→0 twice, 2→1 once; the last one failed
+    summary = {"median_norm": 1.5, "rho_adv": 0.2, "n_failures": 1}
+    return {
+        "deepfool": {"l2": summary, "linf": {**summary, "median_norm": 0.1, "rho_adv": 0.1}},
+        "tightest": {"l2": {**summary, "median_norm": 1.2}},
+        "fgsm": {"eps90": 0.3, "rho_l2": 1.0, "rho_linf": 0.26},
+        "norms": {"l2": norms_l2, "linf": [0.1] * 6},
+        "labels": labels,
+        "adversarial_labels": {"l2": flips},
+        "bounds": [0.0, 1.0],
+        "d": 784,
+        "robust_accuracy": [
+            {
+                "p": math.inf,
+                "eps": 0.3,
+                "label": "0.3",
+                "convention": "MNIST",
+                "pgd_steps": 40,
+                "n": 10,
+                "robust_accuracy": 0.05,
+                "robust_accuracy_minimal_only": 0.1,
+            },
+        ],
+    }
+
+
+def test_verdict_reads_the_numbers_off_the_results():
+    sections = {
+        "accuracy": {"accuracy": 0.977, "n": 1000, "classes": ["zero", "one", "two"]},
+        "robustness": _robustness_result(),
+    }
+    verdict = build_verdict(sections, (1, 28, 28))
+    rows = {row.quantity: row for row in verdict.rows}
+    assert rows["clean accuracy"].value == "97.7%"
+    l2 = rows["smallest change that flips the label, l2"]
+    assert l2.value == "1.2"  # the tightest estimate, not DeepFool's 1.5
+    # 1.2 / sqrt(784) of the [0, 1] range = 0.0429 → 10.9 of 255 grey levels.
+    assert "10.9 of 255 grey levels" in l2.reading and "ρ_adv = 0.2" in l2.reading
+    linf = rows["smallest change that flips the label, l∞"]
+    assert "26 of 255 grey levels" in linf.reading  # 0.1 × 255 = 25.5, DeepFool only
+    assert rows["robust accuracy, l∞ ε = 0.3"].value == "≤ 5.0%"
+    assert rows["how much FGSM over-estimates robustness"].value == "5.0× (l2), 2.6× (l∞)"
+    assert rows["most fragile classes (l2)"].value.startswith("one (0.6)")
+    flips = rows["most frequent label flips"].value
+    assert flips.startswith(("zero → one (40%)", "one → zero (40%)")) and "two" in flips
+    assert verdict.advice and "--defense pgd" in verdict.advice[0]  # 5% < 10%
+    assert verdict.reference_family == "mnist"
+    assert any(point.value == "0.20" for point in verdict.references)
+
+
+def test_verdict_leaves_out_what_was_not_run():
+    assert build_verdict({}, (3, 32, 32)).rows == []
+    only_accuracy = build_verdict({"accuracy": {"accuracy": 0.5, "n": 2}}, (3, 32, 32))
+    assert [row.quantity for row in only_accuracy.rows] == ["clean accuracy"]
+    assert only_accuracy.reference_family == "cifar10" and only_accuracy.advice == []
+
+
+def test_citations_link_known_works_and_refuse_unknown_ones():
+    citations = Citations()
+    text = citations.link("see [[thesis, §3.2]] and [[balda]] & `make test`")
+    assert '<a class="cite" href="#ref-thesis">Moosavi-Dezfooli 2019, §3.2</a>' in text
+    assert "&amp;" in text and "<code>make test</code>" in text
+    assert citations.cited == ["thesis", "balda"]
+    assert [key for key, _ in citations.works()] == ["balda", "thesis"]  # by label
+    with pytest.raises(KeyError, match="nosuch"):
+        citations.link("[[nosuch]]")
+
+
+def test_every_marker_in_the_sections_names_a_work():
+    root = Path(__file__).parents[1] / "src" / "boundaryscope" / "report"
+    keys = set()
+    for path in [*root.glob("sections/*.py"), root / "comparison.py", root / "verdict.py"]:
+        keys |= set(re.findall(r"\[\[(\w+)(?:, [^\]]+)?\]\]", path.read_text()))
+    assert keys and keys <= set(BIBLIOGRAPHY)
+
+
+def test_page_is_self_contained_with_verdict_first_and_a_bibliography(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from boundaryscope.report import figures
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    name = figures.save(fig, tmp_path / "plot.png")
+    section = Section(
+        "Demo", "intro citing [[deepfool]]", figures=[(name, "caption [[thesis, Fig. 1]]")]
+    )
+    section.anchor = "s-demo"
+    verdict = build_verdict({"accuracy": {"accuracy": 0.9, "n": 10}}, (1, 28, 28))
+    page = write_html(
+        tmp_path,
+        {"model": "m", "data": "d", "n": 10, "profile": "quick", "seed": 0},
+        {},
+        [section],
+        verdict=verdict,
+    ).read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    embedded = base64.b64decode(sources[0].split(",", 1)[1])
+    assert embedded == (tmp_path / "plot.png").read_bytes()
+    assert page.index('id="verdict"') < page.index('id="s-demo"')
+    assert 'id="ref-deepfool"' in page and 'id="ref-thesis"' in page
+    assert 'id="ref-balda"' not in page  # only the works cited are listed
+
+
+def test_coinciding_curves_are_named_and_alg2_fgsm_explained():
+    notes = _coinciding_curves({"alg2": [0.1, 0.5], "fgsm": [0.1, 0.5], "pgd": [0.2, 0.9]})
+    assert len(notes) == 1 and "alg2 and fgsm" in notes[0] and "sign" in notes[0]
+    assert _coinciding_curves({"a": [0.1], "b": [0.2]}) == []
+
+
+def test_unfooled_example_is_not_shown_as_fooled():
+    assert "not fooled" in _example_title("random noise", {"label": 3, "norm": math.inf})
+    assert "‖r‖=0.5" in _example_title("adversarial", {"label": 3, "norm": 0.5})
+
+
+def test_large_universal_radius_is_flagged_against_the_pixel_range():
+    notes = _radius_notes({"xi": 0.5, "bounds": [0.0, 1.0]})
+    assert notes and "50% of the pixel range" in notes[0]
+    assert _radius_notes({"xi": 10 / 255, "bounds": [0.0, 1.0]}) == []
+    assert _radius_notes({"xi": 0.5}) == []  # results written before bounds were recorded
