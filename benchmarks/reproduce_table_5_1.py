@@ -17,7 +17,7 @@ from dataclasses import asdict
 from _common import RESULTS, table, write
 from boundaryscope import Classifier
 from boundaryscope.data import load_mnist5k
-from boundaryscope.noise import semi_random_robustness, spectral_robustness
+from boundaryscope.noise_robustness import semi_random_robustness, spectral_robustness
 from boundaryscope.report import figures
 from boundaryscope.zoo import load_model
 

@@ -81,7 +81,7 @@ def attack_run(processes: int, out: Path) -> dict[str, float]:
     wall = time.perf_counter() - start
     if done.returncode:
         raise RuntimeError(done.stderr[-2000:])
-    summary = json.loads(out.read_text())["summary"]
+    summary = json.loads((out / "attack.json").read_text())["summary"]
     return {
         "processes": processes,
         "attack_seconds": summary["seconds"],
@@ -111,7 +111,7 @@ def memory_run(n: int) -> dict[str, float]:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [attack_run(p, Path(tmp) / f"a{p}.json") for p in (1, 2)]
+        runs = [attack_run(p, Path(tmp) / f"a{p}") for p in (1, 2)]
     speedup = runs[1]["images_per_second"] / runs[0]["images_per_second"]
     for r in runs:
         print(

@@ -21,7 +21,7 @@ from torch import nn
 from boundaryscope import Classifier
 from boundaryscope import attacks as A
 from boundaryscope.curves import balda_robustness, fooling_curves
-from boundaryscope.noise import semi_random_robustness, spectral_robustness
+from boundaryscope.noise_robustness import semi_random_robustness, spectral_robustness
 from boundaryscope.universal import dominant_label_graph, fooling_rate, universal_perturbation
 
 SHAPE = (1, 4, 4)
@@ -547,10 +547,10 @@ def test_cli_budgeted_attacks_honour_p(tmp_path):
 
     from boundaryscope.cli import main
 
-    out = tmp_path / "pgd.json"
+    out = tmp_path / "pgd"
     argv = ["attack", "pgd", "--p", "2", "--eps", "1.5", "--n", "8", "--steps", "5"]
     assert main([*argv, "--out", str(out)]) == 0
-    payload = json.loads(out.read_text())
+    payload = json.loads((out / "attack.json").read_text())
     assert payload["p"] == 2.0 and "p=2.0" in payload["attack"]
     norms = [float(v) for v in payload["norms"] if v != "inf"]
     assert norms and max(norms) <= 1.5 + 1e-4  # an l2 budget, not an l∞ one

@@ -6,7 +6,7 @@ from boundaryscope.cli import main
 
 
 def test_train_writes_checkpoint_and_card(tmp_path):
-    out = tmp_path / "fc.pt"
+    out = tmp_path / "fc"
     assert (
         main(
             [
@@ -23,7 +23,7 @@ def test_train_writes_checkpoint_and_card(tmp_path):
         )
         == 0
     )
-    card = json.loads(out.with_suffix(".json").read_text())
+    card = json.loads((out / "model.json").read_text())
     assert card["arch"] == "fc500-150-10" and 0 <= card["test_accuracy"] <= 1
     assert card["command"].startswith("boundaryscope train")
     assert (
@@ -32,13 +32,13 @@ def test_train_writes_checkpoint_and_card(tmp_path):
                 "attack",
                 "deepfool",
                 "--model",
-                str(out),
+                str(out / "model.pt"),
                 "--data",
                 "digits",
                 "--n",
                 "8",
                 "--out",
-                str(tmp_path / "a.json"),
+                str(tmp_path / "a"),
             ]
         )
         == 0
@@ -124,25 +124,26 @@ def test_report_and_resume(tmp_path, monkeypatch):
 
 
 def test_attack_cli(tmp_path):
-    out = tmp_path / "df.json"
+    out = tmp_path / "df"
     assert main(["attack", "deepfool", "--n", "16", "--p", "inf", "--out", str(out)]) == 0
-    payload = json.loads(out.read_text())
+    payload = json.loads((out / "attack.json").read_text())
     assert payload["summary"]["success_rate"] == 1.0
     assert len(payload["norms"]) == 16
     assert main(["attack", "fgsm", "--n", "16", "--out", str(out)]) == 0
 
 
 def test_fmn_and_verify_cli(tmp_path):
-    df_out, fmn_out = tmp_path / "df.json", tmp_path / "fmn.json"
+    df_out, fmn_out = tmp_path / "df", tmp_path / "fmn"
     assert main(["attack", "deepfool", "--n", "12", "--out", str(df_out)]) == 0
-    assert main(["attack", "fmn", "--n", "12", "--fmn-steps", "10", "--out", str(fmn_out)]) == 0
-    deepfool, fmn = json.loads(df_out.read_text()), json.loads(fmn_out.read_text())
+    assert main(["attack", "fmn", "--n", "12", "--steps", "10", "--out", str(fmn_out)]) == 0
+    deepfool = json.loads((df_out / "attack.json").read_text())
+    fmn = json.loads((fmn_out / "attack.json").read_text())
     assert fmn["summary"]["success_rate"] == 1.0
     assert fmn["summary"]["median_norm"] < deepfool["summary"]["median_norm"]
-    out = tmp_path / "verify.json"
+    out = tmp_path / "verify"
     args = ["verify", "--n", "3", "--fmn-steps", "20", "--out", str(out)]
     assert main(args) == 0
-    payload = json.loads(out.read_text())
+    payload = json.loads((out / "verify.json").read_text())
     assert payload["model"] == "zoo:mlp-digits" and payload["exact_share"] == 1.0
     assert payload["attack_over_exact"]["deepfool"]["median"] >= 1 - 1e-6
     assert main(["verify", "--model", "zoo:lenet-mnist", "--data", "mnist5k", "--n", "2"]) == 2
@@ -154,7 +155,7 @@ def test_errors_are_reported(capsys):
 
 
 def test_curves_cli(tmp_path):
-    out = tmp_path / "curves.json"
+    out = tmp_path / "curves"
     assert (
         main(
             [
@@ -164,32 +165,30 @@ def test_curves_cli(tmp_path):
                 "--eps",
                 "0:0.3:3",
                 "--attacks",
-                "deepfool-linf,alg1-3,fgsm,random",
+                "deepfool,alg1-3,fgsm,random",
                 "--out",
                 str(out),
             ]
         )
         == 0
     )
-    payload = json.loads(out.read_text())
-    assert set(payload["ratios"]) == {"deepfool-linf", "alg1-3", "fgsm", "random"}
+    payload = json.loads((out / "curves.json").read_text())
+    assert set(payload["ratios"]) == {"deepfool", "alg1-3", "fgsm", "random"}
     assert payload["ratios"]["fgsm"][0] == 0.0
-    assert out.with_suffix(".png").stat().st_size > 1000
+    assert (out / "curves.png").stat().st_size > 1000
 
 
 def test_budgeted_attack_cli_needs_eps(tmp_path, capsys):
-    assert main(["attack", "pgd", "--n", "4", "--out", str(tmp_path / "a.json")]) == 1
+    assert main(["attack", "pgd", "--n", "4", "--out", str(tmp_path / "a")]) == 2
     assert "--eps" in capsys.readouterr().err
-    assert (
-        main(["attack", "alg1-5", "--eps", "0.1", "--n", "4", "--out", str(tmp_path / "a.json")])
-        == 0
-    )
+    assert not (tmp_path / "a").exists()  # a failed run leaves no empty output directory
+    assert main(["attack", "alg1-5", "--eps", "0.1", "--n", "4", "--out", str(tmp_path / "a")]) == 0
 
 
 def test_noise_cli(tmp_path):
-    out = tmp_path / "noise.json"
+    out = tmp_path / "noise"
     assert main(["noise", "--n", "6", "--m", "196,49", "--steps", "30", "--out", str(out)]) == 0
-    payload = json.loads(out.read_text())
+    payload = json.loads((out / "noise.json").read_text())
     assert [r["m"] for r in payload["regimes"]] == [196, 49]
     assert (
         main(
@@ -209,7 +208,7 @@ def test_noise_cli(tmp_path):
         )
         == 0
     )
-    assert len(json.loads(out.read_text())["spectral"]["zeta"]) == 2
+    assert len(json.loads((out / "noise.json").read_text())["spectral"]["zeta"]) == 2
 
 
 def test_universal_cli_and_eval(tmp_path):
@@ -257,25 +256,28 @@ def test_detect_fit_and_score_cli(tmp_path):
     import numpy as np
     import torch
 
-    detector = tmp_path / "det.json"
+    fitted = tmp_path / "det"
+    detector = fitted / "detector.json"
     common = ["--n", "8", "--directions", "2", "--candidates", "2"]
-    assert main(["detect", "fit", *common, "--out", str(detector)]) == 0
+    assert main(["detect", "fit", *common, "--out", str(fitted)]) == 0
     saved = json.loads(detector.read_text())
     assert saved["kind"] == "curvature" and saved["params"]["n_directions"] == 2
-    scores = tmp_path / "scores.json"
-    assert main(["detect", "score", str(detector), "--n", "5", "--out", str(scores)]) == 0
+    scored = tmp_path / "scored"
+    scores = scored / "scores.json"
+    # The detector's file, or the directory holding it.
+    assert main(["detect", "score", str(fitted), "--n", "5", "--out", str(scored)]) == 0
     result = json.loads(scores.read_text())
     assert len(result["scores"]) == 5
     assert result["perturbed"] == [s > saved["threshold"] for s in result["scores"]]
     images = tmp_path / "adv.npz"
     np.savez(images, x=np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32))
-    args = ["detect", "score", str(detector), "--inputs", str(images), "--out", str(scores)]
+    args = ["detect", "score", str(detector), "--inputs", str(images), "--out", str(scored)]
     assert main(args) == 0
     assert len(json.loads(scores.read_text())["scores"]) == 3
     torch.save({"not": "a tensor"}, tmp_path / "bad.pt")
     bad = ["detect", "score", str(detector), "--inputs", str(tmp_path / "bad.pt")]
     assert main(bad) == 2
-    assert main(["detect", "fit", "--baseline", "--n", "8", "--out", str(detector)]) == 0
+    assert main(["detect", "fit", "--baseline", "--n", "8", "--out", str(fitted)]) == 0
     assert json.loads(detector.read_text())["kind"] == "confidence"
 
 
@@ -328,9 +330,9 @@ def test_train_defense_resume_and_compare(tmp_path):
     assert set(payload["models"]) == {"zoo:fc500-150-10-mnist", "run"}
     assert all(0 <= m["clean_accuracy"] <= 1 for m in payload["models"].values())
     assert main(["attack", "deepfool", "--model", str(run), "--n", "4",
-                 "--out", str(tmp_path / "a.json")]) == 0  # fmt: skip
+                 "--out", str(tmp_path / "a")]) == 0  # fmt: skip
 
 
 def test_train_needs_arch_or_defense(capsys):
-    assert main(["train", "--out", "x.pt"]) == 2
+    assert main(["train", "--out", "x"]) == 2
     assert "--arch" in capsys.readouterr().err

@@ -58,10 +58,10 @@ def numbers(payload: dict) -> dict:
 )
 def test_two_processes_equal_one(tmp_path, attack):
     argv = ["attack", *attack, "--n", "40"]
-    run([*argv, "--out", str(tmp_path / "one.json")], 1)
-    run([*argv, "--out", str(tmp_path / "two.json")], 2)
-    one = json.loads((tmp_path / "one.json").read_text())
-    two = json.loads((tmp_path / "two.json").read_text())
+    run([*argv, "--out", str(tmp_path / "one")], 1)
+    run([*argv, "--out", str(tmp_path / "two")], 2)
+    one = json.loads((tmp_path / "one" / "attack.json").read_text())
+    two = json.loads((tmp_path / "two" / "attack.json").read_text())
     assert two["summary"]["processes"] == 2 and one["summary"]["processes"] == 1
     if attack == ["deepfool"]:
         # l2 DeepFool: the backward of LeNet's convolutions rounds differently at batch 20
@@ -93,6 +93,6 @@ def test_universal_eval_two_processes_equal_one(tmp_path):
 
 @pytest.mark.slow
 def test_unsharded_commands_refuse_torchrun(tmp_path):
-    done = subprocess_run(["noise", "--n", "2", "--out", str(tmp_path / "n.json")], TORCHRUN)
+    done = subprocess_run(["noise", "--n", "2", "--out", str(tmp_path / "n")], TORCHRUN)
     assert done.returncode != 0
     assert "does not run under torchrun yet" in done.stderr

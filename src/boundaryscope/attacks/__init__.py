@@ -34,7 +34,7 @@ from boundaryscope.attacks.gradient import (
     smallest_fooling_epsilon,
 )
 from boundaryscope.attacks.lbfgs import LBFGS
-from boundaryscope.attacks.noise import (
+from boundaryscope.attacks.random_noise import (
     BernoulliNoise,
     RandomDirection,
     RandomLineSearch,

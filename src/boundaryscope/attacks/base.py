@@ -9,10 +9,11 @@ pass, and computes per-sample norms. Subclasses write only their maths in ``_run
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -31,6 +32,7 @@ __all__ = [
     "is_adversarial",
     "register_attack",
     "shrink_to_boundary",
+    "unknown_name",
 ]
 
 
@@ -63,6 +65,15 @@ class AttackResult:
 
     def __len__(self) -> int:
         return int(self.success.shape[0])
+
+    def __iter__(self) -> Iterator[Any]:
+        """Refuses tuple unpacking, showing the fields instead (users arriving from Foolbox)."""
+        raise TypeError(
+            "An AttackResult is not a tuple: read its fields. Foolbox's "
+            "`raw, clipped, success = attack(model, x, y, epsilons=eps)` is "
+            "`result = attack(clf, x, y)` here, then result.adversarial (clipped to the box), "
+            "result.success, result.norms, result.perturbation."
+        )
 
     @property
     def success_rate(self) -> float:
@@ -148,7 +159,13 @@ class Attack(ABC):
         return f"{type(self).__name__}({args})"
 
     def __call__(
-        self, clf: Classifier, x: Tensor, y: Tensor | None = None, *, target: Tensor | None = None
+        self,
+        clf: Classifier,
+        x: Tensor,
+        y: Tensor | None = None,
+        *,
+        target: Tensor | None = None,
+        **unexpected: Any,
     ) -> AttackResult:
         """Runs the attack on a batch.
 
@@ -157,10 +174,17 @@ class Attack(ABC):
             x: ``(N, *shape)`` inputs inside ``clf.bounds``.
             y: ``(N,)`` labels to move away from; ``None`` = the model's predictions.
             target: ``(N,)`` target classes for a targeted attack (``None`` = untargeted).
+            **unexpected: Refused with a message saying where such settings go.
 
         Returns:
             An `AttackResult`; success is judged on the returned, clipped points.
+
+        Raises:
+            TypeError: an unknown keyword; a budget (``epsilons=``, ``eps=``, as in
+                Foolbox or torchattacks) belongs to the attack's constructor.
         """
+        if unexpected:
+            raise _call_error(self, unexpected)
         clf = check_classifier(clf)
         x = clf.validate(x)
         with clf.session():
@@ -295,3 +319,32 @@ def register_attack(name: str) -> Callable[[AttackT], AttackT]:
         return cls
 
     return decorate
+
+
+def unknown_name(kind: str, name: str, choices: Sequence[str]) -> ValueError:
+    """The error for a misspelt name: the valid choices, and the closest one if any.
+
+    Example:
+        >>> str(unknown_name("attack", "pgdd", ["fgsm", "pgd"]))
+        "attack must be one of ['fgsm', 'pgd']; got 'pgdd' (did you mean 'pgd'?)."
+    """
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ValueError(f"{kind} must be one of {list(choices)}; got {name!r}{hint}.")
+
+
+def _call_error(attack: Attack, unexpected: dict[str, Any]) -> TypeError:
+    """The error for keywords an attack call does not take, pointing to the constructor."""
+    names = sorted(unexpected)
+    budget = {"epsilons", "epsilon", "eps", "steps", "p", "norm"} & set(names)
+    if budget:
+        return TypeError(
+            f"{type(attack).__name__}(...)(clf, x, y) takes no {', '.join(names)}: settings "
+            f"such as the budget belong to the constructor, e.g. PGD(eps=8/255, steps=40)"
+            f"(clf, x, y), and one attack object serves every batch. Foolbox's "
+            f"epsilons=[...] sweep is boundaryscope.curves.fooling_curves(clf, x, y, "
+            f"['pgd'], [...])."
+        )
+    return TypeError(
+        f"{type(attack).__name__}(...)(clf, x, y, target=None) got unexpected keywords {names}."
+    )

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from boundaryscope.attacks.base import Attack, RawAttack, register_attack
 from boundaryscope.classifier import Classifier
@@ -37,6 +38,8 @@ class LBFGS(Attack):
         search_steps: Evaluations of the search over ``c``.
         max_iter: L-BFGS-B iterations per solve.
         kappa: Confidence margin ``κ`` in logit units.
+        progress: A bar over the images (``None``: only on a terminal; one solve per
+            image makes this the slowest attack).
     """
 
     def __init__(
@@ -46,6 +49,7 @@ class LBFGS(Attack):
         search_steps: int = 10,
         max_iter: int = 100,
         kappa: float = 1e-3,
+        progress: bool | None = False,
     ) -> None:
         if not c > 0 or search_steps < 1 or max_iter < 1 or kappa < 0:
             raise ValueError(
@@ -56,6 +60,7 @@ class LBFGS(Attack):
         self.search_steps = search_steps
         self.max_iter = max_iter
         self.kappa = float(kappa)
+        self.progress = progress
         self.p = 2.0
 
     def _hinge(self, scores: Tensor, label: Tensor, targeted: bool) -> Tensor:
@@ -98,7 +103,8 @@ class LBFGS(Attack):
         adversarial = x.clone()
         iterations = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
         with clf.session():
-            for i in range(x.shape[0]):
+            disable = None if self.progress is None else not self.progress
+            for i in tqdm(range(x.shape[0]), desc="L-BFGS", unit="image", disable=disable):
                 # One problem per sample: a joint solve would couple samples through the
                 # shared line search and stopping rule, so results would depend on the batch.
                 adversarial[i], iterations[i] = self._search(

@@ -814,7 +814,7 @@ def train_and_save(
     arch: str,
     data: str,
     config: TrainConfig,
-    out: str,
+    out: str | Path,
     command: str | None = None,
     progress: bool | None = True,
 ) -> dict[str, object]:

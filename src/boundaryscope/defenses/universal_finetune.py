@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from boundaryscope.attacks import line_search
 from boundaryscope.classifier import Classifier
-from boundaryscope.defenses.training import PerturbedSet, TrainConfig, accuracy, fit
+from boundaryscope.defenses.training import PerturbedSet, TrainConfig, fit
 from boundaryscope.universal import fooling_rate, universal_perturbation
 
 __all__ = ["UniversalFinetune", "UniversalPool", "universal_finetune"]
@@ -121,7 +121,7 @@ class UniversalPool(PerturbedSet):
 
 
 def universal_finetune(
-    model: nn.Module,
+    model: nn.Module | Classifier,
     x: Tensor,
     y: Tensor,
     x_test: Tensor,
@@ -142,7 +142,9 @@ def universal_finetune(
     fooling rates of a fresh universal perturbation of each network and accuracies.
 
     Args:
-        model: The network (not modified).
+        model: The network (not modified): a `Classifier` (its box, preprocessing and
+            device are kept for the tuned copy) or a bare ``nn.Module`` taking inputs in
+            `bounds` directly.
         x: Training images ``(N, *shape)``; the pool uses the first `pool_images`.
         y: Training labels.
         x_test: Held-out images for the before/after evaluation.
@@ -154,7 +156,7 @@ def universal_finetune(
         probability: Chance that a training image is perturbed.
         config: Fine-tuning schedule (default: 5 epochs at half the shipped learning rate).
         seed: Seed of the pool and of the random choices.
-        bounds: Input box.
+        bounds: Input box of a bare module (a `Classifier` brings its own).
     """
     from boundaryscope.norms import parse_p
 
@@ -167,12 +169,17 @@ def universal_finetune(
         probability=probability,
         seed=seed,
     )
-    original = Classifier(model, bounds=bounds)
+    original = model if isinstance(model, Classifier) else Classifier(model, bounds=bounds)
     evaluation = universal_perturbation(
         original, x[:pool_images], xi, p=p, variant="minibatch", seed=seed + pool_size
     ).v
     result = fit(original, x, y, config, objective=objective, progress=None)
-    tuned_clf = Classifier(result.model, bounds=bounds)
+    tuned_clf = Classifier(
+        result.model,
+        bounds=original.bounds,
+        preprocessing=original.preprocessing,
+        device=original.device,
+    )
     fresh = universal_perturbation(
         tuned_clf, x[:pool_images], xi, p=p, variant="minibatch", seed=seed + pool_size
     ).v
@@ -182,6 +189,11 @@ def universal_finetune(
         perturbed_share=result.preparation["pool_share"],
         fooling_before=fooling_rate(original, x_test, evaluation),
         fooling_after=fooling_rate(tuned_clf, x_test, fresh),
-        accuracy_before=accuracy(model, x_test, y_test),
-        accuracy_after=accuracy(result.model, x_test, y_test),
+        accuracy_before=_accuracy(original, x_test, y_test),
+        accuracy_after=_accuracy(tuned_clf, x_test, y_test),
     )
+
+
+def _accuracy(clf: Classifier, x: Tensor, y: Tensor) -> float:
+    """Top-1 accuracy through the classifier (so its preprocessing applies)."""
+    return float((clf.predict(x).cpu() == y.cpu()).double().mean())

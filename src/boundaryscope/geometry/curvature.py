@@ -552,7 +552,7 @@ def noise_misclassification(
     """Share of images whose label changes under Gaussian noise in S, in S⊥, and in R^d.
 
     Fig. 7.7: one noise direction per image, scaled to each l2 norm in `norms`; measured
-    on R^d (no clipping to the box), like the noise regimes of `boundaryscope.noise`.
+    on R^d (no clipping to the box), like the noise regimes of `boundaryscope.noise_robustness`.
 
     Returns:
         ``{"S": rates, "S_perp": rates, "random": rates}``, one rate per norm.

@@ -72,7 +72,7 @@ class ReportConfig:
     curve_eps: str = "0:0.3:11"
     curve_steps: int = 20
     curve_attacks: tuple[str, ...] = (
-        "deepfool-linf",
+        "deepfool",
         "alg1",
         "alg1-10",
         "alg2",
@@ -117,7 +117,7 @@ PROFILES: dict[str, ReportConfig] = {
         curve_n=32,
         curve_eps="0:0.3:4",
         curve_steps=5,
-        curve_attacks=("deepfool-linf", "alg1", "fgsm", "random"),
+        curve_attacks=("deepfool", "alg1", "fgsm", "random"),
     ),
 }
 

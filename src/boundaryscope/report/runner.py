@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import platform
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -109,6 +110,7 @@ def run_report(
     )
     results: dict[str, Any] = {"meta": meta, "sections": dict(saved)}
     rendered: list[Section] = []
+    progress = _Progress(names, reused=set(saved))
     for name in names:
         analysis = ANALYSES[name]
         if name not in results["sections"]:
@@ -119,11 +121,41 @@ def run_report(
             # Round-trip through JSON so that rendering sees exactly what --resume reads.
             results["sections"][name] = from_jsonable(to_jsonable(section_result))
             dump_json(results_path, results)
+            progress.done(name, section_result["seconds_total"])
         section = analysis.render(results["sections"][name], out_dir)
         section.anchor = f"s-{name}"
         rendered.append(section)
     verdict = build_verdict(results["sections"], tuple(dataset.x.shape[1:]))
     return write_html(out_dir, meta, loaded.card, rendered, verdict=verdict)
+
+
+class _Progress:
+    """One line per finished section on stderr, even when piped: "[k/n] name done in s".
+
+    The estimate of the time left assumes the sections still to run take, on average,
+    as long as those computed so far (sections differ, so it is rough; the default
+    profile's sections take 10–60 s each on a 2-core CPU).
+    """
+
+    def __init__(self, names: list[str], reused: set[str]) -> None:
+        self.names = names
+        self.todo = [name for name in names if name not in reused]
+        self.seconds: list[float] = []
+        if reused & set(names):
+            print(
+                f"report: reusing {len(reused & set(names))} finished section(s) of "
+                f"results.json; {len(self.todo)} to compute",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def done(self, name: str, seconds: float) -> None:
+        """Prints the line of the section `name`, finished in `seconds`."""
+        self.seconds.append(seconds)
+        k, n = len(self.seconds), len(self.todo)
+        left = n - k
+        estimate = f"; about {sum(self.seconds) / k * left:.0f} s left" if left else ""
+        print(f"[{k}/{n}] {name} done in {seconds:.1f} s{estimate}", file=sys.stderr, flush=True)
 
 
 def _load_previous(path: Path, meta: dict[str, Any]) -> dict[str, Any]:

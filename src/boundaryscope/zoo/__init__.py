@@ -16,8 +16,10 @@ unpickled.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
+import inspect
 import json
 import logging
 import pickle
@@ -32,7 +34,15 @@ from torch import nn
 
 from boundaryscope.zoo.architectures import ARCHITECTURES
 
-__all__ = ["ARCHITECTURES", "LoadedModel", "build", "load_model", "model_card", "shipped_models"]
+__all__ = [
+    "ARCHITECTURES",
+    "LoadedModel",
+    "build",
+    "load_model",
+    "model_card",
+    "parse_arch",
+    "shipped_models",
+]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 _logger = logging.getLogger("boundaryscope")
@@ -57,13 +67,84 @@ class LoadedModel:
     card: dict[str, Any] = field(default_factory=dict)
 
 
+def parse_arch(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"lenet:num_classes=10,image_size=32"`` → ``("lenet", {"num_classes": 10, ...})``.
+
+    Values are read as Python literals (ints, floats, booleans); anything else stays a
+    string.
+
+    Raises:
+        ValueError: a setting is not ``key=value``.
+    """
+    name, _, settings = spec.partition(":")
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in settings.split(","))):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip().isidentifier():
+            raise ValueError(
+                f"--arch settings must be key=value pairs, e.g. 'lenet:num_classes=10,"
+                f"image_size=32'; got {item!r} in {spec!r}."
+            )
+        try:
+            kwargs[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            kwargs[key.strip()] = value.strip()
+    return name.strip(), kwargs
+
+
 def build(arch: str, **kwargs: Any) -> nn.Module:
-    """Instantiates a zoo architecture by name (``lenet``, ``fc500-150-10``, …)."""
-    if arch not in ARCHITECTURES:
+    """Instantiates a zoo architecture (randomly initialised) for the inputs `kwargs` describe.
+
+    `arch` may carry constructor settings (`parse_arch`): ``"lenet:image_size=32"``;
+    keyword arguments override them. The new model is tried on one blank input of
+    ``(in_channels, image_size, image_size)`` so that an architecture too large for the
+    images (LeNet on 8×8 digits) is refused here, not deep inside a convolution later.
+
+    Raises:
+        ValueError: unknown architecture, unknown setting, or inputs it cannot take.
+    """
+    name, settings = parse_arch(arch)
+    if name not in ARCHITECTURES:
         raise ValueError(
-            f"The 'arch' parameter must be one of {sorted(ARCHITECTURES)}. Got {arch!r} instead."
+            f"The 'arch' parameter must be one of {sorted(ARCHITECTURES)}. Got {name!r} instead."
         )
-    return ARCHITECTURES[arch](**kwargs)
+    settings.update(kwargs)
+    factory = ARCHITECTURES[name]
+    try:
+        module = factory(**settings)
+    except TypeError as error:
+        accepted = list(inspect.signature(factory).parameters)
+        raise ValueError(
+            f"architecture {name!r} takes the settings {accepted}; got {sorted(settings)} "
+            f"({error})."
+        ) from None
+    _check_fits(module, name, settings, inspect.signature(factory))
+    return module
+
+
+def _check_fits(
+    module: nn.Module, name: str, settings: dict[str, Any], signature: inspect.Signature
+) -> None:
+    """Refuses an architecture that cannot take its inputs (one blank forward pass)."""
+    defaults = {k: p.default for k, p in signature.parameters.items()}
+    channels = settings.get("in_channels", defaults.get("in_channels"))
+    size = settings.get("image_size", defaults.get("image_size"))
+    if not isinstance(channels, int) or not isinstance(size, int):
+        return
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(torch.zeros(1, channels, size, size))
+    except RuntimeError as error:
+        small = [a for a in ("mlp", "fc500-150-10") if a in ARCHITECTURES]
+        raise ValueError(
+            f"architecture {name!r} cannot take {channels}×{size}×{size} images "
+            f"({str(error).splitlines()[0]}); choose one for such inputs ({', '.join(small)}) "
+            "or bring your own model as module:factory."
+        ) from None
+    finally:
+        module.train(was_training)
 
 
 def shipped_models() -> list[str]:

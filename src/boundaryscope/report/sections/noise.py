@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from boundaryscope.attacks import DeepFool
-from boundaryscope.noise import (
+from boundaryscope.noise_robustness import (
     RandomLineSearch,
     semi_random_robustness,
     spectral_robustness,

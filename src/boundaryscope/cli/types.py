@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from boundaryscope._numbers import parse_number
+
 __all__ = ["nonnegative_float", "positive_int"]
 
 
@@ -21,9 +23,11 @@ def _integer(text: str) -> int:
 
 def _number(text: str) -> float:
     try:
-        value = float(text)
+        value = parse_number(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number; got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be a number or a fraction like 8/255; got {text!r}"
+        ) from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number; got {text!r}")
     return value
@@ -38,7 +42,7 @@ def positive_int(text: str) -> int:
 
 
 def nonnegative_float(text: str) -> float:
-    """A finite number >= 0 (budgets, overshoot)."""
+    """A finite number >= 0 (budgets, overshoot); fractions such as ``8/255`` allowed."""
     value = _number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a number >= 0; got {text!r}")

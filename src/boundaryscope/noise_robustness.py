@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from boundaryscope.attacks import DeepFool, RandomLineSearch, line_search
 from boundaryscope.attacks.base import check_labels
@@ -138,6 +139,7 @@ def semi_random_robustness(
     delta: float = 0.05,
     steps: int = 200,
     theory_mode: bool = True,
+    progress: bool | None = False,
 ) -> list[NoiseRegime]:
     """β(f; m) and the theory's intervals for each ``m`` (thesis Table 5.1, Theorem 1).
 
@@ -153,6 +155,7 @@ def semi_random_robustness(
         delta: δ of the intervals.
         steps: DeepFool's iteration limit (small subspaces need more).
         theory_mode: Measure on the classifier without its box (see module docstring).
+        progress: A bar over the subspace dimensions (``None``: only on a terminal).
     """
     clf = check_classifier(clf)
     model = unbounded(clf) if theory_mode else clf
@@ -160,7 +163,8 @@ def semi_random_robustness(
     d = x[0].numel()
     full = DeepFool(p=2, steps=steps)(model, x, y)
     regimes = []
-    for m in ms:
+    disable = None if progress is None else not progress
+    for m in tqdm(ms, desc="semi-random noise", unit="subspace", disable=disable):
         if m == 1:
             sub = RandomLineSearch(seed=seed)(model, x, y)
         else:
@@ -206,6 +210,7 @@ def spectral_robustness(
     bands: Sequence[int] | None = None,
     steps: int = 200,
     theory_mode: bool = True,
+    progress: bool | None = False,
 ) -> SpectralRobustness:
     """``ζ`` per DCT band ``S_k`` (eq. 3.20): low values = fragile in that band.
 
@@ -217,6 +222,7 @@ def spectral_robustness(
         bands: Bands to measure (default: all).
         steps: DeepFool's iteration limit.
         theory_mode: Measure without the box (as the seed does).
+        progress: A bar over the bands (``None``: only on a terminal).
     """
     clf = check_classifier(clf)
     model = unbounded(clf) if theory_mode else clf
@@ -229,7 +235,8 @@ def spectral_robustness(
     full = DeepFool(p=2, steps=steps)(model, x, y)
     rho_adv = float((full.norms[full.success] / x_norms[full.success]).mean())
     zetas, rhos, dims, failures = [], [], [], []
-    for k in bands:
+    disable = None if progress is None else not progress
+    for k in tqdm(bands, desc="spectral noise", unit="band", disable=disable):
         band = DCTBands(block, k)
         result = DeepFool(p=2, steps=steps, subspace=band)(model, x, y)
         m = band.dimension(x.shape[1:])

@@ -7,8 +7,7 @@
   (`boundaryscope.geometry.topology.regions_study`, §7.3);
 - ``geometry angles``: principal angles between two models' S_c and S_f (Fig. 6.12).
 
-Each writes ``<name>.json`` plus the figures of its report section into ``--out``. The
-parsers and commands live here; `boundaryscope.cli` registers them.
+Each writes ``<name>.json`` plus the figures of its report section into ``--out DIR``.
 """
 
 from __future__ import annotations
@@ -16,18 +15,32 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from boundaryscope.cli_types import nonnegative_float, positive_int
+from boundaryscope.cli.common import add_model_args, classifier_and_data
+from boundaryscope.cli.registry import Command, register_command
+from boundaryscope.cli.types import nonnegative_float, positive_int
 
-__all__ = ["add_parser", "run"]
+__all__ = ["GeometryCommand"]
 
 
-def add_parser(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
-    add_model_args: Callable[[argparse.ArgumentParser], None],
-) -> None:
-    """Adds ``geometry`` and its subcommands to the top-level parser."""
-    geometry = commands.add_parser("geometry", help="geometry of the decision boundary")
+@register_command
+class GeometryCommand(Command):
+    """``geometry curvature|sections|paths|angles``."""
+
+    name = "geometry"
+    help = "geometry of the decision boundary (curvature, sections, paths, angles)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """The four studies, each with its own flags."""
+        _add_arguments(parser)
+
+    def run(self, args: argparse.Namespace, world: Any) -> int:
+        """Runs the chosen study."""
+        return run(args, classifier_and_data)
+
+
+def _add_arguments(geometry: argparse.ArgumentParser) -> None:
     kinds = geometry.add_subparsers(dest="geometry_command", required=True)
     curvature = kinds.add_parser(
         "curvature",
@@ -71,16 +84,18 @@ def add_parser(
     curvature.add_argument(
         "--max-steps", type=positive_int, default=120, help="Lanczos steps per point (default: 120)"
     )
-    curvature.add_argument("--out", default="runs/curvature", help="output directory")
-    _add_sections_parser(kinds, add_model_args)
-    _add_paths_parser(kinds, add_model_args)
-    _add_angles_parser(kinds, add_model_args)
+    curvature.add_argument(
+        "--out",
+        default="runs/curvature",
+        metavar="DIR",
+        help="output directory; written there: curvature.json and figures (default: %(default)s)",
+    )
+    _add_sections_parser(kinds)
+    _add_paths_parser(kinds)
+    _add_angles_parser(kinds)
 
 
-def _add_sections_parser(
-    kinds: argparse._SubParsersAction,  # type: ignore[type-arg]
-    add_model_args: Callable[[argparse.ArgumentParser], None],
-) -> None:
+def _add_sections_parser(kinds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sections = kinds.add_parser(
         "sections", help="normal cross-sections of the boundary and a loss surface (JSON + PNG)"
     )
@@ -116,13 +131,15 @@ def _add_sections_parser(
         default=50,
         help="training images defining the universal and curved directions (default: 50)",
     )
-    sections.add_argument("--out", default="runs/sections", help="output directory")
+    sections.add_argument(
+        "--out",
+        default="runs/sections",
+        metavar="DIR",
+        help="output directory; written there: sections.json and figures (default: %(default)s)",
+    )
 
 
-def _add_paths_parser(
-    kinds: argparse._SubParsersAction,  # type: ignore[type-arg]
-    add_model_args: Callable[[argparse.ArgumentParser], None],
-) -> None:
+def _add_paths_parser(kinds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     paths = kinds.add_parser(
         "paths", help="Alg. 5 paths inside classification regions, D(p), convexity (JSON + PNG)"
     )
@@ -159,13 +176,15 @@ def _add_paths_parser(
         default=1000,
         help="convex combinations per k (default: 1000)",
     )
-    paths.add_argument("--out", default="runs/paths", help="output directory")
+    paths.add_argument(
+        "--out",
+        default="runs/paths",
+        metavar="DIR",
+        help="output directory; written there: paths.json and figures (default: %(default)s)",
+    )
 
 
-def _add_angles_parser(
-    kinds: argparse._SubParsersAction,  # type: ignore[type-arg]
-    add_model_args: Callable[[argparse.ArgumentParser], None],
-) -> None:
+def _add_angles_parser(kinds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     angles = kinds.add_parser(
         "angles", help="principal angles between the S_c and S_f of two models (JSON + PNG)"
     )
@@ -175,14 +194,21 @@ def _add_angles_parser(
         default="zoo:fc500-150-10-mnist",
         help="the second model, same forms as --model (default: %(default)s)",
     )
-    angles.add_argument("--other-arch", default=None, help="architecture of --other's weights")
+    angles.add_argument(
+        "--other-arch", default=None, help="architecture of --other's weights (default: none)"
+    )
     angles.add_argument(
         "--m", type=positive_int, default=20, help="subspace dimension (default: %(default)s)"
     )
     angles.add_argument(
         "--n-train", type=positive_int, default=100, help="training images (default: %(default)s)"
     )
-    angles.add_argument("--out", default="runs/angles", help="output directory")
+    angles.add_argument(
+        "--out",
+        default="runs/angles",
+        metavar="DIR",
+        help="output directory; written there: angles.json and figures (default: %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> int:  # type: ignore[type-arg]

@@ -11,22 +11,41 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from boundaryscope.cli_types import nonnegative_float, positive_int
+from boundaryscope.cli.common import (
+    add_model_args,
+    add_out_arg,
+    classifier_and_data,
+    output_dir,
+    test_data,
+)
+from boundaryscope.cli.registry import Command, register_command
+from boundaryscope.cli.types import nonnegative_float, positive_int
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["add_parser", "run"]
+__all__ = ["DetectCommand"]
 
 
-def add_parser(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
-    add_model_args: Callable[[argparse.ArgumentParser], None],
-) -> None:
-    """Adds ``detect fit`` and ``detect score`` to the top-level parser."""
-    detect = commands.add_parser("detect", help="curvature-based detection of perturbed inputs")
+@register_command
+class DetectCommand(Command):
+    """``detect fit`` and ``detect score``."""
+
+    name = "detect"
+    help = "curvature-based detection of perturbed inputs (fit, score)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """``fit`` and ``score`` with their flags."""
+        _add_arguments(parser)
+
+    def run(self, args: argparse.Namespace, world: Any) -> int:
+        """Fits or scores."""
+        return run(args, classifier_and_data)
+
+
+def _add_arguments(detect: argparse.ArgumentParser) -> None:
     actions = detect.add_subparsers(dest="detect_command", required=True)
     fit = actions.add_parser("fit", help="fit the threshold on clean training images")
     add_model_args(fit)
@@ -45,8 +64,19 @@ def add_parser(
         default=None,
         help="other classes averaged over (default: all, as Alg. 6)",
     )
-    fit.add_argument("--method", choices=["fd", "exact", "auto"], default="fd")
-    fit.add_argument("--h", type=nonnegative_float, default=None, help="finite-difference scale")
+    fit.add_argument(
+        "--method",
+        choices=["fd", "exact", "auto"],
+        default="fd",
+        help="curvature by finite differences, exact Hessian products, or auto "
+        "(default: %(default)s)",
+    )
+    fit.add_argument(
+        "--h",
+        type=nonnegative_float,
+        default=None,
+        help="finite-difference scale (default: 0.1 × the box width)",
+    )
     fit.add_argument(
         "--fpr",
         type=nonnegative_float,
@@ -58,23 +88,24 @@ def add_parser(
         action="store_true",
         help="fit the confidence baseline (1 - max softmax) instead",
     )
-    fit.add_argument("--out", default="detector.json", help="where to save the detector")
+    add_out_arg(fit, "detect", "detector.json")
     score = actions.add_parser("score", help="score images with a saved detector")
     add_model_args(score)
-    score.add_argument("detector", help="JSON written by 'detect fit'")
+    score.add_argument(
+        "detector", help="detector.json written by 'detect fit', or the directory holding it"
+    )
     score.add_argument(
         "--inputs",
         default=None,
         help="images to score: .npz with array 'x' or a .pt tensor (default: --data's test split)",
     )
     score.add_argument("--n", type=positive_int, default=100, help="images to score (default: 100)")
-    score.add_argument("--out", default="scores.json", help="output JSON")
+    add_out_arg(score, "detect", "scores.json")
 
 
 def run(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> int:  # type: ignore[type-arg]
     """Runs ``detect fit`` or ``detect score``; returns the exit code."""
     from boundaryscope._io import dump_json
-    from boundaryscope.data import load_dataset
     from boundaryscope.defenses.detection import (
         ConfidenceDetector,
         CurvatureDetector,
@@ -85,7 +116,7 @@ def run(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> 
         raise ValueError(f"--n must be >= 1; got {args.n}.")
     clf, test = classifier_and_data(args)
     if args.detect_command == "fit":
-        train = load_dataset(args.data, "train").subset(args.n)
+        train = test_data(args.data, args.n, split="train")
         detector: CurvatureDetector | ConfidenceDetector = (
             ConfidenceDetector(fpr=args.fpr)
             if args.baseline
@@ -94,20 +125,22 @@ def run(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> 
             )
         )
         detector.fit(clf, train.x)
-        path = detector.save(args.out)
+        path = detector.save(output_dir(args) / "detector.json")
         print(
             f"{detector!r}: threshold {detector.threshold_:.4g} for a {args.fpr:.0%} "
             f"false-positive rate on {len(train)} clean images; saved {Path(path).resolve()}"
         )
         return 0
-    detector = load_detector(args.detector)
+    source = Path(args.detector)
+    detector = load_detector(source / "detector.json" if source.is_dir() else source)
     x = _inputs(args.inputs) if args.inputs else test.x
     x = x[: args.n]
     scores = detector.score_samples(clf, x)
     flagged = scores > detector.fitted_threshold()
     recovered = detector.recover(clf, x)
+    out = output_dir(args) / "scores.json"
     dump_json(
-        Path(args.out),
+        out,
         {
             "detector": detector.get_params() | {"kind": detector.kind},
             "threshold": detector.threshold_,
@@ -118,8 +151,7 @@ def run(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> 
         },
     )
     print(
-        f"{int(flagged.sum())} of {len(scores)} images flagged as perturbed; "
-        f"wrote {Path(args.out).resolve()}"
+        f"{int(flagged.sum())} of {len(scores)} images flagged as perturbed; wrote {out.resolve()}"
     )
     return 0
 

@@ -11,24 +11,33 @@ import argparse
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from boundaryscope.cli_types import nonnegative_float, positive_int
+from boundaryscope.cli.common import add_model_args, add_out_arg, classifier_and_data, output_dir
+from boundaryscope.cli.registry import Command, register_command
+from boundaryscope.cli.types import nonnegative_float, positive_int
 
-__all__ = ["add_parser", "run"]
+__all__ = ["VerifyCommand"]
 
 
-def add_parser(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
-    add_model_args: Callable[[argparse.ArgumentParser], None],
-) -> None:
-    """Adds ``verify`` to the top-level parser."""
-    verify = commands.add_parser(
-        "verify",
-        help="exact minimal l∞/l1 perturbations of a small ReLU network (MILP)",
-        description=__doc__,
-    )
+@register_command
+class VerifyCommand(Command):
+    """Exact minimal perturbations against DeepFool and FMN, per image."""
+
+    name = "verify"
+    help = "exact minimal l∞/l1 perturbations of a small ReLU network (MILP)"
+    description = __doc__
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Norm, images, solver time limit, FMN steps."""
+        _add_arguments(parser)
+
+    def run(self, args: argparse.Namespace, world: Any) -> int:
+        """Solves and writes ``verify.json``."""
+        return run(args, classifier_and_data)
+
+
+def _add_arguments(verify: argparse.ArgumentParser) -> None:
     add_model_args(verify)
     verify.set_defaults(model="zoo:mlp-digits", data="digits")
     verify.add_argument("--p", choices=["inf", "1"], default="inf", help="norm (default: inf)")
@@ -48,7 +57,7 @@ def add_parser(
         default=100,
         help="FMN steps refining DeepFool, the initial upper bound (default: %(default)s)",
     )
-    verify.add_argument("--out", default="verify.json", help="output JSON (default: %(default)s)")
+    add_out_arg(verify, "verify", "verify.json")
 
 
 def run(args: argparse.Namespace, classifier_and_data: Callable[..., Any]) -> int:
@@ -99,13 +108,14 @@ def run(args: argparse.Namespace, classifier_and_data: Callable[..., Any]) -> in
         "fmn_norms": refined.norms,
         "attack_over_exact": ratios,
     }
-    dump_json(args.out, payload)
+    out = output_dir(args) / "verify.json"
+    dump_json(out, payload)
     median = float(exact.lower[certified].median()) if bool(certified.any()) else math.nan
     print(
         f"exact l{p:g} minimum on {int(certified.sum())}/{len(exact)} images in {elapsed:.1f} s "
         f"(median {median:.4g}); per image, DeepFool/exact median "
         f"{ratios['deepfool']['median']:.4f} max {ratios['deepfool']['max']:.3f}, "
         f"FMN-{args.fmn_steps}/exact median {ratios['fmn']['median']:.4f} max "
-        f"{ratios['fmn']['max']:.3f} -> {Path(args.out).resolve()}"
+        f"{ratios['fmn']['max']:.3f} -> {out.resolve()}"
     )
     return 0

@@ -1,0 +1,78 @@
+"""``boundaryscope report``: every registered analysis into one self-contained HTML page."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from boundaryscope.cli.common import add_model_args
+from boundaryscope.cli.registry import Command, register_command
+from boundaryscope.cli.types import positive_int
+
+__all__ = ["ReportCommand"]
+
+
+@register_command
+class ReportCommand(Command):
+    """Runs the report (`boundaryscope.report.run_report`) and prints where it is."""
+
+    name = "report"
+    help = "run every analysis and write a self-contained HTML report with a verdict"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Model/data, ``--n``, ``--profile``, ``--sections``, ``--resume``, ``--out``."""
+        add_model_args(parser)
+        parser.add_argument(
+            "--n",
+            type=positive_int,
+            default=None,
+            help="test images, spread evenly over the classes (default: the profile's: "
+            "1000 default, 64 quick, all for full)",
+        )
+        parser.add_argument(
+            "--out",
+            default="runs/report",
+            metavar="DIR",
+            help="output directory; written there: report.html (self-contained), "
+            "results.json (every number, per image) and the figures as PNG "
+            "(default: %(default)s)",
+        )
+        parser.add_argument(
+            "--profile",
+            default="default",
+            choices=["default", "full", "quick"],
+            help="default: minutes on a CPU; full: paper-scale settings; quick: a smoke "
+            "test (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--resume",
+            action="store_true",
+            help="reuse the finished sections of an interrupted run in --out (same model, "
+            "data and settings; sections may be added)",
+        )
+        parser.add_argument(
+            "--sections",
+            default=None,
+            help="comma-separated analyses to run, e.g. accuracy,robustness (default: all)",
+        )
+
+    def run(self, args: argparse.Namespace, world: Any) -> int:
+        """Writes the report; prints its path and the time taken."""
+        from boundaryscope.report.runner import run_report
+
+        start = time.perf_counter()
+        path = run_report(
+            args.model,
+            args.data,
+            args.out,
+            arch=args.arch,
+            n=args.n,
+            device=args.device,
+            seed=args.seed,
+            profile=args.profile,
+            resume=args.resume,
+            sections=args.sections.split(",") if args.sections else None,
+        )
+        print(f"report written in {time.perf_counter() - start:.1f} s: {path.resolve()}")
+        return 0

@@ -1,0 +1,213 @@
+"""``boundaryscope universal``: compute a universal perturbation, or evaluate a saved one.
+
+Only ``--eval`` is sharded over torchrun processes: each counts the labels the
+perturbation changes in its slice, and the integer counts are summed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from boundaryscope.cli.common import add_model_args, classifier, output_dir, test_data
+from boundaryscope.cli.registry import Command, register_command
+from boundaryscope.cli.types import nonnegative_float, positive_int
+
+__all__ = ["UniversalCommand"]
+
+
+@register_command
+class UniversalCommand(Command):
+    """Alg. 4 of the thesis (Moosavi-Dezfooli et al. 2017) on training images."""
+
+    name = "universal"
+    help = "compute (or --eval) a universal perturbation (thesis Alg. 4)"
+    sharded = True
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Radius, norm, images, variant, stopping rule, evaluation and resume."""
+        add_model_args(parser)
+        parser.add_argument(
+            "--xi",
+            type=nonnegative_float,
+            default=0.3,
+            help="radius in input units; fractions allowed (10/255) (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--p", choices=["inf", "2"], default="inf", help="norm (default: %(default)s)"
+        )
+        parser.add_argument(
+            "--n",
+            type=positive_int,
+            default=500,
+            help="images of X, from the train split (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--variant",
+            choices=["paper", "minibatch"],
+            default="paper",
+            help="paper: one image at a time (Alg. 4); minibatch: --batch-size images per "
+            "DeepFool step (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--max-passes",
+            type=positive_int,
+            default=10,
+            help="passes over X at most (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--delta",
+            type=nonnegative_float,
+            default=0.2,
+            help="stop at fooling rate 1 - delta on X (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=positive_int,
+            default=32,
+            help="minibatch variant: images per step (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--eval",
+            default=None,
+            metavar="V.pt",
+            help="only evaluate a saved perturbation on the test split (default: compute one)",
+        )
+        parser.add_argument(
+            "--n-test",
+            type=positive_int,
+            default=None,
+            help="held-out test images for the fooling rate (default: the whole test split)",
+        )
+        parser.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue from --out/checkpoint.pt (written after every pass; the settings "
+            "must match the interrupted run)",
+        )
+        parser.add_argument(
+            "--out",
+            default="runs/universal",
+            metavar="DIR",
+            help="output directory; written there: v.pt, v.npy, universal.json, "
+            "perturbation.png, checkpoint.pt (eval.json with --eval) (default: %(default)s)",
+        )
+
+    def run(self, args: argparse.Namespace, world: Any) -> int:
+        """Computes v (one process) or evaluates ``--eval`` (sharded)."""
+        if world.active and not args.eval:
+            raise ValueError(
+                "universal under torchrun: only --eval is sharded (computing v is sequential "
+                "over the images); run it in one process."
+            )
+        if args.eval:
+            return _evaluate(args, world)
+        return _compute(args)
+
+
+def _evaluate(args: argparse.Namespace, world: Any) -> int:
+    import torch
+
+    from boundaryscope import distributed
+    from boundaryscope._io import dump_json
+    from boundaryscope.universal import check_perturbation, fooling_rate
+
+    out = output_dir(args) if world.is_main else None
+    clf = classifier(args)
+    test = test_data(args.data, args.n_test)
+    try:
+        v = torch.load(args.eval, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"--eval {args.eval}: not a saved tensor ({error}).") from None
+    v = check_perturbation(v, test.x, f"--eval {args.eval}")
+    part = distributed.shard(len(test), world)
+    size = part.stop - part.start
+    # The shard's count of changed labels (exact: the rate times its size, rounded); the
+    # counts are summed, so the rate equals one process's to the last bit.
+    changed = round(fooling_rate(clf, test.x[part], v) * size) if size else 0
+    rate = distributed.sum_over_processes(changed, world) / len(test)
+    if out is None:
+        return 0
+    print(f"fooling rate of {args.eval} on {len(test)} test images: {rate:.4f}")
+    dump_json(out / "eval.json", {"perturbation": args.eval, "fooling_rate": rate, "n": len(test)})
+    return 0
+
+
+def _compute(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from boundaryscope._io import atomic_write, dump_json, save_torch
+    from boundaryscope.report import figures
+    from boundaryscope.universal import (
+        dominant_label_graph,
+        fooling_rate,
+        universal_perturbation,
+    )
+
+    clf = classifier(args)
+    test = test_data(args.data, args.n_test)
+    train = test_data(args.data, args.n, split="train")
+    out = output_dir(args)
+    start = time.perf_counter()
+    result = universal_perturbation(
+        clf,
+        train.x,
+        args.xi,
+        p=args.p,
+        delta=args.delta,
+        max_passes=args.max_passes,
+        variant=args.variant,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        checkpoint=out / "checkpoint.pt",
+        resume=_checkpoint(out) if args.resume else None,
+    )
+    seconds = time.perf_counter() - start
+    held_out = fooling_rate(clf, test.x, result.v)
+    v = result.v.detach().cpu()
+    save_torch(out / "v.pt", v)
+    atomic_write(out / "v.npy", lambda handle: np.save(handle, v.numpy()))
+    graph = dominant_label_graph(clf, test.x, result.v)
+    dump_json(
+        out / "universal.json",
+        {
+            "model": args.model,
+            "data": args.data,
+            "xi": args.xi,
+            "p": result.p,
+            "variant": result.variant,
+            "n_train": len(train),
+            "n_test": len(test),
+            "seconds": seconds,
+            "fooling_rate_train": result.fooling_rate,
+            "fooling_rate_test": held_out,
+            "norm": result.norm,
+            "passes": result.passes,
+            "history": result.history,
+            "accepted": result.accepted,
+            "rejected": result.rejected,
+            "converged": result.converged,
+            "dominant_labels": graph,
+        },
+    )
+    scale = float(v.abs().max()) or 1.0
+    fig, _ = figures.image_row([0.5 + 0.5 * v.numpy() / scale], [f"v (×{0.5 / scale:.1f})"])
+    figures.save(fig, out / "perturbation.png")
+    print(
+        f"universal perturbation in {seconds:.1f} s ({result.passes} passes): fooling rate "
+        f"{result.fooling_rate:.3f} on X, {held_out:.3f} on {len(test)} held-out images, "
+        f"||v||_p = {result.norm:.4g} -> {out.resolve()}"
+    )
+    return 0
+
+
+def _checkpoint(out: Path) -> Path | None:
+    """``out/checkpoint.pt`` to resume from, or ``None`` (with a note) when there is none."""
+    path = out / "checkpoint.pt"
+    if path.is_file():
+        return path
+    print(f"universal: no checkpoint in {out}; starting afresh.", file=sys.stderr)
+    return None
