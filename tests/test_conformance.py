@@ -1,4 +1,4 @@
-"""One battery over every registered attack (STYLE.md item 13)."""
+"""One battery over every registered attack."""
 
 from __future__ import annotations
 

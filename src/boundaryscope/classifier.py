@@ -1,7 +1,7 @@
 """The `Classifier` wrapper: the only object in boundaryscope that touches the user's model.
 
 Everything else (attacks, analyses, the report) asks a `Classifier` for logits, labels and
-input gradients of class-score differences, the hot path of DeepFool (ALGORITHMS.md §1,
+input gradients of class-score differences, the hot path of DeepFool (docs/algorithms.md §1,
 thesis §3.2, Alg. 2 lines 6–9). The wrapper owns the box constraints, the optional
 normalisation, the device/dtype, evaluation mode (set during use, restored after), input
 validation and the cheap sanity warnings that catch common evaluation mistakes.

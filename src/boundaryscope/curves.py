@@ -1,6 +1,6 @@
 """Fixed-budget comparisons: fooling ratio against ε, and Balda et al.'s ρ̂1, ρ̂2, ε99.
 
-Seed 001, Fig. 2 (curves) and Table I (measures); ALGORITHMS.md §5.
+Balda et al. 2018, Fig. 2 (curves) and Table I (measures); docs/algorithms.md §5.
 
 The fooling ratio is the share of correctly classified points whose label changes under
 the attack. A minimal-perturbation attack (DeepFool) gives its whole curve from one run:
@@ -303,7 +303,7 @@ def balda_robustness(
     space: ScoreSpace = "logits",
     batch_size: int = 256,
 ) -> BaldaRobustness:
-    """ρ̂1, ρ̂2 and ε99 over the correctly classified samples (seed 001, Table I).
+    """ρ̂1, ρ̂2 and ε99 over the correctly classified samples (Balda et al. 2018, Table I).
 
     ρ̂1 uses DeepFool with its defaults (box-aware, refined back towards the boundary).
     ρ̂2 uses the margin ``L = f_k0 - max_{l≠k0} f_l`` at the clean input, on logits by

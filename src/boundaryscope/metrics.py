@@ -1,12 +1,12 @@
 """Robustness metrics as pure functions over per-sample tensors, plus mergeable accumulators.
 
-ALGORITHMS.md §1: ``rho_adv = mean_x ||r(x)||_p / ||x||_p`` over correctly classified
+docs/algorithms.md §1: ``rho_adv = mean_x ||r(x)||_p / ||x||_p`` over correctly classified
 points (thesis eq. 3.10, Table 3.1 for p = 2, Table 3.2 for p = inf). Failed attacks are
 never dropped silently: they are counted, ``rho_adv`` is computed over the successful
 points and reported next to the failure count, and medians treat failures as ``+inf`` (an
 upper bound on the true median).
 
-Accumulators follow the torchmetrics pattern (STYLE.md item 5): states with a declared
+Accumulators follow the torchmetrics pattern: states with a declared
 merge rule (``sum`` or ``cat``) so that shards computed by different processes combine
 into the same numbers whatever their order.
 """

@@ -1,7 +1,7 @@
 """l_p norms, dual exponents, projections on l_p balls and l_p steepest steps.
 
-DeepFool's general-p update (thesis §3.4.1, eqs. 3.11–3.14; ALGORITHMS.md §1) and the
-Balda et al. closed form (ALGORITHMS.md §5, Prop. 2) are the same vector: the unit-``l_p``
+DeepFool's general-p update (thesis §3.4.1, eqs. 3.11–3.14; docs/algorithms.md §1) and the
+Balda et al. closed form (docs/algorithms.md §5, Prop. 2) are the same vector: the unit-``l_p``
 direction ``u`` maximising ``<u, w>``, whose value is ``||w||_q`` with ``1/p + 1/q = 1``.
 Everything here works per sample on a batch ``(N, *shape)``.
 """

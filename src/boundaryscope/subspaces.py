@@ -1,7 +1,7 @@
 """Orthogonal projectors onto subspaces of the input space, for subspace-constrained DeepFool.
 
 Thesis §3.4.2 (Alg. 3, eqs. 3.15–3.20) and §5.3 (random and semi-random noise);
-ALGORITHMS.md §2. A projector is called as ``projector(g, index)`` on gradients ``g`` of
+docs/algorithms.md §2. A projector is called as ``projector(g, index)`` on gradients ``g`` of
 shape ``(A, K, *shape)`` belonging to samples ``index`` (``(A,)`` positions in the batch
 being attacked) and returns ``P_S g`` with the same shape; ``project(x)`` does the same
 for a plain batch ``(N, *shape)``. No

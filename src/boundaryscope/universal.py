@@ -1,4 +1,4 @@
-"""Universal adversarial perturbations (thesis ch. 4, Alg. 4; §6.3; ALGORITHMS.md §6).
+"""Universal adversarial perturbations (thesis ch. 4, Alg. 4; §6.3; docs/algorithms.md §6).
 
 One perturbation ``v`` with ``||v||_p <= ξ`` that changes the label of most images:
 

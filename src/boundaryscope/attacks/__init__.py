@@ -1,4 +1,4 @@
-"""Attacks: callables ``attack(clf, x, y=None) -> AttackResult`` (DESIGN.md).
+"""Attacks: callables ``attack(clf, x, y=None) -> AttackResult`` (docs/design.md).
 
 `ATTACKS` maps registry names (used by the command line and the report) to classes.
 """

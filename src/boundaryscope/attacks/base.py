@@ -1,4 +1,4 @@
-"""`AttackResult` and the `Attack` base class (DESIGN.md: attacks, STYLE.md items 2–3).
+"""`AttackResult` and the `Attack` base class (docs/design.md).
 
 An attack is a small object: keyword-only hyperparameters stored under their own names,
 data only at call time. The base class's ``__call__`` does every shared chore: it

@@ -1,4 +1,4 @@
-"""Convex-programming attacks of Balda, Behboodi & Mathar (seed 001; ALGORITHMS.md §5).
+"""Convex-programming attacks of Balda, Behboodi & Mathar 2018 (docs/algorithms.md §5).
 
 Linearising a score function ``L`` around ``x`` turns the design of an adversarial
 perturbation into the convex problem
@@ -275,7 +275,7 @@ def jacobian_column_norms(fn: Callable[[Tensor], Tensor], x: Tensor, chunk: int 
 
 @register_attack("single-pixel")
 class SinglePixel(Attack):
-    """Single-pixel attack (seed 001 §IV, ``p = 1``): move one input coordinate by ε.
+    """Single-pixel attack (Balda et al. 2018 §IV, ``p = 1``): move one input coordinate by ε.
 
     The coordinate is ``k* = argmax_k ||J_k||_2``, the Jacobian column of largest norm
     (``||J||_{1→2}``), found with `jacobian_column_norms`; the sign is the one that
@@ -359,7 +359,7 @@ def regression_perturbation(
     iterations: int = 50,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Regression attack (seed 001, eq. 9): ``argmax ||J η||_2 s.t. ||η||_2 <= ε`` = ``ε v_max``.
+    """Regression attack (Balda et al. 2018, eq. 9): ``argmax_η ||J η||_2`` over ``||η||_2 <= ε``.
 
     Works for any ``nn.Module`` with vector output ``(N, m)`` (not only classifiers); the
     module's mode is left as it is, so put it in eval mode first.

@@ -1,6 +1,6 @@
 """DeepFool: minimal l_p adversarial perturbations by iterative linearisation.
 
-ALGORITHMS.md §1; thesis §3.2 (Alg. 1 binary, Alg. 2 multi-class, eqs. 3.7–3.10) and
+docs/algorithms.md §1; thesis §3.2 (Alg. 1 binary, Alg. 2 multi-class, eqs. 3.7–3.10) and
 §3.4.1 (general l_p, eqs. 3.11–3.14); §3.4.2 (Alg. 3) through the `subspace` argument.
 """
 

@@ -1,4 +1,4 @@
-"""One-step gradient attacks: FGSM / FGM (Goodfellow et al.; thesis §3.2.3, ALGORITHMS.md §4)."""
+"""One-step gradient attacks FGSM / FGM (Goodfellow et al. 2015; docs/algorithms.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Box-constrained L-BFGS attack of Szegedy et al. (thesis §2.1, Table 3.1; ALGORITHMS.md §4)."""
+"""Box-constrained L-BFGS attack (Szegedy et al.; thesis §2.1; docs/algorithms.md §4)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Random baselines: ±ε noise, a random direction, the minimal step along a random line.
 
-Bernoulli ±ε noise is seed 001 §V's baseline; the line search measures the random-noise
+Bernoulli ±ε noise is Balda et al. (2018) §V's baseline; the line search measures the random-noise
 regime of thesis §5.3 (``m = 1``).
 
 They calibrate the fooling-ratio curves: a classifier that random noise of the same

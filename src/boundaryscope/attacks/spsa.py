@@ -1,4 +1,4 @@
-"""SPSA: a gradient-free l_inf attack (Uesato et al. 2018; thesis §8.5.1; ALGORITHMS.md §4).
+"""SPSA: a gradient-free l_inf attack (Uesato et al. 2018; thesis §8.5.1; docs/algorithms.md §4).
 
 Used to rule out gradient masking: if SPSA, which never asks the model for a gradient,
 finds adversarial examples that gradient attacks miss, the gradients are misleading.

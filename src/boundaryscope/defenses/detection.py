@@ -4,7 +4,7 @@ Near natural images the decision boundary bends away from the image (negative av
 curvature, Fig. 7.5b); an image pushed just across the boundary by a minimal perturbation
 sees the same boundary from the other side, bent towards it (Fig. 7.8). Alg. 6 scores an
 input ``x`` with predicted class ``k̂`` by the average curvature of the level sets of
-``F_i = f_i − f_k̂`` through ``x`` itself, over the other classes ``i`` (ALGORITHMS.md §9):
+``F_i = f_i − f_k̂`` through ``x`` itself, over the other classes ``i`` (docs/algorithms.md §9):
 
     ρ(x) = 1/(L T) Σ_i Σ_j v_jᵀ G_i(x) v_j,   G_i = P_i H_{F_i} P_i / ||∇F_i||,
 

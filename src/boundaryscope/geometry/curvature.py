@@ -7,7 +7,7 @@ curvature along a tangent ``v`` is (eq. 7.2)
     κ(z, v) = vᵀ H_F v / (||v||² ||∇F(z)||),
 
 and the principal curvatures are the nonzero eigenvalues of ``G = P H_F P / ||∇F||`` with
-``P = I − n nᵀ``, ``n = ∇F/||∇F||`` (ALGORITHMS.md §7). **Sign convention**: ``κ > 0`` when
+``P = I − n nᵀ``, ``n = ∇F/||∇F||`` (docs/algorithms.md §7). **Sign convention**: ``κ > 0`` when
 the boundary bends towards the image (the image's region is locally like a ball around it:
 a sphere of radius R gives ``κ = 1/R``); the thesis finds the profile near natural images
 skewed *negative* (Fig. 7.5b) and the universally fooling directions *positive* (§6.4).

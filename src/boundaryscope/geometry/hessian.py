@@ -3,7 +3,7 @@
 Boundary curvature (thesis §7.4, eq. 7.2), the average-curvature detector (§7.5) and the
 loss-curvature profile (§8.2, eq. 8.1) all need ``H v`` where ``H = ∇²_x φ(x)`` is the
 input Hessian of a per-sample scalar ``φ`` (a class-score difference ``f_i − f_j`` or the
-loss) — never the ``d × d`` matrix itself (ALGORITHMS.md §7). Two ways to get it:
+loss) — never the ``d × d`` matrix itself (docs/algorithms.md §7). Two ways to get it:
 
 - ``"exact"``: double backward (or forward-over-reverse), `Classifier.hessian_vector_product`.
   ReLU / max-pool networks are piecewise affine: their exact Hessian is zero almost

@@ -1,4 +1,4 @@
-"""Report section: fixed-budget attacks (seed 001: Fig. 2 curves, Table I measures)."""
+"""Report section: fixed-budget attacks (Balda et al. 2018: Fig. 2 curves, Table I measures)."""
 
 from __future__ import annotations
 
