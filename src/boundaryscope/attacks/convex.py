@@ -361,8 +361,9 @@ def regression_perturbation(
 ) -> Tensor:
     """Regression attack (Balda et al. 2018, eq. 9): ``argmax_η ||J η||_2`` over ``||η||_2 <= ε``.
 
-    The maximiser is ``ε v_max``, v_max the top right singular vector of J. Works for any ``nn.Module`` with vector output ``(N, m)`` (not only classifiers); the
-    module's mode is left as it is, so put it in eval mode first.
+    The maximiser is ``ε v_max``, v_max the top right singular vector of J. Works for any
+    ``nn.Module`` with vector output ``(N, m)`` (not only classifiers); the module's mode
+    is left as it is, so put it in eval mode first.
 
     Returns:
         ``(N, *shape)`` perturbations of l2 norm ε.
