@@ -87,6 +87,16 @@ def test_verdict_reads_the_numbers_off_the_results():
     assert any(point.value == "0.20" for point in verdict.references)
 
 
+def test_verdict_names_classes_by_number_without_the_accuracy_section():
+    robustness = _robustness_result()
+    robustness["adversarial_labels"]["l2"] = [9, 9, 0, 0, 1, 2]  # 9: no correct image of it
+    rows = {
+        row.quantity: row for row in build_verdict({"robustness": robustness}, (1, 28, 28)).rows
+    }
+    assert rows["most frequent label flips"].value.startswith("0 → 9 (40%)")
+    assert rows["most fragile classes (l2)"].value.startswith("1 (0.6)")
+
+
 def test_verdict_leaves_out_what_was_not_run():
     assert build_verdict({}, (3, 32, 32)).rows == []
     only_accuracy = build_verdict({"accuracy": {"accuracy": 0.5, "n": 2}}, (3, 32, 32))

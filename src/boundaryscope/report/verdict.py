@@ -153,7 +153,12 @@ def _fragile_rows(robustness: dict[str, Any], accuracy: dict[str, Any] | None) -
     flips = robustness.get("adversarial_labels", {}).get("l2")
     if not labels or flips is None:
         return []
-    names = (accuracy or {}).get("classes") or [str(c) for c in range(1 + max(labels))]
+    classes = list((accuracy or {}).get("classes") or [])
+
+    def name(label: int) -> str:
+        # Without the accuracy section (or for a label outside it) the number is the name.
+        return str(classes[label]) if 0 <= label < len(classes) else str(label)
+
     by_class: dict[int, list[float]] = {}
     for label, norm in zip(labels, norms, strict=True):
         by_class.setdefault(label, []).append(norm)
@@ -164,12 +169,12 @@ def _fragile_rows(robustness: dict[str, Any], accuracy: dict[str, Any] | None) -
     )
     total = sum(pairs.values())
     common = ", ".join(
-        f"{names[a]} → {names[b]} ({count / total:.0%})" for (a, b), count in pairs.most_common(3)
+        f"{name(a)} → {name(b)} ({count / total:.0%})" for (a, b), count in pairs.most_common(3)
     )
     rows = [
         VerdictRow(
             "most fragile classes (l2)",
-            ", ".join(f"{names[c]} ({medians[c]:.3g})" for c in fragile),
+            ", ".join(f"{name(c)} ({medians[c]:.3g})" for c in fragile),
             "classes with the smallest median minimal perturbation (DeepFool l2, input units)",
             "s-robustness",
         )
