@@ -23,6 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from boundaryscope._numbers import parse_number
+from boundaryscope._progress import tqdm_disable
 from boundaryscope.attacks import (
     BIM,
     FGSM,
@@ -233,7 +234,7 @@ def fooling_curves(
     y = check_labels(y, x, clf, "y")
     correct = predicted == y
     curves = FoolingCurves(list(map(float, epsilons)), n_correct=int(correct.sum()))
-    bar = tqdm(names, desc="fooling curves", disable=None if progress is None else not progress)
+    bar = tqdm(names, desc="fooling curves", disable=tqdm_disable(progress))
     for name in bar:
         start = time.perf_counter()
         minimal = _MINIMAL_CURVES.get("deepfool" if name in _LEGACY_DEEPFOOL else name)

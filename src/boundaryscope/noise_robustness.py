@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from boundaryscope._progress import tqdm_disable
 from boundaryscope.attacks import DeepFool, RandomLineSearch, line_search
 from boundaryscope.attacks.base import check_labels
 from boundaryscope.classifier import Classifier, check_classifier
@@ -163,8 +164,7 @@ def semi_random_robustness(
     d = x[0].numel()
     full = DeepFool(p=2, steps=steps)(model, x, y)
     regimes = []
-    disable = None if progress is None else not progress
-    for m in tqdm(ms, desc="semi-random noise", unit="subspace", disable=disable):
+    for m in tqdm(ms, desc="semi-random noise", unit="subspace", disable=tqdm_disable(progress)):
         if m == 1:
             sub = RandomLineSearch(seed=seed)(model, x, y)
         else:
@@ -235,8 +235,7 @@ def spectral_robustness(
     full = DeepFool(p=2, steps=steps)(model, x, y)
     rho_adv = float((full.norms[full.success] / x_norms[full.success]).mean())
     zetas, rhos, dims, failures = [], [], [], []
-    disable = None if progress is None else not progress
-    for k in tqdm(bands, desc="spectral noise", unit="band", disable=disable):
+    for k in tqdm(bands, desc="spectral noise", unit="band", disable=tqdm_disable(progress)):
         band = DCTBands(block, k)
         result = DeepFool(p=2, steps=steps, subspace=band)(model, x, y)
         m = band.dimension(x.shape[1:])

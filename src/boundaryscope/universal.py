@@ -34,6 +34,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from boundaryscope._io import load_checkpoint, remove_stale_temporaries, save_torch
+from boundaryscope._progress import tqdm_disable
 from boundaryscope.attacks import DeepFool
 from boundaryscope.classifier import Classifier, check_classifier
 from boundaryscope.norms import lp_norm, parse_p, project_lp_ball
@@ -259,7 +260,7 @@ def universal_perturbation(
             total=max_passes,
             initial=result.passes,
             desc=f"universal ({variant})",
-            disable=None if progress is None else not progress,
+            disable=tqdm_disable(progress),
         )
         while result.passes < max_passes and not (
             result.history and result.history[-1] >= 1 - delta

@@ -52,6 +52,7 @@ from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from boundaryscope._progress import tqdm_disable
 from boundaryscope.attacks.base import Attack, AttackResult, check_labels
 from boundaryscope.attacks.convex import margin
 from boundaryscope.classifier import Classifier
@@ -252,7 +253,7 @@ def minimal_perturbation(
     flat = x.double().flatten(1).cpu().numpy()
     start_points = points.double().flatten(1).cpu().numpy()
     outcomes = []
-    for i in tqdm(range(x.shape[0]), desc=f"MILP l{p:g}", disable=_disabled(progress)):
+    for i in tqdm(range(x.shape[0]), desc=f"MILP l{p:g}", disable=tqdm_disable(progress)):
         problem = _PointProblem(network, flat[i], int(labels[i]), p, clf.bounds, tighten)
         outcomes.append(problem.solve(float(norms[i]), start_points[i], time_limit))
     result = _collect(outcomes, x, labels, p, norms)
@@ -748,7 +749,3 @@ def _collect(
         p=p,
         attack_norms=attack_norms.double().cpu(),
     )
-
-
-def _disabled(progress: bool | None) -> bool | None:
-    return None if progress is None else not progress

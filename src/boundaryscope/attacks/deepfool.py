@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from boundaryscope._progress import tqdm_disable
 from boundaryscope.attacks.base import (
     Attack,
     RawAttack,
@@ -170,7 +171,7 @@ class DeepFool(Attack):
         finished = torch.zeros(n, dtype=torch.bool, device=x.device)
         others = torch.zeros(n, num_others, dtype=torch.int64, device=x.device)
         crossed = torch.full((n,), -1, dtype=torch.int64, device=x.device)
-        bar = tqdm(total=n, desc=f"DeepFool l{self.p:g}", disable=_disabled(self.progress))
+        bar = tqdm(total=n, desc=f"DeepFool l{self.p:g}", disable=tqdm_disable(self.progress))
         while True:
             idx = torch.nonzero(~finished).flatten()[: self.batch_size]
             if idx.numel() == 0:
@@ -257,8 +258,3 @@ def _freeze_saturated(grad: Tensor, x_i: Tensor, bounds: tuple[float, float]) ->
     at_hi = (x_i >= hi).unsqueeze(1)
     blocked = (at_lo & (grad < 0)) | (at_hi & (grad > 0))
     return grad.masked_fill(blocked, 0.0)
-
-
-def _disabled(progress: bool | None) -> bool | None:
-    """Tqdm's ``disable``: ``None`` shows the bar only on a terminal."""
-    return None if progress is None else not progress

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from boundaryscope._progress import tqdm_disable
 from boundaryscope.attacks.base import (
     Attack,
     AttackResult,
@@ -157,7 +158,7 @@ class FMN(Attack):
     ) -> RawAttack:
         start, start_iterations = self._start(clf, x, reference, target)
         best = start.clone()
-        bar = tqdm(total=x.shape[0], desc=f"FMN l{self.p:g}", disable=_disabled(self.progress))
+        bar = tqdm(total=x.shape[0], desc=f"FMN l{self.p:g}", disable=tqdm_disable(self.progress))
         init_norms = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
         for chunk in torch.arange(x.shape[0], device=x.device).split(self.batch_size):
             tgt = None if target is None else target[chunk]
@@ -261,7 +262,3 @@ def _unit_direction(grad: Tensor, p: float) -> Tensor:
 
 def _rows(mask: Tensor, like: Tensor) -> Tensor:
     return mask.view(-1, *([1] * (like.ndim - 1)))
-
-
-def _disabled(progress: bool | None) -> bool | None:
-    return None if progress is None else not progress

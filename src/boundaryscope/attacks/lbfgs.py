@@ -10,6 +10,7 @@ from scipy.optimize import minimize
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from boundaryscope._progress import tqdm_disable
 from boundaryscope.attacks.base import Attack, RawAttack, register_attack
 from boundaryscope.classifier import Classifier
 
@@ -103,8 +104,9 @@ class LBFGS(Attack):
         adversarial = x.clone()
         iterations = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
         with clf.session():
-            disable = None if self.progress is None else not self.progress
-            for i in tqdm(range(x.shape[0]), desc="L-BFGS", unit="image", disable=disable):
+            for i in tqdm(
+                range(x.shape[0]), desc="L-BFGS", unit="image", disable=tqdm_disable(self.progress)
+            ):
                 # One problem per sample: a joint solve would couple samples through the
                 # shared line search and stopping rule, so results would depend on the batch.
                 adversarial[i], iterations[i] = self._search(

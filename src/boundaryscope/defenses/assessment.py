@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from boundaryscope._progress import tqdm_disable
 from boundaryscope.attacks import FGSM, PGD, SPSA, DeepFool
 from boundaryscope.classifier import Classifier
 from boundaryscope.geometry.curvature import loss_curvature
@@ -244,7 +245,7 @@ def assess(
     bar = tqdm(
         total=len({float(e) for e in [*curve_eps, *epsilons] if e > 0}),
         desc="assess",
-        disable=None if progress is None else not progress,
+        disable=tqdm_disable(progress),
     )
     timer = time.perf_counter()
     deepfool: dict[str, Tensor] = {}

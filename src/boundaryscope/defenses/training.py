@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from boundaryscope._io import load_checkpoint, remove_stale_temporaries
+from boundaryscope._progress import tqdm_disable
 from boundaryscope.attacks import FGSM, PGD, DeepFool, smallest_fooling_epsilon
 from boundaryscope.classifier import Classifier, resolve_device
 from boundaryscope.metrics import rho_adv
@@ -734,7 +735,7 @@ def fit(
         bar = tqdm(
             range(state.epoch, config.epochs),
             desc=f"train ({objective.name})",
-            disable=None if progress is None else not progress,
+            disable=tqdm_disable(progress),
         )
         for epoch in bar:
             record = _train_epoch(clf, trained, inputs, y, config, objective, state, epoch)

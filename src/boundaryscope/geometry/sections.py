@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from boundaryscope._progress import tqdm_disable
 from boundaryscope.classifier import Classifier
 from boundaryscope.geometry.curvature import boundary_points
 
@@ -384,7 +385,9 @@ def section_gallery(
     generator = torch.Generator().manual_seed(seed)
     names = list(directions)
     rows: list[list[CrossSection]] = []
-    bar = tqdm(total=len(points) * len(names), desc="cross-sections", disable=_quiet(progress))
+    bar = tqdm(
+        total=len(points) * len(names), desc="cross-sections", disable=tqdm_disable(progress)
+    )
     with bar, clf.sweep():  # one model copy for every section of the gallery
         for i in range(len(points)):
             row = []
@@ -411,10 +414,6 @@ def section_gallery(
                 bar.update()
             rows.append(row)
     return SectionGallery(rows, [int(i) for i in points.index], names)
-
-
-def _quiet(progress: bool | None) -> bool | None:
-    return None if progress is None else not progress
 
 
 def section_summary(sections: Sequence[CrossSection]) -> dict[str, float]:

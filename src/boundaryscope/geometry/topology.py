@@ -28,6 +28,7 @@ import scipy.linalg
 import torch
 from torch import Tensor
 
+from boundaryscope._progress import tqdm_disable
 from boundaryscope.attacks import DeepFool
 from boundaryscope.classifier import Classifier
 from boundaryscope.geometry.sections import PlaneGrid, orthonormal_direction, plane_grid
@@ -553,7 +554,7 @@ def regions_study(
             for a, b in tqdm(
                 list(zip(x1, x2, strict=True)),
                 desc=f"paths ({scenario})",
-                disable=None if progress is None else not progress,
+                disable=tqdm_disable(progress),
             ):
                 path = find_path(
                     clf, a, b, spacing=config.spacing, max_depth=config.max_depth,
