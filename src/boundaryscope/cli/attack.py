@@ -14,7 +14,13 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from boundaryscope.cli.common import add_model_args, add_out_arg, classifier_and_data, output_dir
+from boundaryscope.cli.common import (
+    add_model_args,
+    add_n_arg,
+    add_out_arg,
+    classifier_and_data,
+    output_dir,
+)
 from boundaryscope.cli.registry import Command, register_command
 from boundaryscope.cli.types import nonnegative_float, positive_int
 
@@ -71,12 +77,7 @@ class AttackCommand(Command):
             help="norm: 1, 2, inf or any real p > 1 (default: 2 for deepfool, fmn, lbfgs "
             "and random-line; inf for the budgeted attacks)",
         )
-        parser.add_argument(
-            "--n",
-            type=positive_int,
-            default=1000,
-            help="test images, spread evenly over the classes (default: %(default)s)",
-        )
+        add_n_arg(parser, 1000)
         parser.add_argument(
             "--eps",
             type=nonnegative_float,
@@ -191,10 +192,10 @@ def _make_attack(args: argparse.Namespace, clf: Any, data: Any, extra: dict[str,
         return RandomLineSearch(seed=args.seed)
     if args.name in ("deepfool", "fmn"):
         make = DeepFool.as_published if args.paper_exact else DeepFool
-        deepfool_steps = args.steps if args.name == "deepfool" and args.steps else 50
         deepfool = make(
             p=p,
-            steps=args.init_steps if args.name == "fmn" else deepfool_steps,
+            # --steps belongs to the named attack; FMN's starting DeepFool has --init-steps.
+            steps=(args.steps or 50) if args.name == "deepfool" else args.init_steps,
             candidates=args.candidates,
             overshoot=args.overshoot,
             batch_size=args.batch_size,

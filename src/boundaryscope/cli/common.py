@@ -12,13 +12,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from boundaryscope.cli.types import positive_int
+
 __all__ = [
     "add_model_args",
+    "add_n_arg",
     "add_out_arg",
     "classifier",
     "classifier_and_data",
+    "load_sample",
     "output_dir",
-    "test_data",
 ]
 
 _logger = logging.getLogger("boundaryscope")
@@ -52,6 +55,16 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+
+
+def add_n_arg(parser: argparse.ArgumentParser, default: int) -> None:
+    """``--n``: how many test images (`Dataset.balanced`: spread evenly over the classes)."""
+    parser.add_argument(
+        "--n",
+        type=positive_int,
+        default=default,
+        help="test images, spread evenly over the classes (default: %(default)s)",
+    )
 
 
 def add_out_arg(parser: argparse.ArgumentParser, command: str, files: str) -> None:
@@ -97,7 +110,7 @@ def classifier(args: argparse.Namespace) -> Any:
     )
 
 
-def test_data(spec: str, n: int | None, split: str = "test") -> Any:
+def load_sample(spec: str, n: int | None, split: str = "test") -> Any:
     """`n` images of the split, spread evenly over the classes; warns of missing classes."""
     from boundaryscope.data import load_dataset
 
@@ -117,4 +130,4 @@ def test_data(spec: str, n: int | None, split: str = "test") -> Any:
 
 def classifier_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
     """The `Classifier` and the ``--n`` test images that the arguments name."""
-    return classifier(args), test_data(args.data, getattr(args, "n", None))
+    return classifier(args), load_sample(args.data, getattr(args, "n", None))

@@ -17,8 +17,8 @@ from boundaryscope.cli.common import (
     add_model_args,
     add_out_arg,
     classifier_and_data,
+    load_sample,
     output_dir,
-    test_data,
 )
 from boundaryscope.cli.registry import Command, register_command
 from boundaryscope.cli.types import nonnegative_float, positive_int
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> 
         raise ValueError(f"--n must be >= 1; got {args.n}.")
     clf, test = classifier_and_data(args)
     if args.detect_command == "fit":
-        train = test_data(args.data, args.n, split="train")
+        train = load_sample(args.data, args.n, split="train")
         detector: CurvatureDetector | ConfidenceDetector = (
             ConfidenceDetector(fpr=args.fpr)
             if args.baseline

@@ -6,7 +6,13 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from boundaryscope.cli.common import add_model_args, add_out_arg, classifier_and_data, output_dir
+from boundaryscope.cli.common import (
+    add_model_args,
+    add_n_arg,
+    add_out_arg,
+    classifier_and_data,
+    output_dir,
+)
 from boundaryscope.cli.registry import Command, register_command
 from boundaryscope.cli.types import nonnegative_float, positive_int
 
@@ -42,12 +48,7 @@ class NoiseCommand(Command):
             default=None,
             help="spectral: DCT band size (default: the image side / 4)",
         )
-        parser.add_argument(
-            "--n",
-            type=positive_int,
-            default=200,
-            help="test images, spread evenly over the classes (default: %(default)s)",
-        )
+        add_n_arg(parser, 200)
         parser.add_argument(
             "--steps",
             type=positive_int,

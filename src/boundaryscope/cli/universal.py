@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from boundaryscope.cli.common import add_model_args, classifier, output_dir, test_data
+from boundaryscope.cli.common import add_model_args, classifier, load_sample, output_dir
 from boundaryscope.cli.registry import Command, register_command
 from boundaryscope.cli.types import nonnegative_float, positive_int
 
@@ -117,7 +117,7 @@ def _evaluate(args: argparse.Namespace, world: Any) -> int:
 
     out = output_dir(args) if world.is_main else None
     clf = classifier(args)
-    test = test_data(args.data, args.n_test)
+    test = load_sample(args.data, args.n_test)
     try:
         v = torch.load(args.eval, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -148,8 +148,8 @@ def _compute(args: argparse.Namespace) -> int:
     )
 
     clf = classifier(args)
-    test = test_data(args.data, args.n_test)
-    train = test_data(args.data, args.n, split="train")
+    test = load_sample(args.data, args.n_test)
+    train = load_sample(args.data, args.n, split="train")
     out = output_dir(args)
     start = time.perf_counter()
     result = universal_perturbation(

@@ -198,7 +198,8 @@ def noise_ratios(
     for axis in (ax.xaxis, ax.yaxis):  # labelled minor ticks overlap on short log ranges
         axis.set_minor_formatter(NullFormatter())
     # A log axis over 2..10 has a single decade tick: label each measured √(d/m) instead.
-    ax.set_xticks(sorted(set(scale.round(2))), [f"{v:.3g}" for v in sorted(set(scale.round(2)))])
+    ticks = sorted(set(scale.round(2)))
+    ax.set_xticks(ticks, [f"{v:.3g}" for v in ticks])
     ax.set_xlabel("√(d/m)")
     ax.set_ylabel("‖r*_S‖ / ‖r*‖")
     ax.legend(fontsize=8)

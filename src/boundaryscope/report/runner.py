@@ -138,7 +138,6 @@ class _Progress:
     """
 
     def __init__(self, names: list[str], reused: set[str]) -> None:
-        self.names = names
         self.todo = [name for name in names if name not in reused]
         self.seconds: list[float] = []
         if reused & set(names):

@@ -110,25 +110,22 @@ def build(arch: str, **kwargs: Any) -> nn.Module:
         )
     settings.update(kwargs)
     factory = ARCHITECTURES[name]
+    parameters = inspect.signature(factory).parameters
     try:
         module = factory(**settings)
     except TypeError as error:
-        accepted = list(inspect.signature(factory).parameters)
         raise ValueError(
-            f"architecture {name!r} takes the settings {accepted}; got {sorted(settings)} "
-            f"({error})."
+            f"architecture {name!r} takes the settings {list(parameters)}; got "
+            f"{sorted(settings)} ({error})."
         ) from None
-    _check_fits(module, name, settings, inspect.signature(factory))
+    defaults = {key: parameter.default for key, parameter in parameters.items()}
+    _check_fits(module, name, {**defaults, **settings})
     return module
 
 
-def _check_fits(
-    module: nn.Module, name: str, settings: dict[str, Any], signature: inspect.Signature
-) -> None:
+def _check_fits(module: nn.Module, name: str, settings: dict[str, Any]) -> None:
     """Refuses an architecture that cannot take its inputs (one blank forward pass)."""
-    defaults = {k: p.default for k, p in signature.parameters.items()}
-    channels = settings.get("in_channels", defaults.get("in_channels"))
-    size = settings.get("image_size", defaults.get("image_size"))
+    channels, size = settings.get("in_channels"), settings.get("image_size")
     if not isinstance(channels, int) or not isinstance(size, int):
         return
     was_training = module.training
