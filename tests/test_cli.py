@@ -117,10 +117,23 @@ def test_report_and_resume(tmp_path, monkeypatch):
     def boom(ctx):
         raise AssertionError("resume must not recompute")
 
+    noise_run = ANALYSES["noise"].run
     names = ("accuracy", "robustness", "fixed_budget", "noise", "universal", "curvature")
     for name in (*names, "detection", "boundary", "regions"):
         monkeypatch.setattr(ANALYSES[name], "run", boom)
     assert main([*args, "--resume"]) == 0
+
+    # A section whose own settings changed is recomputed; the others are still reused.
+    from boundaryscope.report.sections.noise import NoiseSettings
+
+    calls = []
+    monkeypatch.setattr(ANALYSES["noise"], "run", lambda ctx: calls.append(1) or noise_run(ctx))
+    smaller = NoiseSettings(n=4, fractions=(4,), steps=5, spectral_n=2)
+    monkeypatch.setattr(ANALYSES["noise"], "settings", {"quick": smaller})
+    assert main([*args, "--resume"]) == 0
+    noise = json.loads((out / "results.json").read_text())["sections"]["noise"]
+    assert calls == [1] and noise["settings"]["n"] == 4 and len(noise["regimes"]) == 2
+    assert len(results["sections"]["noise"]["regimes"]) == 3  # quick's fractions (4, 64)
 
 
 def test_attack_cli(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import math
 import re
 from pathlib import Path
@@ -168,3 +169,23 @@ def test_large_universal_radius_is_flagged_against_the_pixel_range():
     assert notes and "50% of the pixel range" in notes[0]
     assert _radius_notes({"xi": 10 / 255, "bounds": [0.0, 1.0]}) == []
     assert _radius_notes({"xi": 0.5}) == []  # results written before bounds were recorded
+
+
+def test_each_section_owns_its_settings_for_every_profile():
+    from dataclasses import fields, is_dataclass
+
+    from boundaryscope.report import ANALYSES, PROFILES, ReportConfig
+    from boundaryscope.report.sections import load_all
+
+    load_all()
+    assert [f.name for f in fields(ReportConfig)] == ["n"]  # only what all sections share
+    with_settings = {name for name, analysis in ANALYSES.items() if analysis.settings}
+    assert with_settings == set(ANALYSES) - {"accuracy"}
+    for name in with_settings:
+        settings = ANALYSES[name].settings
+        assert set(settings) == set(PROFILES), name
+        for chosen in settings.values():
+            assert is_dataclass(chosen) and type(chosen).__dataclass_params__.frozen, name
+        record = ANALYSES[name].settings_record("quick")
+        assert record and json.loads(json.dumps(record)) == record, name
+    assert ANALYSES["accuracy"].settings_record("quick") == {}

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from boundaryscope._io import from_jsonable, to_jsonable
 from boundaryscope.classifier import Classifier
 from boundaryscope.data import Dataset
 from boundaryscope.zoo import LoadedModel
@@ -35,90 +36,23 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ReportConfig:
-    """Sizes of the report's computations (a profile).
+    """What every section of a report shares (a profile); the rest belongs to the sections.
+
+    Each analysis owns its own sizes (attack steps, images, budgets) as a frozen
+    dataclass per profile in its class attribute `Analysis.settings`, so adding a section
+    never touches this class.
 
     Attributes:
-        n: Test samples used by every analysis.
-        deepfool_steps: DeepFool's maximum iterations.
-        candidates: DeepFool's candidate classes.
-        overshoot: DeepFool's overshoot.
-        paper_exact: Run DeepFool without its box-aware/refinement extras.
-        tightest_steps: FMN steps refining each DeepFool point into the "tightest
-            estimate" of the minimal perturbation (0 = off).
-        robust_steps: PGD iterations of the robust accuracy at the usual budgets.
-        examples: Images shown in the example grid.
-        curve_n: Images of the fixed-budget curves.
-        curve_eps: Budgets of the curves (``start:stop:count``).
-        curve_steps: Iterations of PGD/BIM/SPSA in the curves.
-        curve_attacks: Attacks of the curves.
-        noise_n: Images of the random/semi-random noise measurements.
-        noise_fractions: ``d/m`` of the semi-random subspaces (Table 5.1).
-        noise_steps: DeepFool iterations inside subspaces.
-        spectral_n: Images of the spectral (DCT band) measurements.
-        universal_n: Training images ``X`` of the universal perturbation.
-        universal_xi: Its l∞ radius (input units).
-        universal_passes: Passes of Alg. 4 (paper variant).
+        n: Test images of the report (``--n``); sections take subsets of them.
     """
 
     n: int = 1000
-    deepfool_steps: int = 50
-    candidates: int = 10
-    overshoot: float = 0.02
-    paper_exact: bool = False
-    tightest_steps: int = 30
-    robust_steps: int = 40
-    examples: int = 6
-    curve_n: int = 300
-    curve_eps: str = "0:0.3:11"
-    curve_steps: int = 20
-    curve_attacks: tuple[str, ...] = (
-        "deepfool",
-        "alg1",
-        "alg1-10",
-        "alg2",
-        "fgsm",
-        "pgd",
-        "random",
-    )
-    noise_n: int = 100
-    noise_fractions: tuple[int, ...] = (4, 16, 36, 64, 100)  # m = d / fraction
-    noise_steps: int = 100
-    spectral_n: int = 50
-    universal_n: int = 500
-    universal_xi: float = 0.5
-    universal_passes: int = 5
 
 
 PROFILES: dict[str, ReportConfig] = {
     "default": ReportConfig(),
-    "full": ReportConfig(
-        noise_n=1000,
-        spectral_n=1000,
-        noise_steps=200,
-        n=1_000_000,
-        paper_exact=True,
-        tightest_steps=100,
-        robust_steps=100,
-        curve_n=1_000_000,
-        curve_eps="0:0.3:31",
-        curve_steps=40,
-    ),
-    "quick": ReportConfig(
-        noise_n=8,
-        noise_fractions=(4, 64),
-        noise_steps=30,
-        spectral_n=6,
-        universal_n=24,
-        universal_passes=1,
-        tightest_steps=10,
-        robust_steps=10,
-        n=64,
-        examples=4,
-        curve_n=32,
-        curve_eps="0:0.3:4",
-        curve_steps=5,
-        curve_attacks=("deepfool", "alg1", "fgsm", "random"),
-    ),
+    "full": ReportConfig(n=1_000_000),
+    "quick": ReportConfig(n=64),
 }
 
 
@@ -133,7 +67,7 @@ class ReportContext:
     seed: int
     out_dir: Path
     data_spec: str = "mnist5k"  # the spec of `data` (its train split serves X)
-    profile: str = "default"  # sections that own their settings pick them by profile
+    profile: str = "default"  # each section picks its own settings by this name
 
 
 @dataclass
@@ -161,11 +95,35 @@ class Section:
 
 
 class Analysis(ABC):
-    """One report section."""
+    """One report section.
+
+    Attributes:
+        name: Key in ``results.json`` and ``--sections``.
+        title: Heading of the section.
+        order: Position in the report, smaller first.
+        settings: The section's own sizes, one frozen dataclass per profile name (every
+            name of `PROFILES`); empty for a section with nothing to set.
+    """
 
     name: str = "analysis"
     title: str = "Analysis"
-    order: int = 100  # position in the report, smaller first
+    order: int = 100
+    settings: ClassVar[Mapping[str, Any]] = {}
+
+    def settings_for(self, profile: str) -> Any:
+        """The settings of `profile` (``default``'s for a profile the section lacks)."""
+        return self.settings.get(profile, self.settings.get("default"))
+
+    def settings_record(self, profile: str) -> dict[str, Any]:
+        """The settings of `profile` as JSON values; ``{}`` for a section without any.
+
+        They are stored with the section's result, so that ``--resume`` recomputes a
+        section whose settings changed since.
+        """
+        chosen = self.settings_for(profile)
+        if not is_dataclass(chosen) or isinstance(chosen, type):
+            return {}
+        return dict(from_jsonable(to_jsonable(asdict(chosen))))
 
     @abstractmethod
     def run(self, ctx: ReportContext) -> dict[str, Any]:

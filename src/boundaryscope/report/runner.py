@@ -67,7 +67,8 @@ def run_report(
         device: ``cpu``, ``cuda``, … (default: CUDA when available).
         seed: Seed for every random choice of the analyses.
         profile: ``default`` (minutes on a laptop CPU), ``full`` (paper-scale), ``quick``.
-        resume: Reuse sections already in ``out/results.json`` for the same configuration.
+        resume: Reuse sections already in ``out/results.json`` computed for the same
+            model, data, n, seed and profile, and with the section's current settings.
         sections: Names of the analyses to run (default: all registered).
     """
     if profile not in PROFILES:
@@ -105,6 +106,7 @@ def run_report(
     remove_stale_temporaries(out_dir)  # left by a run killed while writing
     results_path = out_dir / "results.json"
     saved = _load_previous(results_path, meta) if resume else {}
+    saved = _same_settings(saved, profile)
     ctx = ReportContext(
         clf, dataset, loaded, config, seed, out_dir, data_spec=data, profile=profile
     )
@@ -118,6 +120,7 @@ def run_report(
             start = time.perf_counter()
             section_result = analysis.run(ctx)
             section_result["seconds_total"] = time.perf_counter() - start
+            section_result["settings"] = analysis.settings_record(profile)
             # Round-trip through JSON so that rendering sees exactly what --resume reads.
             results["sections"][name] = from_jsonable(to_jsonable(section_result))
             dump_json(results_path, results)
@@ -155,6 +158,22 @@ class _Progress:
         left = n - k
         estimate = f"; about {sum(self.seconds) / k * left:.0f} s left" if left else ""
         print(f"[{k}/{n}] {name} done in {seconds:.1f} s{estimate}", file=sys.stderr, flush=True)
+
+
+def _same_settings(saved: dict[str, Any], profile: str) -> dict[str, Any]:
+    """The saved sections computed with the settings their analysis has now.
+
+    A section's settings live in its module (`Analysis.settings`) and are stored with its
+    result; one whose settings changed since (another version, an edited profile) is
+    recomputed rather than shown under settings it was not computed with.
+    """
+    kept = {}
+    for name, result in saved.items():
+        if name in ANALYSES and result.get("settings") != ANALYSES[name].settings_record(profile):
+            _logger.warning("section %s was computed with other settings; recomputing", name)
+            continue
+        kept[name] = result
+    return kept
 
 
 def _load_previous(path: Path, meta: dict[str, Any]) -> dict[str, Any]:

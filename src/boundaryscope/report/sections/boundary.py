@@ -38,10 +38,11 @@ class BoundaryAnalysis(Analysis):
     name = "boundary"
     title = "The boundary up close"
     order = 55
+    settings = SETTINGS
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """`sections_study` on the test images (directions from training images)."""
-        config = SETTINGS.get(ctx.profile, SETTINGS["default"])
+        config = self.settings_for(ctx.profile)
         train = load_dataset(ctx.data_spec, "train").subset(config.n_train)
         return sections_study(
             ctx.clf, train.x, ctx.data.x, config, seed=ctx.seed, classes=ctx.data.classes

@@ -50,10 +50,11 @@ class CurvatureAnalysis(Analysis):
     name = "curvature"
     title = "Boundary curvature"
     order = 60
+    settings = SETTINGS
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """Runs `curvature_study` on training images (directions) and test images."""
-        config = SETTINGS.get(ctx.profile, SETTINGS["default"])
+        config = self.settings_for(ctx.profile)
         train = load_dataset(ctx.data_spec, "train").subset(config.n_train)
         test = ctx.data
         return curvature_study(ctx.clf, train.x, test.x, test.y, config, seed=ctx.seed)

@@ -57,10 +57,11 @@ class DetectionAnalysis(Analysis):
     name = "detection"
     title = "Detecting perturbed inputs"
     order = 70
+    settings = SETTINGS
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """Fits both detectors on clean training images, evaluates on attacked test images."""
-        settings = SETTINGS.get(ctx.profile, SETTINGS["default"])
+        settings = self.settings_for(ctx.profile)
         clf = ctx.clf
         train = load_dataset(ctx.data_spec, "train").subset(settings.n_fit)
         test = ctx.data.subset(settings.n_eval)

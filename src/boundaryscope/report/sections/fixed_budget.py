@@ -1,8 +1,11 @@
-"""Report section: fixed-budget attacks (Balda et al. 2018: Fig. 2 curves, Table I measures)."""
+"""Report section: fixed-budget attacks (Balda et al. 2018: Fig. 2 curves, Table I measures).
+
+The section owns its settings: `SETTINGS` maps each report profile to a `FixedBudgetSettings`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +13,33 @@ from boundaryscope.curves import balda_robustness, fooling_curves, parse_epsilon
 from boundaryscope.report import figures
 from boundaryscope.report.registry import Analysis, ReportContext, Section, register_analysis
 
-__all__ = ["FixedBudgetAnalysis"]
+__all__ = ["SETTINGS", "FixedBudgetAnalysis", "FixedBudgetSettings"]
+
+
+@dataclass(frozen=True)
+class FixedBudgetSettings:
+    """Sizes of the fixed-budget section.
+
+    Attributes:
+        n: Test images of the curves (Balda's measures use every test image).
+        eps: l∞ budgets of the curves, ``start:stop:count`` (`parse_epsilons`).
+        steps: Iterations of PGD/BIM/SPSA in the curves.
+        attacks: Attacks of the curves (names of `boundaryscope.curves.CURVE_ATTACKS`).
+    """
+
+    n: int = 300
+    eps: str = "0:0.3:11"
+    steps: int = 20
+    attacks: tuple[str, ...] = ("deepfool", "alg1", "alg1-10", "alg2", "fgsm", "pgd", "random")
+
+
+SETTINGS: dict[str, FixedBudgetSettings] = {
+    "default": FixedBudgetSettings(),
+    "full": FixedBudgetSettings(n=1_000_000, eps="0:0.3:31", steps=40),
+    "quick": FixedBudgetSettings(
+        n=32, eps="0:0.3:4", steps=5, attacks=("deepfool", "alg1", "fgsm", "random")
+    ),
+}
 
 
 @register_analysis
@@ -20,18 +49,19 @@ class FixedBudgetAnalysis(Analysis):
     name = "fixed_budget"
     title = "Fixed-budget attacks"
     order = 30
+    settings = SETTINGS
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
-        """Curves on ``curve_n`` test images; Balda's measures on all ``n``."""
-        cfg = ctx.config
-        subset = ctx.data.subset(cfg.curve_n)
+        """Curves on the settings' ``n`` test images; Balda's measures on all of them."""
+        cfg: FixedBudgetSettings = self.settings_for(ctx.profile)
+        subset = ctx.data.subset(cfg.n)
         curves = fooling_curves(
             ctx.clf,
             subset.x,
             subset.y,
-            list(cfg.curve_attacks),
-            parse_epsilons(cfg.curve_eps),
-            steps=cfg.curve_steps,
+            list(cfg.attacks),
+            parse_epsilons(cfg.eps),
+            steps=cfg.steps,
             seed=ctx.seed,
         )
         measures = balda_robustness(ctx.clf, ctx.data.x, ctx.data.y)

@@ -1,9 +1,12 @@
-"""Report section: random, semi-random and spectral noise (thesis §3.4.2, §5.3–5.6)."""
+"""Report section: random, semi-random and spectral noise (thesis §3.4.2, §5.3–5.6).
+
+The section owns its settings: `SETTINGS` maps each report profile to a `NoiseSettings`.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,31 @@ from boundaryscope.report import figures
 from boundaryscope.report.registry import Analysis, ReportContext, Section, register_analysis
 from boundaryscope.subspaces import RandomSubspace
 
-__all__ = ["NoiseAnalysis"]
+__all__ = ["SETTINGS", "NoiseAnalysis", "NoiseSettings"]
+
+
+@dataclass(frozen=True)
+class NoiseSettings:
+    """Sizes of the noise section.
+
+    Attributes:
+        n: Test images of the random and semi-random regimes.
+        fractions: ``d/m`` of the semi-random subspaces (thesis Table 5.1): ``m = d / f``.
+        steps: DeepFool iterations inside the subspaces.
+        spectral_n: Test images of the spectral (DCT band) measurements.
+    """
+
+    n: int = 100
+    fractions: tuple[int, ...] = (4, 16, 36, 64, 100)
+    steps: int = 100
+    spectral_n: int = 50
+
+
+SETTINGS: dict[str, NoiseSettings] = {
+    "default": NoiseSettings(),
+    "full": NoiseSettings(n=1000, steps=200, spectral_n=1000),
+    "quick": NoiseSettings(n=8, fractions=(4, 64), steps=30, spectral_n=6),
+}
 
 
 @register_analysis
@@ -30,25 +57,24 @@ class NoiseAnalysis(Analysis):
     name = "noise"
     title = "Random, semi-random and band-limited noise"
     order = 40
+    settings = SETTINGS
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
-        """Noise regimes on ``noise_n`` images, spectral bands on ``spectral_n``."""
-        cfg = ctx.config
-        data = ctx.data.subset(cfg.noise_n)
+        """Noise regimes on the settings' ``n`` images, spectral bands on ``spectral_n``."""
+        cfg: NoiseSettings = self.settings_for(ctx.profile)
+        data = ctx.data.subset(cfg.n)
         d = data.x[0].numel()
-        ms = [1, *sorted({max(2, round(d / f)) for f in cfg.noise_fractions}, reverse=True)]
+        ms = [1, *sorted({max(2, round(d / f)) for f in cfg.fractions}, reverse=True)]
         regimes = semi_random_robustness(
-            ctx.clf, data.x, data.y, ms, seed=ctx.seed, steps=cfg.noise_steps
+            ctx.clf, data.x, data.y, ms, seed=ctx.seed, steps=cfg.steps
         )
         spectral_data = ctx.data.subset(cfg.spectral_n)
-        spectral = spectral_robustness(
-            ctx.clf, spectral_data.x, spectral_data.y, steps=cfg.noise_steps
-        )
+        spectral = spectral_robustness(ctx.clf, spectral_data.x, spectral_data.y, steps=cfg.steps)
         return {
             "d": d,
             "regimes": [asdict(r) for r in regimes],
             "spectral": asdict(spectral),
-            "example": self._example(ctx, data, cfg.noise_steps),
+            "example": self._example(ctx, data, cfg.steps),
         }
 
     @staticmethod

@@ -43,10 +43,11 @@ class RegionsAnalysis(Analysis):
     name = "regions"
     title = "Classification regions"
     order = 58
+    settings = SETTINGS
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """`regions_study` on the test images."""
-        config = SETTINGS.get(ctx.profile, SETTINGS["default"])
+        config = self.settings_for(ctx.profile)
         return regions_study(ctx.clf, ctx.data.x, config, seed=ctx.seed, classes=ctx.data.classes)
 
     def render(self, result: dict[str, Any], out_dir: Path) -> Section:

@@ -1,10 +1,14 @@
-"""The report's built-in analyses: clean accuracy and minimal-perturbation robustness."""
+"""The report's first analyses: clean accuracy and minimal-perturbation robustness.
+
+Robustness owns its settings: `SETTINGS` maps each report profile to a
+`RobustnessSettings` (accuracy has none: it predicts every test image of the report).
+"""
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,38 @@ from boundaryscope.norms import lp_norm
 from boundaryscope.report import figures
 from boundaryscope.report.registry import Analysis, ReportContext, Section, register_analysis
 
-__all__ = ["AccuracyAnalysis", "RobustnessAnalysis"]
+__all__ = ["SETTINGS", "AccuracyAnalysis", "RobustnessAnalysis", "RobustnessSettings"]
+
+
+@dataclass(frozen=True)
+class RobustnessSettings:
+    """Sizes of the robustness section (every correctly classified test image is attacked).
+
+    Attributes:
+        deepfool_steps: DeepFool's maximum iterations.
+        candidates: DeepFool's candidate classes.
+        overshoot: DeepFool's overshoot.
+        paper_exact: Run DeepFool as published, without its box-aware/refinement extras.
+        tightest_steps: FMN steps refining each DeepFool point into the "tightest
+            estimate" of the minimal perturbation (0 = off).
+        robust_steps: PGD iterations of the robust accuracy at the usual budgets.
+        examples: Images shown in the example grid.
+    """
+
+    deepfool_steps: int = 50
+    candidates: int = 10
+    overshoot: float = 0.02
+    paper_exact: bool = False
+    tightest_steps: int = 30
+    robust_steps: int = 40
+    examples: int = 6
+
+
+SETTINGS: dict[str, RobustnessSettings] = {
+    "default": RobustnessSettings(),
+    "full": RobustnessSettings(paper_exact=True, tightest_steps=100, robust_steps=100),
+    "quick": RobustnessSettings(tightest_steps=10, robust_steps=10, examples=4),
+}
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -103,10 +138,11 @@ class RobustnessAnalysis(Analysis):
     name = "robustness"
     title = "Robustness to minimal adversarial perturbations"
     order = 20
+    settings = SETTINGS
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """DeepFool in l2 and l∞ on every test sample, FGSM's 90% protocol, examples."""
-        cfg = ctx.config
+        cfg: RobustnessSettings = self.settings_for(ctx.profile)
         x, y = ctx.data.x, ctx.data.y
         result: dict[str, Any] = {
             "deepfool": {},

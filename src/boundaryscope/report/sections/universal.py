@@ -1,9 +1,12 @@
-"""Report section: a universal perturbation and the geometry behind it (thesis ch. 4, §6.3)."""
+"""Report section: a universal perturbation and the geometry behind it (thesis ch. 4, §6.3).
+
+The section owns its settings: `SETTINGS` maps each report profile to a `UniversalSettings`.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,29 @@ from boundaryscope.universal import (
     universal_perturbation,
 )
 
-__all__ = ["UniversalAnalysis"]
+__all__ = ["SETTINGS", "UniversalAnalysis", "UniversalSettings"]
+
+
+@dataclass(frozen=True)
+class UniversalSettings:
+    """Sizes of the universal-perturbation section.
+
+    Attributes:
+        n_train: Training images ``X`` of Alg. 4 (from the data's train split).
+        xi: l∞ radius ξ of the perturbation, in input units.
+        passes: Passes of Alg. 4 over ``X`` (the paper's variant).
+    """
+
+    n_train: int = 500
+    xi: float = 0.5
+    passes: int = 5
+
+
+SETTINGS: dict[str, UniversalSettings] = {
+    "default": UniversalSettings(),
+    "full": UniversalSettings(),
+    "quick": UniversalSettings(n_train=24, passes=1),
+}
 
 
 @register_analysis
@@ -31,18 +56,19 @@ class UniversalAnalysis(Analysis):
     name = "universal"
     title = "Universal perturbations"
     order = 50
+    settings = SETTINGS
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
-        """Computes v on ``universal_n`` training images (l∞) and evaluates it."""
-        cfg = ctx.config
-        train = load_dataset(ctx.data_spec, "train").subset(cfg.universal_n)
+        """Computes v on the settings' ``n_train`` training images (l∞) and evaluates it."""
+        cfg: UniversalSettings = self.settings_for(ctx.profile)
+        train = load_dataset(ctx.data_spec, "train").subset(cfg.n_train)
         test = ctx.data
         result = universal_perturbation(
             ctx.clf,
             train.x,
-            cfg.universal_xi,
+            cfg.xi,
             p=math.inf,
-            max_passes=cfg.universal_passes,
+            max_passes=cfg.passes,
             seed=ctx.seed,
         )
         v = result.v
@@ -52,7 +78,7 @@ class UniversalAnalysis(Analysis):
         flat = flat_model(ctx.clf, test.x, l2, [5, 20, 100], seed=ctx.seed)
         examples = test.x[:4]
         return {
-            "xi": cfg.universal_xi,
+            "xi": cfg.xi,
             "n_train": len(train),
             "n_test": len(test),
             "fooling_train": result.fooling_rate,
