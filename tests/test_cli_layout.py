@@ -165,3 +165,27 @@ def test_balanced_sample_spreads_over_the_classes(mnist_test):
     )
     assert one_class.missing_classes() == [c for c in mnist_test.classes if c != "0"]
     assert math.isclose(len(one_class.balanced(3)), 3)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["report", "--n", "2"],
+        ["curves", "--n", "2"],
+        ["noise", "--n", "2"],
+        ["universal", "--n", "2"],
+        ["compare", "zoo:lenet-mnist", "--n", "2"],
+        ["geometry", "curvature", "--n", "2"],
+        ["geometry", "sections", "--n", "2"],
+        ["geometry", "paths", "--n", "2"],
+        ["geometry", "angles"],
+        ["detect", "fit", "--n", "2"],
+        ["detect", "score", "no-detector.json", "--n", "2"],
+        ["verify", "--n", "2"],
+    ],
+    ids=" ".join,
+)
+def test_every_command_refuses_a_file_name_as_out(command, tmp_path, capsys):
+    assert main([*command, "--out", str(tmp_path / "x.json")]) == 2
+    assert "output directory of every command" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

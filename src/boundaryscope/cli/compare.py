@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from boundaryscope.cli.common import output_dir
+from boundaryscope.cli.common import add_out_arg, output_dir
 from boundaryscope.cli.registry import Command, register_command
 from boundaryscope.cli.types import positive_int
 
@@ -53,13 +53,7 @@ class CompareCommand(Command):
             "--device", default=None, help="cpu, cuda, ... (default: cuda if available)"
         )
         parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-        parser.add_argument(
-            "--out",
-            default="runs/compare",
-            metavar="DIR",
-            help="output directory; written there: report.html, comparison.json and the "
-            "figures (default: %(default)s)",
-        )
+        add_out_arg(parser, "compare", "report.html, comparison.json and the figures")
 
     def run(self, args: argparse.Namespace, world: Any) -> int:
         """Writes the comparison page and prints its path."""

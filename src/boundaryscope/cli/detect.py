@@ -114,6 +114,7 @@ def run(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> 
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1; got {args.n}.")
+    out = output_dir(args)  # a file name is refused before any work
     clf, test = classifier_and_data(args)
     if args.detect_command == "fit":
         train = load_sample(args.data, args.n, split="train")
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> 
             )
         )
         detector.fit(clf, train.x)
-        path = detector.save(output_dir(args) / "detector.json")
+        path = detector.save(out / "detector.json")
         print(
             f"{detector!r}: threshold {detector.threshold_:.4g} for a {args.fpr:.0%} "
             f"false-positive rate on {len(train)} clean images; saved {Path(path).resolve()}"
@@ -138,9 +139,8 @@ def run(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> 
     scores = detector.score_samples(clf, x)
     flagged = scores > detector.fitted_threshold()
     recovered = detector.recover(clf, x)
-    out = output_dir(args) / "scores.json"
     dump_json(
-        out,
+        out / "scores.json",
         {
             "detector": detector.get_params() | {"kind": detector.kind},
             "threshold": detector.threshold_,
@@ -151,7 +151,8 @@ def run(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> 
         },
     )
     print(
-        f"{int(flagged.sum())} of {len(scores)} images flagged as perturbed; wrote {out.resolve()}"
+        f"{int(flagged.sum())} of {len(scores)} images flagged as perturbed; "
+        f"wrote {(out / 'scores.json').resolve()}"
     )
     return 0
 

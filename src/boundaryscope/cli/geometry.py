@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from boundaryscope.cli.common import add_model_args, classifier_and_data
+from boundaryscope.cli.common import add_model_args, add_out_arg, classifier_and_data, output_dir
 from boundaryscope.cli.registry import Command, register_command
 from boundaryscope.cli.types import nonnegative_float, positive_int
 
@@ -84,12 +83,7 @@ def _add_arguments(geometry: argparse.ArgumentParser) -> None:
     curvature.add_argument(
         "--max-steps", type=positive_int, default=120, help="Lanczos steps per point (default: 120)"
     )
-    curvature.add_argument(
-        "--out",
-        default="runs/curvature",
-        metavar="DIR",
-        help="output directory; written there: curvature.json and figures (default: %(default)s)",
-    )
+    add_out_arg(curvature, "curvature", "curvature.json and figures")
     _add_sections_parser(kinds)
     _add_paths_parser(kinds)
     _add_angles_parser(kinds)
@@ -131,12 +125,7 @@ def _add_sections_parser(kinds: argparse._SubParsersAction) -> None:  # type: ig
         default=50,
         help="training images defining the universal and curved directions (default: 50)",
     )
-    sections.add_argument(
-        "--out",
-        default="runs/sections",
-        metavar="DIR",
-        help="output directory; written there: sections.json and figures (default: %(default)s)",
-    )
+    add_out_arg(sections, "sections", "sections.json and figures")
 
 
 def _add_paths_parser(kinds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -176,12 +165,7 @@ def _add_paths_parser(kinds: argparse._SubParsersAction) -> None:  # type: ignor
         default=1000,
         help="convex combinations per k (default: 1000)",
     )
-    paths.add_argument(
-        "--out",
-        default="runs/paths",
-        metavar="DIR",
-        help="output directory; written there: paths.json and figures (default: %(default)s)",
-    )
+    add_out_arg(paths, "paths", "paths.json and figures")
 
 
 def _add_angles_parser(kinds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -203,12 +187,7 @@ def _add_angles_parser(kinds: argparse._SubParsersAction) -> None:  # type: igno
     angles.add_argument(
         "--n-train", type=positive_int, default=100, help="training images (default: %(default)s)"
     )
-    angles.add_argument(
-        "--out",
-        default="runs/angles",
-        metavar="DIR",
-        help="output directory; written there: angles.json and figures (default: %(default)s)",
-    )
+    add_out_arg(angles, "angles", "angles.json and figures")
 
 
 def run(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> int:  # type: ignore[type-arg]
@@ -225,7 +204,7 @@ def _curvature(args: argparse.Namespace, classifier_and_data: Callable[..., tupl
     from boundaryscope.geometry.curvature import CurvatureConfig, curvature_study
     from boundaryscope.report.sections.curvature import CurvatureAnalysis
 
-    _positive(args, "n", "n_train", "k", "samples", "max_steps")
+    out = output_dir(args)  # a file name is refused before any work
     clf, test = classifier_and_data(args)
     train = load_dataset(args.data, "train").subset(args.n_train)
     config = CurvatureConfig(
@@ -238,7 +217,6 @@ def _curvature(args: argparse.Namespace, classifier_and_data: Callable[..., tupl
         max_steps=args.max_steps,
     )
     result = curvature_study(clf, train.x, test.x, test.y, config, seed=args.seed)
-    out = Path(args.out)
     dump_json(out / "curvature.json", result)
     section = CurvatureAnalysis().render(result, out)
     profile = result["profile"]["mean"]
@@ -250,12 +228,6 @@ def _curvature(args: argparse.Namespace, classifier_and_data: Callable[..., tupl
     )
     print(f"wrote {out.resolve() / 'curvature.json'} and {len(section.figures)} figures")
     return 0
-
-
-def _positive(args: argparse.Namespace, *names: str) -> None:
-    for name in names:
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}.")
 
 
 def _range(text: str, flag: str) -> tuple[float, float]:
@@ -274,7 +246,7 @@ def _sections(args: argparse.Namespace, classifier_and_data: Callable[..., tuple
     from boundaryscope.geometry.sections import SectionsConfig, sections_study
     from boundaryscope.report.sections.boundary import BoundaryAnalysis
 
-    _positive(args, "n", "n_train")
+    out = output_dir(args)  # a file name is refused before any work
     if args.resolution < 2:
         raise ValueError(f"--resolution must be >= 2; got {args.resolution}.")
     config = SectionsConfig(
@@ -288,7 +260,6 @@ def _sections(args: argparse.Namespace, classifier_and_data: Callable[..., tuple
     clf, test = classifier_and_data(args)
     train = load_dataset(args.data, "train").subset(args.n_train)
     result = sections_study(clf, train.x, test.x, config, seed=args.seed, classes=test.classes)
-    out = Path(args.out)
     dump_json(out / "sections.json", result)
     section = BoundaryAnalysis().render(result, out)
     summary = result["summary"]
@@ -306,7 +277,7 @@ def _paths(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) 
     from boundaryscope.geometry.topology import SCENARIOS, RegionsConfig, regions_study
     from boundaryscope.report.sections.regions import RegionsAnalysis
 
-    _positive(args, "n", "pairs", "trials")
+    out = output_dir(args)  # a file name is refused before any work
     scenarios = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown or not scenarios:
@@ -320,7 +291,6 @@ def _paths(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) 
     )
     clf, test = classifier_and_data(args)
     result = regions_study(clf, test.x, config, seed=args.seed, classes=test.classes)
-    out = Path(args.out)
     dump_json(out / "paths.json", result)
     section = RegionsAnalysis().render(result, out)
     stats = result["scenarios"]
@@ -339,7 +309,7 @@ def _angles(args: argparse.Namespace, classifier_and_data: Callable[..., tuple])
     from boundaryscope.geometry.topology import model_subspace_angles
     from boundaryscope.report import figures
 
-    _positive(args, "m", "n_train")
+    out = output_dir(args)  # a file name is refused before any work
     clf_a, _ = classifier_and_data(argparse.Namespace(**{**vars(args), "n": 1}))
     other = argparse.Namespace(
         **{**vars(args), "model": args.other, "arch": args.other_arch, "n": 1}
@@ -348,7 +318,6 @@ def _angles(args: argparse.Namespace, classifier_and_data: Callable[..., tuple])
     train = load_dataset(args.data, "train").subset(args.n_train)
     result = model_subspace_angles(clf_a, clf_b, train.x, args.m, seed=args.seed)
     result["models"] = [args.model, args.other]
-    out = Path(args.out)
     dump_json(out / "angles.json", result)
     series = {name: result[name]["cosines"] for name in ("S_c", "S_f", "random")}
     fig, _ = figures.lines(range(1, args.m + 1), series, "principal angle i", "cos θ_i")

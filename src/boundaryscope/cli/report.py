@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from boundaryscope.cli.common import add_model_args
+from boundaryscope.cli.common import add_model_args, add_out_arg, output_dir
 from boundaryscope.cli.registry import Command, register_command
 from boundaryscope.cli.types import positive_int
 
@@ -30,13 +30,11 @@ class ReportCommand(Command):
             help="test images, spread evenly over the classes (default: the profile's: "
             "1000 default, 64 quick, all for full)",
         )
-        parser.add_argument(
-            "--out",
-            default="runs/report",
-            metavar="DIR",
-            help="output directory; written there: report.html (self-contained), "
-            "results.json (every number, per image) and the figures as PNG "
-            "(default: %(default)s)",
+        add_out_arg(
+            parser,
+            "report",
+            "report.html (self-contained), results.json (every number, per image) and "
+            "the figures as PNG",
         )
         parser.add_argument(
             "--profile",
@@ -65,7 +63,7 @@ class ReportCommand(Command):
         path = run_report(
             args.model,
             args.data,
-            args.out,
+            output_dir(args),
             arch=args.arch,
             n=args.n,
             device=args.device,

@@ -12,7 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from boundaryscope.cli.common import add_model_args, classifier, load_sample, output_dir
+from boundaryscope.cli.common import (
+    add_model_args,
+    add_out_arg,
+    classifier,
+    load_sample,
+    output_dir,
+)
 from boundaryscope.cli.registry import Command, register_command
 from boundaryscope.cli.types import nonnegative_float, positive_int
 
@@ -88,12 +94,10 @@ class UniversalCommand(Command):
             help="continue from --out/checkpoint.pt (written after every pass; the settings "
             "must match the interrupted run)",
         )
-        parser.add_argument(
-            "--out",
-            default="runs/universal",
-            metavar="DIR",
-            help="output directory; written there: v.pt, v.npy, universal.json, "
-            "perturbation.png, checkpoint.pt (eval.json with --eval) (default: %(default)s)",
+        add_out_arg(
+            parser,
+            "universal",
+            "v.pt, v.npy, universal.json, perturbation.png, checkpoint.pt (eval.json with --eval)",
         )
 
     def run(self, args: argparse.Namespace, world: Any) -> int:

@@ -71,6 +71,7 @@ def run(args: argparse.Namespace, classifier_and_data: Callable[..., Any]) -> in
             "verify needs --n >= 1, --time-limit > 0 and --fmn-steps >= 0; got "
             f"--n {args.n}, --time-limit {args.time_limit}, --fmn-steps {args.fmn_steps}."
         )
+    out = output_dir(args) / "verify.json"  # a file name is refused before any work
     clf, data = classifier_and_data(args)
     p = math.inf if args.p == "inf" else 1.0
     correct = clf.predict(data.x) == data.y.to(clf.device)
@@ -108,7 +109,6 @@ def run(args: argparse.Namespace, classifier_and_data: Callable[..., Any]) -> in
         "fmn_norms": refined.norms,
         "attack_over_exact": ratios,
     }
-    out = output_dir(args) / "verify.json"
     dump_json(out, payload)
     median = float(exact.lower[certified].median()) if bool(certified.any()) else math.nan
     print(
