@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -28,6 +29,42 @@ def test_one_process_is_a_no_op(lenet_clf, mnist_test):
     result = FGSM(eps=0.1)(lenet_clf, mnist_test.x[:4], mnist_test.y[:4])
     assert gather_attack_result(result, World()) is result
     assert sum_over_processes(3.0, World()) == 3.0
+
+
+def test_blocks_through_for_shard_equal_the_whole_batch(lenet_clf, mnist_test):
+    """The contract `sharded_call` relies on, in one process: blocks = the whole batch."""
+    from boundaryscope.attacks import FMN, DeepFool
+    from boundaryscope.subspaces import RandomSubspace
+
+    x, y = mnist_test.x[:10], mnist_test.y[:10]
+    per_sample = DeepFool(steps=30, subspace=RandomSubspace(40, seed=3, per_sample=True))
+    start = DeepFool(p=math.inf)(lenet_clf, x, y)
+    attacks = {
+        "per-sample subspaces": per_sample,
+        "FMN from a precomputed start": FMN(p=math.inf, steps=5, init=start),
+        "FMN from a subspace DeepFool": FMN(steps=3, init=per_sample),
+    }
+    for name, attack in attacks.items():
+        whole = attack(lenet_clf, x, y)
+        blocks = [attack.for_shard(a, b)(lenet_clf, x[a:b], y[a:b]) for a, b in ((0, 4), (4, 10))]
+        merged = torch.cat([block.norms for block in blocks])
+        torch.testing.assert_close(merged, whole.norms, rtol=1e-5, atol=0, msg=name)
+        assert torch.equal(
+            torch.cat([b.adversarial_label for b in blocks]), whole.adversarial_label
+        )
+    # Without for_shard, the second block would draw other subspaces (positions 0..5).
+    naive = per_sample(lenet_clf, x[4:], y[4:]).norms
+    assert not torch.allclose(naive, per_sample(lenet_clf, x, y).norms[4:], rtol=1e-3)
+
+
+def test_sharding_one_process_runs_attacks_whole(lenet_clf, mnist_test):
+    from boundaryscope.attacks import FGSM
+    from boundaryscope.distributed import sharding
+
+    x, y = mnist_test.x[:6], mnist_test.y[:6]
+    with sharding(World()):
+        inside = FGSM(eps=0.1)(lenet_clf, x, y)
+    assert torch.equal(inside.adversarial, FGSM(eps=0.1)(lenet_clf, x, y).adversarial)
 
 
 def run(argv: list[str], processes: int) -> None:
@@ -93,6 +130,55 @@ def test_universal_eval_two_processes_equal_one(tmp_path):
 
 @pytest.mark.slow
 def test_unsharded_commands_refuse_torchrun(tmp_path):
-    done = subprocess_run(["noise", "--n", "2", "--out", str(tmp_path / "n")], TORCHRUN)
+    argv = ["geometry", "curvature", "--n", "2", "--out", str(tmp_path / "c")]
+    done = subprocess_run(argv, TORCHRUN)
     assert done.returncode != 0
     assert "does not run under torchrun yet" in done.stderr
+
+
+def _close(one: object, two: object, path: str = "") -> None:
+    """`one` == `two`, floats to float32 rounding (LeNet's convolutions round differently
+    at another batch size, in one process too); every label, flag and count exactly.
+    """
+    if isinstance(one, dict) and isinstance(two, dict):
+        assert one.keys() == two.keys(), path
+        for key in one:
+            if not key.startswith("seconds") and key != "processes":
+                _close(one[key], two[key], f"{path}.{key}")
+    elif isinstance(one, list) and isinstance(two, list):
+        assert len(one) == len(two), path
+        for i, (a, b) in enumerate(zip(one, two, strict=True)):
+            _close(a, b, f"{path}[{i}]")
+    elif isinstance(one, float) and isinstance(two, float):
+        assert one == pytest.approx(two, rel=1e-4, abs=1e-6, nan_ok=True), path
+    else:
+        assert one == two, path
+
+
+@pytest.mark.slow
+def test_report_two_processes_equal_one(tmp_path):
+    """Per-image sections sharded, the others dealt out whole: the same results.json."""
+    argv = ["report", "--profile", "quick", "--n", "24"]
+    argv += ["--sections", "accuracy,robustness,fixed_budget,noise,boundary,regions"]
+    run([*argv, "--out", str(tmp_path / "one")], 1)
+    run([*argv, "--out", str(tmp_path / "two")], 2)
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    _close(one["sections"], two["sections"])
+    assert (tmp_path / "two" / "report.html").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "command",
+    [["noise", "--regime", "semi-random", "--m", "1,50"], ["curves", "--attacks", "deepfool,pgd"]],
+    ids=lambda c: c[0],
+)
+def test_noise_and_curves_two_processes_equal_one(tmp_path, command):
+    argv = [*command, "--n", "12", "--steps", "20"]
+    run([*argv, "--out", str(tmp_path / "one")], 1)
+    run([*argv, "--out", str(tmp_path / "two")], 2)
+    name = f"{command[0]}.json"
+    one = json.loads((tmp_path / "one" / name).read_text())
+    two = json.loads((tmp_path / "two" / name).read_text())
+    _close(one, two)

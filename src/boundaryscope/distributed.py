@@ -8,6 +8,12 @@ per-sample work on it, and the per-sample results are gathered back in sample or
 `sum_over_processes`). Every process then holds the same result as one process would have
 computed; only rank 0 writes files and prints.
 
+Inside a library analysis, ``with sharding(world):`` does the same for every attack call
+in the block, however deep (`sharded_call`): each process attacks its block of the batch
+and all of them receive the whole `AttackResult`, so the code around the calls runs
+unchanged in every process. The report shards its per-image sections this way and runs
+its other sections whole, each in one process (`boundaryscope.report.runner`).
+
 Why the output is identical to one process: every attack treats samples independently (a
 sample's steps never depend on the other samples of its batch), random draws come from
 per-image streams (`boundaryscope._random`), and the gathered tensors are concatenated in
@@ -29,22 +35,34 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from boundaryscope import _sharding
 from boundaryscope.attacks.base import AttackResult
+
+if TYPE_CHECKING:
+    from boundaryscope.attacks.base import Attack
+    from boundaryscope.classifier import Classifier
 
 __all__ = [
     "World",
+    "all_gather_objects",
+    "broadcast_object",
     "device",
     "gather_attack_result",
     "gather_tensors",
     "max_over_processes",
     "setup",
     "shard",
+    "sharded_call",
+    "sharding",
     "sum_over_processes",
     "teardown",
 ]
@@ -120,13 +138,23 @@ def shard(n: int, world: World) -> slice:
 
 
 def gather_tensors(tensors: dict[str, Tensor], world: World) -> dict[str, Tensor]:
-    """Per-sample tensors of every process, concatenated along dim 0 in rank order."""
+    """Per-sample tensors of every process, concatenated along dim 0 in rank order.
+
+    A process with an empty share may lack keys the others have (an attack's details
+    on an empty batch); a non-empty share lacking one is an error.
+    """
     if not world.active:
         return tensors
     local = {k: v.detach().cpu() for k, v in tensors.items()}
-    parts: list[dict[str, Tensor] | None] = [None] * world.size
-    dist.all_gather_object(parts, local)
-    return {k: torch.cat([p[k] for p in parts if p is not None]) for k in tensors}
+    parts = [part for part in all_gather_objects(local, world) if part]
+    keys = list(dict.fromkeys(key for part in parts for key in part))
+    merged = {}
+    for key in keys:
+        holders = [part for part in parts if key in part]
+        if any(len(next(iter(part.values()))) for part in parts if key not in part):
+            raise RuntimeError(f"gather_tensors: {key!r} is missing from a non-empty share.")
+        merged[key] = torch.cat([part[key] for part in holders])
+    return merged
 
 
 def gather_attack_result(result: AttackResult, world: World) -> AttackResult:
@@ -176,3 +204,77 @@ def max_over_processes(value: float, world: World) -> float:
     values: list[float | None] = [None] * world.size
     dist.all_gather_object(values, value)
     return max(v for v in values if v is not None and not math.isnan(v))
+
+
+@contextmanager
+def sharding(world: World) -> Iterator[None]:
+    """Within the block, every attack call shares its batch among the processes of `world`.
+
+    Every process must run the block with the same inputs (the same calls in the same
+    order); each gets every call's whole result. A no-op for one process. Calls made
+    inside an attack (FMN's starting DeepFool) are not sharded again.
+    """
+    token = _sharding.ACTIVE.set(world if world.active else None)
+    try:
+        yield
+    finally:
+        _sharding.ACTIVE.reset(token)
+
+
+@contextmanager
+def unsharded() -> Iterator[None]:
+    """Within the block, attack calls run whole in this process (no collective calls)."""
+    token = _sharding.ACTIVE.set(None)
+    try:
+        yield
+    finally:
+        _sharding.ACTIVE.reset(token)
+
+
+def sharded_call(
+    attack: Attack,
+    clf: Classifier,
+    x: Tensor,
+    y: Tensor | None,
+    target: Tensor | None,
+    world: World,
+) -> AttackResult:
+    """``attack(clf, x, y, target=target)`` with this process attacking its `shard` only.
+
+    The labels' shape is checked whole first (a wrong length must not hide behind a slice); the
+    process's block runs through `Attack.for_shard`, so attacks with per-sample state see
+    the right samples; the blocks are gathered in sample order onto ``x``'s device.
+    """
+    from boundaryscope.attacks.base import check_label_shape
+
+    for name, labels in (("y", y), ("target", target)):
+        if labels is not None:
+            check_label_shape(labels, x, name)
+    part = shard(x.shape[0], world)
+    local_attack = attack.for_shard(part.start, part.stop)
+    with unsharded():
+        local = local_attack(
+            clf,
+            x[part],
+            None if y is None else y[part],
+            target=None if target is None else target[part],
+        )
+    return gather_attack_result(local, world).to(x.device)
+
+
+def all_gather_objects(value: Any, world: World) -> list[Any]:
+    """Every process's `value` (picklable), in rank order; ``[value]`` for one process."""
+    if not world.active:
+        return [value]
+    values: list[Any] = [None] * world.size
+    dist.all_gather_object(values, value)
+    return values
+
+
+def broadcast_object(value: Any, world: World) -> Any:
+    """Rank 0's `value` (picklable) in every process."""
+    if not world.active:
+        return value
+    box = [value if world.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

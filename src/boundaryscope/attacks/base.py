@@ -20,6 +20,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
+from boundaryscope import _sharding
 from boundaryscope.classifier import Classifier, check_classifier
 from boundaryscope.norms import lp_norm
 
@@ -28,6 +29,7 @@ __all__ = [
     "Attack",
     "AttackResult",
     "RawAttack",
+    "check_label_shape",
     "check_labels",
     "is_adversarial",
     "register_attack",
@@ -73,6 +75,34 @@ class AttackResult:
             "`raw, clipped, success = attack(model, x, y, epsilons=eps)` is "
             "`result = attack(clf, x, y)` here, then result.adversarial (clipped to the box), "
             "result.success, result.norms, result.perturbation."
+        )
+
+    def take(self, index: slice | Tensor) -> AttackResult:
+        """The result of the samples `index` (a slice, indices or a boolean mask)."""
+        return AttackResult(
+            adversarial=self.adversarial[index],
+            perturbation=self.perturbation[index],
+            success=self.success[index],
+            norms=self.norms[index],
+            iterations=self.iterations[index],
+            original_label=self.original_label[index],
+            adversarial_label=self.adversarial_label[index],
+            p=self.p,
+            details={k: v[index] for k, v in self.details.items()},
+        )
+
+    def to(self, device: torch.device | str) -> AttackResult:
+        """The same result with every tensor on `device`."""
+        return AttackResult(
+            adversarial=self.adversarial.to(device),
+            perturbation=self.perturbation.to(device),
+            success=self.success.to(device),
+            norms=self.norms.to(device),
+            iterations=self.iterations.to(device),
+            original_label=self.original_label.to(device),
+            adversarial_label=self.adversarial_label.to(device),
+            p=self.p,
+            details={k: v.to(device) for k, v in self.details.items()},
         )
 
     @property
@@ -187,6 +217,11 @@ class Attack(ABC):
             raise _call_error(self, unexpected)
         clf = check_classifier(clf)
         x = clf.validate(x)
+        world = _sharding.ACTIVE.get()
+        if world is not None:  # under `distributed.sharding`: this process's share only
+            from boundaryscope.distributed import sharded_call  # it imports this module
+
+            return sharded_call(self, clf, x, y, target, world)
         with clf.session():
             clean = self.predict(clf, x)
             reference = clean if y is None else check_labels(y, x, clf, "y")
@@ -215,6 +250,17 @@ class Attack(ABC):
             p=self.p,
             details=raw.details,
         )
+
+    def for_shard(self, start: int, stop: int) -> Attack:
+        """The attack to run on samples ``start:stop`` of a batch as if on the whole batch.
+
+        Sharding (`boundaryscope.distributed`) splits a batch over processes and needs
+        every sample's result to equal the one-process result. Attacks treat samples
+        independently and draw random numbers per image, so the default is the attack
+        itself; an attack holding per-sample state (a precomputed start, per-sample
+        subspaces indexed by position) returns a copy that addresses that block.
+        """
+        return self
 
     def predict(self, clf: Classifier, x: Tensor) -> Tensor:
         """Labels for validated inputs, in chunks of `batch_size`."""
@@ -293,10 +339,7 @@ def check_labels(labels: Tensor, x: Tensor, clf: Classifier, name: str) -> Tenso
     ):
         got = labels.dtype if isinstance(labels, Tensor) else type(labels).__name__
         raise TypeError(f"{name} must be an integer tensor of class indices; got {got}.")
-    if labels.shape != (x.shape[0],):
-        raise ValueError(
-            f"{name} must have shape ({x.shape[0]},) to match x; got {tuple(labels.shape)}."
-        )
+    check_label_shape(labels, x, name)
     labels = labels.to(device=x.device, dtype=torch.int64)
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= clf.num_classes):
         raise ValueError(
@@ -304,6 +347,13 @@ def check_labels(labels: Tensor, x: Tensor, clf: Classifier, name: str) -> Tenso
             f"[{int(labels.min())}, {int(labels.max())}]."
         )
     return labels
+
+
+def check_label_shape(labels: Tensor, x: Tensor, name: str) -> None:
+    """Raises ValueError unless `labels` has shape ``(N,)`` for ``x`` ``(N, *shape)``."""
+    shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+    if shape != (x.shape[0],):
+        raise ValueError(f"{name} must have shape ({x.shape[0]},) to match x; got {shape}.")
 
 
 ATTACKS: dict[str, type[Attack]] = {}

@@ -6,6 +6,7 @@ docs/algorithms.md §1; thesis §3.2 (Alg. 1 binary, Alg. 2 multi-class, eqs. 3.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -152,6 +153,18 @@ class DeepFool(Attack):
         self.subspace = subspace
         self.progress = progress
 
+    def for_shard(self, start: int, stop: int) -> DeepFool:
+        """This DeepFool for samples ``start:stop``: the subspace sees their batch positions.
+
+        A projector receives each sample's position in the batch (per-sample random
+        subspaces are drawn from it), so a block starting at `start` shifts them back.
+        """
+        if self.subspace is None or start == 0:
+            return self
+        shifted = copy.copy(self)
+        shifted.subspace = _ShiftedProjector(self.subspace, start)
+        return shifted
+
     @classmethod
     def as_published(cls, **kwargs: Any) -> DeepFool:
         """DeepFool exactly as in the paper: no box-aware steps, no final refinement.
@@ -258,3 +271,17 @@ def _freeze_saturated(grad: Tensor, x_i: Tensor, bounds: tuple[float, float]) ->
     at_hi = (x_i >= hi).unsqueeze(1)
     blocked = (at_lo & (grad < 0)) | (at_hi & (grad > 0))
     return grad.masked_fill(blocked, 0.0)
+
+
+class _ShiftedProjector:
+    """``P_S`` for a block of a batch: the block's sample ``i`` is the batch's ``start + i``."""
+
+    def __init__(self, projector: Projector, start: int) -> None:
+        self.projector = projector
+        self.start = start
+
+    def __call__(self, grads: Tensor, index: Tensor) -> Tensor:
+        return self.projector(grads, index + self.start)
+
+    def __repr__(self) -> str:
+        return repr(self.projector)

@@ -9,6 +9,7 @@ paper; started from DeepFool's point it needs a few dozen steps instead of a tho
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -139,6 +140,21 @@ class FMN(Attack):
         self.shrink_steps = shrink_steps
         self.batch_size = batch_size
         self.progress = progress
+
+    def for_shard(self, start: int, stop: int) -> FMN:
+        """This FMN for samples ``start:stop``, its precomputed start narrowed to them.
+
+        A starting attack with per-sample state is narrowed by its own `for_shard`.
+        """
+        if isinstance(self.init, AttackResult):
+            init: Attack | AttackResult | str | None = self.init.take(slice(start, stop))
+        elif isinstance(self.init, Attack):
+            init = self.init.for_shard(start, stop)
+        else:
+            return self
+        part = copy.copy(self)
+        part.init = init
+        return part
 
     def __repr__(self) -> str:
         """``FMN(p=…, steps=…, init=…)``; a precomputed start is shown by its size only."""

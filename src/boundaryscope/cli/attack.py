@@ -132,17 +132,14 @@ class AttackCommand(Command):
         out = output_dir(args) if world.is_main else None
         clf, data = classifier_and_data(args)
         extra: dict[str, Any] = {}
-        attack = _make_attack(args, clf, data, extra)
-        part = distributed.shard(len(data), world)  # all images for one process
-        start = time.perf_counter()
-        local = attack(clf, data.x[part], data.y[part])
-        local_correct = clf.predict(data.x[part]).cpu() == data.y[part]
-        elapsed = distributed.max_over_processes(time.perf_counter() - start, world)
-        result = distributed.gather_attack_result(local, world)
-        correct = distributed.gather_tensors({"correct": local_correct}, world)["correct"]
+        with distributed.sharding(world):  # each process attacks its share of the images
+            attack = _make_attack(args, clf, data, extra)
+            start = time.perf_counter()
+            result = attack(clf, data.x, data.y)
+            elapsed = distributed.max_over_processes(time.perf_counter() - start, world)
         if out is None:
             return 0
-        correct = correct.to(result.norms.device)
+        correct = clf.predict(data.x) == data.y.to(result.norms.device)
         accumulator = RobustnessAccumulator(p=result.p)
         accumulator.update(result, data.x.to(result.norms.device), correct)
         summary = {

@@ -24,6 +24,7 @@ class CurvesCommand(Command):
     """Writes ``curves.json`` and ``curves.png`` (Balda et al. 2018, Fig. 2)."""
 
     name = "curves"
+    sharded = True
     help = "fooling ratio against the budget ε for several attacks (JSON + figure)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -59,6 +60,7 @@ class CurvesCommand(Command):
 
     def run(self, args: argparse.Namespace, world: Any) -> int:
         """Computes the curves, writes them, prints one line per attack."""
+        from boundaryscope import distributed
         from boundaryscope._io import dump_json
         from boundaryscope.curves import fooling_curves, parse_epsilons
         from boundaryscope.report import figures
@@ -67,9 +69,12 @@ class CurvesCommand(Command):
         names = [name.strip() for name in args.attacks.split(",") if name.strip()]
         out = output_dir(args)
         clf, data = classifier_and_data(args)
-        curves = fooling_curves(
-            clf, data.x, data.y, names, epsilons, p=args.p, steps=args.steps, seed=args.seed
-        )
+        with distributed.sharding(world):  # every attack call split over the processes
+            curves = fooling_curves(
+                clf, data.x, data.y, names, epsilons, p=args.p, steps=args.steps, seed=args.seed
+            )
+        if not world.is_main:
+            return 0
         payload = {"model": args.model, "data": args.data, "n": len(data), "p": args.p}
         dump_json(out / "curves.json", {**payload, **asdict(curves)})
         norm = "l∞" if args.p == "inf" else "l2"

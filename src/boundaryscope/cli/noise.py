@@ -24,6 +24,7 @@ class NoiseCommand(Command):
     """Writes ``noise.json``: β(f; m) per subspace dimension, or ζ per DCT band."""
 
     name = "noise"
+    sharded = True
     help = "robustness to random, semi-random or band-limited (DCT) noise"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -70,6 +71,7 @@ class NoiseCommand(Command):
 
     def run(self, args: argparse.Namespace, world: Any) -> int:
         """Measures the regime and prints one line per subspace dimension or band."""
+        from boundaryscope import distributed
         from boundaryscope._io import dump_json
         from boundaryscope.noise_robustness import semi_random_robustness, spectral_robustness
 
@@ -84,38 +86,44 @@ class NoiseCommand(Command):
             "d": d,
             "theory_mode": theory,
         }
-        if args.regime == "spectral":
-            spectral = spectral_robustness(
-                clf,
-                data.x,
-                data.y,
-                block=args.block,
-                steps=args.steps,
-                theory_mode=theory,
-                progress=None,
-            )
-            payload["spectral"] = asdict(spectral)
-            for band, m, zeta in zip(spectral.bands, spectral.m, spectral.zeta, strict=True):
-                print(f"band {band:3d}  m {m:5d}  zeta {zeta:.3f}")
-        else:
-            regimes = semi_random_robustness(
-                clf,
-                data.x,
-                data.y,
-                _dimensions(args, d),
-                seed=args.seed,
-                delta=args.delta,
-                steps=args.steps,
-                theory_mode=theory,
-                progress=None,
-            )
-            payload["regimes"] = [asdict(r) for r in regimes]
-            for r in regimes:
-                print(
+        with distributed.sharding(world):  # DeepFool's calls split over the processes
+            if args.regime == "spectral":
+                spectral = spectral_robustness(
+                    clf,
+                    data.x,
+                    data.y,
+                    block=args.block,
+                    steps=args.steps,
+                    theory_mode=theory,
+                    progress=None,
+                )
+                payload["spectral"] = asdict(spectral)
+                lines = [
+                    f"band {band:3d}  m {m:5d}  zeta {zeta:.3f}"
+                    for band, m, zeta in zip(spectral.bands, spectral.m, spectral.zeta, strict=True)
+                ]
+            else:
+                regimes = semi_random_robustness(
+                    clf,
+                    data.x,
+                    data.y,
+                    _dimensions(args, d),
+                    seed=args.seed,
+                    delta=args.delta,
+                    steps=args.steps,
+                    theory_mode=theory,
+                    progress=None,
+                )
+                payload["regimes"] = [asdict(r) for r in regimes]
+                lines = [
                     f"m {r.m:5d}  beta {r.beta_mean:.3f} ± {r.beta_std:.3f}  inside Theorem 1 "
                     f"{r.inside_theorem1:.0%}  Corollary 1 {r.inside_corollary1:.0%}  "
                     f"failures {r.n_failures}"
-                )
+                    for r in regimes
+                ]
+        if not world.is_main:
+            return 0
+        print("\n".join(lines))
         dump_json(out / "noise.json", payload)
         print(f"-> {(out / 'noise.json').resolve()}")
         return 0

@@ -18,6 +18,7 @@ class ReportCommand(Command):
     """Runs the report (`boundaryscope.report.run_report`) and prints where it is."""
 
     name = "report"
+    sharded = True
     help = "run every analysis and write a self-contained HTML report with a verdict"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -71,6 +72,9 @@ class ReportCommand(Command):
             profile=args.profile,
             resume=args.resume,
             sections=args.sections.split(",") if args.sections else None,
+            world=world,
         )
+        if not world.is_main:
+            return 0
         print(f"report written in {time.perf_counter() - start:.1f} s: {path.resolve()}")
         return 0

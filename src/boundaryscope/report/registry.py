@@ -103,12 +103,19 @@ class Analysis(ABC):
         order: Position in the report, smaller first.
         settings: The section's own sizes, one frozen dataclass per profile name (every
             name of `PROFILES`); empty for a section with nothing to set.
+        per_image: Its work is attacks on the test images, every image on its own, so
+            under ``torchrun`` it runs in every process with its attack calls sharded;
+            otherwise it runs whole in one process (`boundaryscope.report.runner`).
+        weight: Rough cost (seconds of the default profile on a 2-core CPU), used to
+            deal whole sections out to processes evenly.
     """
 
     name: str = "analysis"
     title: str = "Analysis"
     order: int = 100
     settings: ClassVar[Mapping[str, Any]] = {}
+    per_image: bool = False
+    weight: float = 10.0
 
     def settings_for(self, profile: str) -> Any:
         """The settings of `profile` (``default``'s for a profile the section lacks)."""

@@ -22,7 +22,7 @@ import jinja2
 import markupsafe
 import torch
 
-from boundaryscope import __version__
+from boundaryscope import __version__, distributed
 from boundaryscope._io import (
     atomic_write,
     dump_json,
@@ -55,6 +55,7 @@ def run_report(
     profile: str = "default",
     resume: bool = False,
     sections: list[str] | None = None,
+    world: distributed.World | None = None,
 ) -> Path:
     """Runs the report and returns the path of ``report.html``.
 
@@ -70,7 +71,12 @@ def run_report(
         resume: Reuse sections already in ``out/results.json`` computed for the same
             model, data, n, seed and profile, and with the section's current settings.
         sections: Names of the analyses to run (default: all registered).
+        world: The ``torchrun`` processes sharing the work (`boundaryscope.distributed`;
+            default: this process alone). Per-image sections run in every process with
+            their attack calls sharded; the others are dealt out whole, one process each.
+            Every process must call with the same arguments; only rank 0 writes files.
     """
+    world = world or distributed.World()
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {sorted(PROFILES)}; got {profile!r}.")
     sections_module.load_all()
@@ -102,34 +108,77 @@ def run_report(
         "config": asdict(config),
         "sections": names,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)  # only once model and data have loaded
-    remove_stale_temporaries(out_dir)  # left by a run killed while writing
+    if world.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)  # only once model and data have loaded
+        remove_stale_temporaries(out_dir)  # left by a run killed while writing
     results_path = out_dir / "results.json"
-    saved = _load_previous(results_path, meta) if resume else {}
-    saved = _same_settings(saved, profile)
+    saved = _load_previous(results_path, meta) if resume and world.is_main else {}
+    saved = distributed.broadcast_object(_same_settings(saved, profile), world)
     ctx = ReportContext(
         clf, dataset, loaded, config, seed, out_dir, data_spec=data, profile=profile
     )
     results: dict[str, Any] = {"meta": meta, "sections": dict(saved)}
-    rendered: list[Section] = []
-    progress = _Progress(names, reused=set(saved))
-    for name in names:
-        analysis = ANALYSES[name]
-        if name not in results["sections"]:
-            _logger.info("running analysis %s", name)
-            start = time.perf_counter()
-            section_result = analysis.run(ctx)
-            section_result["seconds_total"] = time.perf_counter() - start
-            section_result["settings"] = analysis.settings_record(profile)
-            # Round-trip through JSON so that rendering sees exactly what --resume reads.
-            results["sections"][name] = from_jsonable(to_jsonable(section_result))
+    progress = _Progress(names, reused=set(saved), show=world.is_main)
+
+    def record(name: str, section_result: dict[str, Any]) -> None:
+        # Round-trip through JSON so that rendering sees exactly what --resume reads.
+        results["sections"][name] = from_jsonable(to_jsonable(section_result))
+        if world.is_main:
             dump_json(results_path, results)
-            progress.done(name, section_result["seconds_total"])
-        section = analysis.render(results["sections"][name], out_dir)
+        progress.done(name, section_result["seconds_total"])
+
+    todo = [name for name in names if name not in results["sections"]]
+    whole = [name for name in todo if world.active and not ANALYSES[name].per_image]
+    for name in todo:
+        if name not in whole:
+            with distributed.sharding(world):  # its attack calls split over the processes
+                record(name, _compute(name, ctx))
+    for name, section_result in _compute_whole(whole, ctx, world):
+        record(name, section_result)
+    if not world.is_main:
+        return out_dir / "report.html"
+    rendered = []
+    for name in names:
+        section = ANALYSES[name].render(results["sections"][name], out_dir)
         section.anchor = f"s-{name}"
         rendered.append(section)
     verdict = build_verdict(results["sections"], tuple(dataset.x.shape[1:]))
     return write_html(out_dir, meta, loaded.card, rendered, verdict=verdict)
+
+
+def _compute(name: str, ctx: ReportContext) -> dict[str, Any]:
+    """Runs the analysis `name`; its result with its time and settings."""
+    analysis = ANALYSES[name]
+    _logger.info("running analysis %s", name)
+    start = time.perf_counter()
+    section_result = analysis.run(ctx)
+    section_result["seconds_total"] = time.perf_counter() - start
+    section_result["settings"] = analysis.settings_record(ctx.profile)
+    return section_result
+
+
+def _compute_whole(
+    names: list[str], ctx: ReportContext, world: distributed.World
+) -> list[tuple[str, dict[str, Any]]]:
+    """The sections `names`, each computed whole by one process, in `names` order.
+
+    Sections whose work is not a loop over the test images (Alg. 4's passes, Lanczos on
+    boundary points, paths between pairs) run in one process each, unsharded; they are
+    dealt to the processes longest first (`Analysis.weight`), each to the least loaded
+    one, and every process receives all results. One process computes them all in turn.
+    """
+    if not names:
+        return []
+    load = [0.0] * world.size
+    owner: dict[str, int] = {}
+    for name in sorted(names, key=lambda n: (-ANALYSES[n].weight, names.index(n))):
+        owner[name] = min(range(world.size), key=lambda rank: (load[rank], rank))
+        load[owner[name]] += ANALYSES[name].weight
+    mine = {name: _compute(name, ctx) for name in names if owner[name] == world.rank}
+    merged: dict[str, dict[str, Any]] = {}
+    for part in distributed.all_gather_objects(mine, world):
+        merged.update(part)
+    return [(name, merged[name]) for name in names]
 
 
 class _Progress:
@@ -140,10 +189,11 @@ class _Progress:
     profile's sections take 10–60 s each on a 2-core CPU).
     """
 
-    def __init__(self, names: list[str], reused: set[str]) -> None:
+    def __init__(self, names: list[str], reused: set[str], show: bool = True) -> None:
         self.todo = [name for name in names if name not in reused]
         self.seconds: list[float] = []
-        if reused & set(names):
+        self.show = show
+        if show and reused & set(names):
             print(
                 f"report: reusing {len(reused & set(names))} finished section(s) of "
                 f"results.json; {len(self.todo)} to compute",
@@ -156,6 +206,8 @@ class _Progress:
         self.seconds.append(seconds)
         k, n = len(self.seconds), len(self.todo)
         left = n - k
+        if not self.show:
+            return
         estimate = f"; about {sum(self.seconds) / k * left:.0f} s left" if left else ""
         print(f"[{k}/{n}] {name} done in {seconds:.1f} s{estimate}", file=sys.stderr, flush=True)
 

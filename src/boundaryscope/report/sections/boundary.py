@@ -38,6 +38,7 @@ class BoundaryAnalysis(Analysis):
     name = "boundary"
     title = "The boundary up close"
     order = 55
+    weight = 9.0
     settings = SETTINGS
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:

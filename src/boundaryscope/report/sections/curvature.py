@@ -50,6 +50,7 @@ class CurvatureAnalysis(Analysis):
     name = "curvature"
     title = "Boundary curvature"
     order = 60
+    weight = 37.0
     settings = SETTINGS
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:

@@ -57,6 +57,7 @@ class DetectionAnalysis(Analysis):
     name = "detection"
     title = "Detecting perturbed inputs"
     order = 70
+    weight = 31.0
     settings = SETTINGS
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:

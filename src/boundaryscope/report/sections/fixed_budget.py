@@ -49,6 +49,7 @@ class FixedBudgetAnalysis(Analysis):
     name = "fixed_budget"
     title = "Fixed-budget attacks"
     order = 30
+    per_image = True
     settings = SETTINGS
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:

@@ -57,6 +57,7 @@ class NoiseAnalysis(Analysis):
     name = "noise"
     title = "Random, semi-random and band-limited noise"
     order = 40
+    per_image = True
     settings = SETTINGS
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:

@@ -43,6 +43,7 @@ class RegionsAnalysis(Analysis):
     name = "regions"
     title = "Classification regions"
     order = 58
+    weight = 28.0
     settings = SETTINGS
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:

@@ -93,6 +93,7 @@ class AccuracyAnalysis(Analysis):
     name = "accuracy"
     title = "Clean accuracy"
     order = 10
+    per_image = True
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """Predicts the test samples and tabulates true vs predicted classes."""
@@ -138,6 +139,7 @@ class RobustnessAnalysis(Analysis):
     name = "robustness"
     title = "Robustness to minimal adversarial perturbations"
     order = 20
+    per_image = True
     settings = SETTINGS
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:

@@ -56,6 +56,7 @@ class UniversalAnalysis(Analysis):
     name = "universal"
     title = "Universal perturbations"
     order = 50
+    weight = 57.0
     settings = SETTINGS
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
