@@ -12,18 +12,28 @@ images: bounded by the batch size, the extra memory of the first two must stay f
 FGSM returns two N-image tensors (adversarial, perturbation), so its extra memory is a
 small multiple of the data, not of the model's activations.
 
-Run: ``python benchmarks/scaling.py`` (≈ 2 min); writes ``benchmarks/results/scaling.json``.
+Part 3 runs the whole ``boundaryscope report`` (default profile, 1,000 test images) with
+one process and with two: the per-image sections (accuracy, robustness, fixed budget,
+noise) shard their attack calls, the others run whole, dealt out to the processes; it
+reports the wall time of each section and of the command, and which sections' numbers
+are bit-identical between the two runs (the others differ by float rounding only, at most
+the largest relative difference shown).
+
+Run: ``python benchmarks/scaling.py`` (≈ 15 min; ``--no-report``: ≈ 2 min); writes
+``benchmarks/results/scaling.json``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import write
 
@@ -59,8 +69,9 @@ print(base, after_predict, after_fgsm, after_universal)
 """
 
 
-def attack_run(processes: int, out: Path) -> dict[str, float]:
-    launcher = (
+def launcher(processes: int) -> list[str]:
+    """The command line prefix of `processes` torchrun processes (one: plain python)."""
+    return (
         [
             sys.executable,
             "-m",
@@ -75,9 +86,12 @@ def attack_run(processes: int, out: Path) -> dict[str, float]:
         if processes > 1
         else [sys.executable, "-m", "boundaryscope"]
     )
+
+
+def attack_run(processes: int, out: Path) -> dict[str, float]:
     argv = ["attack", "deepfool", "--n", str(N_ATTACK), "--out", str(out)]
     start = time.perf_counter()
-    done = subprocess.run([*launcher, *argv], env=ENV, capture_output=True, text=True)
+    done = subprocess.run([*launcher(processes), *argv], env=ENV, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode:
         raise RuntimeError(done.stderr[-2000:])
@@ -109,7 +123,65 @@ def memory_run(n: int) -> dict[str, float]:
     }
 
 
+def report_run(processes: int, out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Wall times of a default-profile report with `processes` processes, and its sections."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [*launcher(processes), "report", "--out", str(out)], env=ENV, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - start
+    if done.returncode:
+        raise RuntimeError(done.stderr[-2000:])
+    sections = json.loads((out / "results.json").read_text())["sections"]
+    timing = {
+        "processes": processes,
+        "command_seconds": wall,
+        "section_seconds": {name: r["seconds_total"] for name, r in sections.items()},
+    }
+    return timing, sections
+
+
+def largest_difference(one: Any, two: Any) -> float:
+    """The largest relative difference between the numbers of two results (timings aside);
+    ``inf`` where anything other than a float differs.
+    """
+    if isinstance(one, dict) and isinstance(two, dict):
+        if one.keys() != two.keys():
+            return math.inf
+        keys = [k for k in one if not k.startswith("seconds")]
+        return max((largest_difference(one[k], two[k]) for k in keys), default=0.0)
+    if isinstance(one, list) and isinstance(two, list):
+        if len(one) != len(two):
+            return math.inf
+        return max((largest_difference(a, b) for a, b in zip(one, two, strict=True)), default=0.0)
+    if isinstance(one, float) and isinstance(two, float) and one != two:
+        return abs(one - two) / max(abs(one), abs(two))
+    return 0.0 if one == two else math.inf
+
+
+def compare_reports(include: bool) -> dict[str, Any]:
+    """Part 3 (skipped with ``--no-report``)."""
+    if not include:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        (one, first), (two, second) = (report_run(p, Path(tmp) / f"r{p}") for p in (1, 2))
+    differences = {name: largest_difference(first[name], second[name]) for name in first}
+    for name in first:
+        print(
+            f"{name:13s} 1 process {one['section_seconds'][name]:6.1f} s, 2 processes "
+            f"{two['section_seconds'][name]:6.1f} s, largest relative difference "
+            f"{differences[name]:.1e}"
+        )
+    speedup = one["command_seconds"] / two["command_seconds"]
+    print(
+        f"report: 1 process {one['command_seconds']:.0f} s, 2 processes "
+        f"{two['command_seconds']:.0f} s (speed-up {speedup:.2f}x)"
+    )
+    return {"runs": [one, two], "speedup": speedup, "largest_difference": differences}
+
+
 def main() -> None:
+    report = compare_reports("--no-report" not in sys.argv[1:])
     with tempfile.TemporaryDirectory() as tmp:
         runs = [attack_run(p, Path(tmp) / f"a{p}") for p in (1, 2)]
     speedup = runs[1]["images_per_second"] / runs[0]["images_per_second"]
@@ -129,7 +201,13 @@ def main() -> None:
         )
     path = write(
         "scaling",
-        {"attack": runs, "speedup_2_processes": speedup, "memory": memory, "threads": 1},
+        {
+            "attack": runs,
+            "speedup_2_processes": speedup,
+            "memory": memory,
+            "report": report,
+            "threads": 1,
+        },
     )
     print(f"-> {path}")
 

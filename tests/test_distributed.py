@@ -182,3 +182,23 @@ def test_noise_and_curves_two_processes_equal_one(tmp_path, command):
     one = json.loads((tmp_path / "one" / name).read_text())
     two = json.loads((tmp_path / "two" / name).read_text())
     _close(one, two)
+
+
+@pytest.mark.slow
+def test_universal_minibatch_two_processes_equal_one(tmp_path):
+    argv = ["universal", "--variant", "minibatch", "--batch-size", "16", "--n", "64"]
+    argv += ["--n-test", "50", "--max-passes", "2", "--xi", "0.3"]
+    run([*argv, "--out", str(tmp_path / "one")], 1)
+    run([*argv, "--out", str(tmp_path / "two")], 2)
+    one = json.loads((tmp_path / "one" / "universal.json").read_text())
+    two = json.loads((tmp_path / "two" / "universal.json").read_text())
+    _close(one, two)
+    v_one, v_two = (torch.load(tmp_path / d / "v.pt") for d in ("one", "two"))
+    torch.testing.assert_close(v_two, v_one, rtol=0, atol=1e-5)
+    assert not (tmp_path / "two" / "checkpoint.pt.tmp").exists()
+
+
+@pytest.mark.slow
+def test_universal_paper_variant_refuses_torchrun(tmp_path):
+    done = subprocess_run(["universal", "--n", "4", "--out", str(tmp_path / "u")], TORCHRUN)
+    assert done.returncode != 0 and "needs --variant minibatch" in done.stderr

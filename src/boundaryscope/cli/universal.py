@@ -101,15 +101,16 @@ class UniversalCommand(Command):
         )
 
     def run(self, args: argparse.Namespace, world: Any) -> int:
-        """Computes v (one process) or evaluates ``--eval`` (sharded)."""
-        if world.active and not args.eval:
+        """Computes v (the minibatch variant sharded) or evaluates ``--eval`` (sharded)."""
+        if world.active and not args.eval and args.variant == "paper":
             raise ValueError(
-                "universal under torchrun: only --eval is sharded (computing v is sequential "
-                "over the images); run it in one process."
+                "universal under torchrun needs --variant minibatch: the paper variant takes "
+                "one image per DeepFool step, which leaves nothing to share; the minibatch "
+                "variant's DeepFool step over --batch-size images is split over the processes."
             )
         if args.eval:
             return _evaluate(args, world)
-        return _compute(args)
+        return _compute(args, world)
 
 
 def _evaluate(args: argparse.Namespace, world: Any) -> int:
@@ -140,9 +141,10 @@ def _evaluate(args: argparse.Namespace, world: Any) -> int:
     return 0
 
 
-def _compute(args: argparse.Namespace) -> int:
+def _compute(args: argparse.Namespace, world: Any) -> int:
     import numpy as np
 
+    from boundaryscope import distributed
     from boundaryscope._io import atomic_write, dump_json, save_torch
     from boundaryscope.report import figures
     from boundaryscope.universal import (
@@ -156,20 +158,25 @@ def _compute(args: argparse.Namespace) -> int:
     train = load_sample(args.data, args.n, split="train")
     out = output_dir(args)
     start = time.perf_counter()
-    result = universal_perturbation(
-        clf,
-        train.x,
-        args.xi,
-        p=args.p,
-        delta=args.delta,
-        max_passes=args.max_passes,
-        variant=args.variant,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        checkpoint=out / "checkpoint.pt",
-        resume=_checkpoint(out) if args.resume else None,
-    )
-    seconds = time.perf_counter() - start
+    # Each minibatch's DeepFool call is split over the processes; every process holds the
+    # same v after each step (its sum is taken over the gathered batch, in sample order).
+    with distributed.sharding(world):
+        result = universal_perturbation(
+            clf,
+            train.x,
+            args.xi,
+            p=args.p,
+            delta=args.delta,
+            max_passes=args.max_passes,
+            variant=args.variant,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            checkpoint=out / "checkpoint.pt" if world.is_main else None,
+            resume=_checkpoint(out) if args.resume else None,
+        )
+    seconds = distributed.max_over_processes(time.perf_counter() - start, world)
+    if not world.is_main:
+        return 0
     held_out = fooling_rate(clf, test.x, result.v)
     v = result.v.detach().cpu()
     save_torch(out / "v.pt", v)
