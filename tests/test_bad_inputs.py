@@ -21,6 +21,13 @@ from torch import nn
 from boundaryscope import Classifier
 from boundaryscope import attacks as A
 from boundaryscope.curves import balda_robustness, fooling_curves
+from boundaryscope.defenses.detection import ConfidenceDetector, CurvatureDetector
+from boundaryscope.geometry.curvature import (
+    boundary_points,
+    loss_curvature,
+    principal_curvatures,
+)
+from boundaryscope.geometry.topology import RegionsConfig, convexity_probe, regions_study
 from boundaryscope.noise_robustness import semi_random_robustness, spectral_robustness
 from boundaryscope.universal import dominant_label_graph, fooling_rate, universal_perturbation
 
@@ -67,12 +74,28 @@ ANALYSES: dict[str, Callable[[Classifier, torch.Tensor, torch.Tensor], Any]] = {
     "balda_robustness": lambda c, x, y: balda_robustness(c, x, y),
     "semi_random_robustness": lambda c, x, y: semi_random_robustness(c, x, y, [4], steps=10),
     "spectral_robustness": lambda c, x, y: spectral_robustness(c, x, y, block=2, steps=10),
+    "loss_curvature": lambda c, x, y: loss_curvature(c, x, y, k=2, max_steps=8),
 }
 # Analyses of images alone (no labels).
 UNLABELLED: dict[str, Callable[[Classifier, torch.Tensor], Any]] = {
     "universal_perturbation": lambda c, x: universal_perturbation(c, x, 0.3, max_passes=1),
     "fooling_rate": lambda c, x: fooling_rate(c, x, torch.full(SHAPE, 0.1)),
     "dominant_label_graph": lambda c, x: dominant_label_graph(c, x, torch.full(SHAPE, 0.1)),
+    # Boundary geometry (thesis Part II) and the defences built on it (Part III).
+    "boundary_points": lambda c, x: boundary_points(c, x, steps=10),
+    "principal_curvatures": lambda c, x: principal_curvatures(
+        c, boundary_points(c, x, steps=10), k=2, max_steps=8
+    ),
+    "convexity_probe": lambda c, x: convexity_probe(c, x, ks=(2,), trials=4),
+    "regions_study": lambda c, x: regions_study(
+        c,
+        x,
+        # The random MLP gives one label to every image: no adversarial pairs (refused).
+        RegionsConfig(pairs=2, scenarios=("natural", "noise"), ks=(2,), trials=4, max_depth=4),
+        progress=False,
+    ),
+    "curvature_detector": lambda c, x: CurvatureDetector(2, 2).fit(c, x).score_samples(c, x),
+    "confidence_detector": lambda c, x: ConfidenceDetector().fit(c, x).score_samples(c, x),
 }
 
 
@@ -132,6 +155,17 @@ def test_every_analysis_runs_for_mixed_dtypes(name, model_dtype, x_dtype):
     y = clf.predict(x)
     snapshot = Snapshot(model, x, y)
     assert call_safely(snapshot, lambda: ANALYSES[name](clf, x, y)) is not None
+
+
+@pytest.mark.parametrize("model_dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("x_dtype", [torch.float16, torch.float64])
+@pytest.mark.parametrize("name", sorted(UNLABELLED))
+def test_every_unlabelled_analysis_runs_for_mixed_dtypes(name, model_dtype, x_dtype):
+    model = mlp(model_dtype)
+    clf = Classifier(model)
+    x = images(dtype=x_dtype)
+    snapshot = Snapshot(model, x)
+    assert call_safely(snapshot, lambda: UNLABELLED[name](clf, x)) is not None
 
 
 # ------------------------------------------------------------------ bad images
@@ -464,6 +498,39 @@ def test_any_bad_value_anywhere_is_refused(x, position, bad):
     clf = Classifier(mlp())
     with pytest.raises(ValueError, match=r"finite|bounds"):
         A.DeepFool()(clf, corrupted)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(x=finite_images)
+def test_any_image_gives_boundary_points_on_the_boundary_and_finite_curvatures(x):
+    model = mlp(torch.float64)
+    clf = Classifier(model)
+    snapshot = Snapshot(model, x)
+    points = call_safely(snapshot, lambda: boundary_points(clf, x.double(), steps=30))
+    assert points.index.numel() <= x.shape[0]
+    if points.index.numel() == 0:
+        return
+    # On F = 0 after the Newton snap: |F(z)| / ||∇F(z)|| (the first-order distance left to
+    # the boundary) is a tiny fraction of the distance travelled.
+    left = points.value.abs() / points.grad_norm
+    assert (left <= 1e-3 * points.distance + 1e-9).all(), (left, points.distance)
+    assert torch.allclose(points.normal.flatten(1).norm(dim=1), torch.ones(len(points)).double())
+    curvatures = call_safely(
+        snapshot, lambda: principal_curvatures(clf, points, k=2, method="exact", max_steps=16)
+    )
+    assert curvatures.curvatures.shape == (len(points), 4)
+    assert torch.isfinite(curvatures.curvatures).all()
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(x=finite_images)
+def test_any_image_gets_a_finite_detector_score(x):
+    model = mlp()
+    clf = Classifier(model)
+    fitted = CurvatureDetector(2, 2).fit(clf, images(8))
+    snapshot = Snapshot(model, x)
+    scores = call_safely(snapshot, lambda: fitted.score_samples(clf, x))
+    assert scores.shape == (x.shape[0],) and torch.isfinite(scores).all()
 
 
 # ------------------------------------------------------------------ the command line

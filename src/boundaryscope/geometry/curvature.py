@@ -34,7 +34,8 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from torch import Tensor
 
 from boundaryscope.attacks import DeepFool
-from boundaryscope.classifier import Classifier
+from boundaryscope.attacks.base import check_labels
+from boundaryscope.classifier import Classifier, check_classifier
 from boundaryscope.geometry.hessian import (
     HessianOperator,
     MatVec,
@@ -703,8 +704,15 @@ def loss_curvature(
 
     Returns:
         `LossCurvature`.
+
+    Raises:
+        TypeError, ValueError: `y` is not ``(N,)`` integer class indices of the model.
     """
+    clf = check_classifier(clf)
     x = clf.validate(x)
+    with clf.session():
+        clf.predict_unchecked(x[:1])  # the number of classes, against which y is checked
+    y = check_labels(y, x, clf, "y")
     objective = cross_entropy_objective(y)
     hessian = HessianOperator(clf, x, objective, method=method, h=h, batch_size=batch_size)
     loss, grad = hessian.gradient()
