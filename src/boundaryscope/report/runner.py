@@ -123,6 +123,12 @@ def run_report(
     def record(name: str, section_result: dict[str, Any]) -> None:
         # Round-trip through JSON so that rendering sees exactly what --resume reads.
         results["sections"][name] = from_jsonable(to_jsonable(section_result))
+        # In report order whatever the order of computing (whole sections come last
+        # under torchrun); sections of an earlier run not asked for now stay in front.
+        position = {section: i for i, section in enumerate(names)}
+        results["sections"] = dict(
+            sorted(results["sections"].items(), key=lambda item: position.get(item[0], -1))
+        )
         if world.is_main:
             dump_json(results_path, results)
         progress.done(name, section_result["seconds_total"])
