@@ -64,7 +64,7 @@ def _run(command: Command, args: argparse.Namespace) -> int:
             sharded = sorted(name for name, c in COMMANDS.items() if c.sharded)
             raise ValueError(
                 f"{command.name} does not run under torchrun yet; the sharded commands are "
-                f"{', '.join(sharded)} (universal with --eval)."
+                f"{', '.join(sharded)} (universal with --eval or --variant minibatch)."
             )
         return command.run(args, distributed.World())
     world = _world(args)
