@@ -70,9 +70,7 @@ def test_out_is_a_directory_in_every_command():
             assert action.metavar == "DIR", action.help
 
 
-def test_out_refuses_a_file_name_and_a_failed_run_leaves_no_directory(tmp_path, capsys):
-    assert main(["attack", "deepfool", "--n", "2", "--out", str(tmp_path / "x.json")]) == 2
-    assert "output directory" in capsys.readouterr().err
+def test_a_failed_run_leaves_no_directory(tmp_path):
     bad = tmp_path / "never"
     assert main(["attack", "deepfool", "--model", "zoo:nope", "--out", str(bad)]) == 2
     assert not bad.exists()
@@ -171,6 +169,7 @@ def test_balanced_sample_spreads_over_the_classes(mnist_test):
 @pytest.mark.parametrize(
     "command",
     [
+        ["attack", "deepfool", "--n", "2"],
         ["report", "--n", "2"],
         ["curves", "--n", "2"],
         ["noise", "--n", "2"],

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -146,14 +146,13 @@ def gather_tensors(tensors: dict[str, Tensor], world: World) -> dict[str, Tensor
     if not world.active:
         return tensors
     local = {k: v.detach().cpu() for k, v in tensors.items()}
-    parts = [part for part in all_gather_objects(local, world) if part]
-    keys = list(dict.fromkeys(key for part in parts for key in part))
+    parts = all_gather_objects(local, world)
     merged = {}
-    for key in keys:
-        holders = [part for part in parts if key in part]
-        if any(len(next(iter(part.values()))) for part in parts if key not in part):
+    for key in dict.fromkeys(key for part in parts for key in part):  # in first-seen order
+        lacking = [part for part in parts if key not in part]
+        if any(len(next(iter(part.values()), ())) for part in lacking):
             raise RuntimeError(f"gather_tensors: {key!r} is missing from a non-empty share.")
-        merged[key] = torch.cat([part[key] for part in holders])
+        merged[key] = torch.cat([part[key] for part in parts if key in part])
     return merged
 
 
@@ -201,9 +200,7 @@ def max_over_processes(value: float, world: World) -> float:
     """The largest per-process value (wall times: the slowest process sets the pace)."""
     if not world.active:
         return value
-    values: list[float | None] = [None] * world.size
-    dist.all_gather_object(values, value)
-    return max(v for v in values if v is not None and not math.isnan(v))
+    return max(v for v in all_gather_objects(value, world) if not math.isnan(v))
 
 
 @contextmanager
@@ -221,14 +218,9 @@ def sharding(world: World) -> Iterator[None]:
         _sharding.ACTIVE.reset(token)
 
 
-@contextmanager
-def unsharded() -> Iterator[None]:
+def unsharded() -> AbstractContextManager[None]:
     """Within the block, attack calls run whole in this process (no collective calls)."""
-    token = _sharding.ACTIVE.set(None)
-    try:
-        yield
-    finally:
-        _sharding.ACTIVE.reset(token)
+    return sharding(World())
 
 
 def sharded_call(

@@ -14,7 +14,7 @@ import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -79,31 +79,18 @@ class AttackResult:
 
     def take(self, index: slice | Tensor) -> AttackResult:
         """The result of the samples `index` (a slice, indices or a boolean mask)."""
-        return AttackResult(
-            adversarial=self.adversarial[index],
-            perturbation=self.perturbation[index],
-            success=self.success[index],
-            norms=self.norms[index],
-            iterations=self.iterations[index],
-            original_label=self.original_label[index],
-            adversarial_label=self.adversarial_label[index],
-            p=self.p,
-            details={k: v[index] for k, v in self.details.items()},
-        )
+        return self._map(lambda tensor: tensor[index])
 
     def to(self, device: torch.device | str) -> AttackResult:
         """The same result with every tensor on `device`."""
-        return AttackResult(
-            adversarial=self.adversarial.to(device),
-            perturbation=self.perturbation.to(device),
-            success=self.success.to(device),
-            norms=self.norms.to(device),
-            iterations=self.iterations.to(device),
-            original_label=self.original_label.to(device),
-            adversarial_label=self.adversarial_label.to(device),
-            p=self.p,
-            details={k: v.to(device) for k, v in self.details.items()},
-        )
+        return self._map(lambda tensor: tensor.to(device))
+
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> AttackResult:
+        """`fn` applied to every per-sample tensor, details included."""
+        per_sample = [f.name for f in fields(self) if f.name not in ("p", "details")]
+        tensors: dict[str, Any] = {name: fn(getattr(self, name)) for name in per_sample}
+        details = {k: fn(v) for k, v in self.details.items()}
+        return replace(self, **tensors, details=details)
 
     @property
     def success_rate(self) -> float:

@@ -119,13 +119,13 @@ def run_report(
     )
     results: dict[str, Any] = {"meta": meta, "sections": dict(saved)}
     progress = _Progress(names, reused=set(saved), show=world.is_main)
+    position = {name: i for i, name in enumerate(names)}
 
     def record(name: str, section_result: dict[str, Any]) -> None:
         # Round-trip through JSON so that rendering sees exactly what --resume reads.
         results["sections"][name] = from_jsonable(to_jsonable(section_result))
         # In report order whatever the order of computing (whole sections come last
         # under torchrun); sections of an earlier run not asked for now stay in front.
-        position = {section: i for i, section in enumerate(names)}
         results["sections"] = dict(
             sorted(results["sections"].items(), key=lambda item: position.get(item[0], -1))
         )

@@ -6,7 +6,7 @@ The section owns its settings: `SETTINGS` maps each report profile to a `Detecti
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,7 @@ class DetectionAnalysis(Analysis):
         result = evaluate(clf, test.x, test.y, detectors, alphas=settings.alphas)
         examples = test.x[:3]
         stacked = torch.cat([examples, DeepFool(p=2)(clf, examples).adversarial.to(examples)])
-        return {
-            "settings": asdict(settings),
+        return {  # the runner adds "settings" (`Analysis.settings_record`), read by render
             "threshold": curvature.fitted_threshold(),
             "h": curvature.h,
             "clean": result.clean,
