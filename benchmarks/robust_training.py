@@ -40,7 +40,8 @@ from _common import RESULTS, table, write
 from boundaryscope import Classifier
 from boundaryscope.data import load_mnist5k
 from boundaryscope.defenses.assessment import AssessmentConfig, compare_models
-from boundaryscope.defenses.training import TrainConfig, train_defense
+from boundaryscope.defenses.recipes import train_defense
+from boundaryscope.defenses.training import TrainConfig
 from boundaryscope.report import figures
 from boundaryscope.zoo import load_model
 

@@ -240,7 +240,7 @@ def test_fit_checks_its_inputs():
 
 
 def test_defended_model_loads_with_weights_only(tmp_path, mnist_test):
-    from boundaryscope.defenses.training import train_defense
+    from boundaryscope.defenses.recipes import train_defense
     from boundaryscope.zoo import load_model
 
     card = train_defense(

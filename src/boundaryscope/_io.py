@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
+import pickle
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +22,8 @@ __all__ = [
     "dump_json",
     "from_jsonable",
     "load_checkpoint",
+    "output_lock",
+    "read_torch",
     "remove_stale_temporaries",
     "save_torch",
     "to_jsonable",
@@ -34,7 +40,11 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX, dir=path.parent)
+    # The writer's pid is in the name, so that a temporary is removed later only when the
+    # process that made it is gone (`remove_stale_temporaries`).
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=_TEMPORARY_SUFFIX, dir=path.parent
+    )
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -47,19 +57,89 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
 
 
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Deletes the temporary files of writes that a killed run left in `directory`.
+    """Deletes the temporary files that killed runs left in `directory`.
 
-    Only `atomic_write`'s own hidden ``.NAME.XXXX.partial`` files are touched; the
-    files they were meant to replace are complete (the previous version or none).
-    Returns the paths removed.
+    Only `atomic_write`'s own hidden ``.NAME.PID.XXXX.partial`` files are touched, and only
+    those whose writer (PID) is no longer running: a temporary of a live process — another
+    run writing into the same directory — is never removed. The files they were meant to
+    replace are complete (the previous version or none). Returns the paths removed.
     """
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    stale = [p for p in directory.glob(f".*{_TEMPORARY_SUFFIX}") if p.is_file()]
+    stale = [
+        p
+        for p in directory.glob(f".*{_TEMPORARY_SUFFIX}")
+        if p.is_file() and not _writer_alive(p.name)
+    ]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the process that named the temporary `name` (``.NAME.PID.XXXX.partial``) runs."""
+    parts = name.split(".")
+    pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+    if pid is None:  # a name without a pid: an older version's temporary, stale
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+_LOCK_NAME = ".boundaryscope.lock"
+_held_locks: dict[Path, int] = {}
+
+
+@contextlib.contextmanager
+def output_lock(directory: str | Path) -> Iterator[Path]:
+    """Holds an exclusive lock on an output directory for the duration of a run.
+
+    Two runs writing into one directory would overwrite each other's results and delete
+    each other's temporaries; the second is refused at once. The lock is an ``flock`` on
+    ``DIR/.boundaryscope.lock``, which the system releases when its process ends, even by
+    ``kill -9``, so a killed run never blocks the next. Re-entrant within a process.
+
+    Raises:
+        ValueError: another live process holds the lock (its pid is named).
+    """
+    directory = Path(directory).resolve()
+    if directory in _held_locks:
+        _held_locks[directory] += 1
+        try:
+            yield directory
+        finally:
+            _held_locks[directory] -= 1
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / _LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise ValueError(
+                f"Another boundaryscope run (pid {holder}) is writing into {directory}; wait "
+                "for it to finish, or choose another --out."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _held_locks[directory] = 1
+        try:
+            yield directory
+        finally:
+            del _held_locks[directory]
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # closing releases the flock
 
 
 def _umask() -> int:
@@ -102,6 +182,42 @@ def save_torch(path: str | Path, payload: Any) -> Path:
     return atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def read_torch(path: str | Path, what: str = "PyTorch file") -> Any:
+    """``torch.load(path, weights_only=True)`` with errors that never advise the unsafe path.
+
+    Only tensors and plain containers are unpickled. torch's own refusal suggests retrying
+    with ``weights_only=False`` — arbitrary code execution for a file someone sent — so its
+    text is replaced by one line saying what the file holds (docs/security.md).
+
+    Args:
+        path: The file.
+        what: What the file should be, for the messages (``"weights file"``, ``"checkpoint"``).
+
+    Raises:
+        ValueError: the file is missing, is not a torch file, or holds pickled objects.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"The {what} {path} does not exist.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        blocked = _BLOCKED_GLOBAL.search(str(error))
+        if blocked is None and "global" not in str(error).lower():
+            raise ValueError(f"{path} is not a readable {what} (not tensors).") from None
+        name = f" ({blocked.group(1)})" if blocked else ""
+        raise ValueError(
+            f"{path} holds pickled Python objects{name}, which boundaryscope never unpickles: "
+            f"a {what} must hold tensors only (e.g. model.state_dict(), not the whole module)."
+        ) from None
+    except Exception as error:  # zip/format errors: not a torch file at all
+        reason = str(error).splitlines()[0].split(". ")[0] if str(error) else type(error).__name__
+        raise ValueError(f"{path} is not a readable {what} ({reason}).") from None
+
+
 def load_checkpoint(
     path: str | Path, settings: dict[str, Any], key: str, required: tuple[str, ...] = ()
 ) -> dict[str, Any]:
@@ -115,10 +231,7 @@ def load_checkpoint(
             (each differing setting named with its value then and now; nested settings by
             their dotted path).
     """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unreadable file gets the same answer
-        raise ValueError(f"Cannot read the checkpoint {path}: {error}") from error
+    state = read_torch(path, "checkpoint")
     missing = sorted({key, *required} - set(state)) if isinstance(state, dict) else [key]
     if missing:
         raise ValueError(f"{path} is not a checkpoint of this kind or version (missing {missing}).")

@@ -20,7 +20,14 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Classifier", "PassCounter", "Preprocessing", "check_classifier", "resolve_device"]
+__all__ = [
+    "Classifier",
+    "PassCounter",
+    "Preprocessing",
+    "check_classifier",
+    "finite_argmax",
+    "resolve_device",
+]
 
 
 GradientStrategy = Literal["auto", "batched", "loop"]
@@ -211,7 +218,7 @@ class Classifier:
         self._saved_modes: list[tuple[nn.Module, bool]] = []
         self._sweep_scores: Callable[[Tensor], Tensor] | None = None
         if model.training:
-            self._warn_once(
+            self.warn_once(
                 "train-mode",
                 "The model was in train mode; boundaryscope evaluates it in eval mode and "
                 "restores train mode after each call (dropout and batch-norm statistics would "
@@ -432,14 +439,27 @@ class Classifier:
             finally:
                 self._sweep_scores = None
 
-    def predict_unchecked(self, x: Tensor, batch_size: int | None = None) -> Tensor:
+    def predict_unchecked(
+        self, x: Tensor, batch_size: int | None = None, *, invalid: int | None = None
+    ) -> Tensor:
         """`predict` for inputs that already passed `validate` (no checks).
 
         The forward passes run on chunks of `batch_size` samples (default: the classifier's
         `batch_size`), which bounds memory on large inputs.
+
+        Args:
+            x: Validated inputs ``(N, *shape)``.
+            batch_size: Rows per forward pass.
+            invalid: If given, the label of rows whose scores are not all finite (attacks
+                pass ``-1``: a NaN or ±inf output is no prediction, so never adversarial);
+                ``None`` keeps ``argmax`` everywhere.
         """
+        if invalid is None:
+            return self._in_chunks(
+                lambda chunk: self.forward_scores(chunk).argmax(dim=1), x, batch_size
+            )
         return self._in_chunks(
-            lambda chunk: self.forward_scores(chunk).argmax(dim=1), x, batch_size
+            lambda chunk: finite_argmax(self.forward_scores(chunk), invalid), x, batch_size
         )
 
     def _in_chunks(
@@ -598,7 +618,7 @@ class Classifier:
         """Records the number of outputs and warns about probabilities or randomness."""
         self._num_outputs = int(out.shape[1])
         if out.numel() and out.shape[1] > 1 and _looks_like_probabilities(out):
-            self._warn_once(
+            self.warn_once(
                 "probabilities",
                 "The model outputs look like probabilities (in [0, 1], rows summing to 1). "
                 "DeepFool and the margins of boundaryscope expect logits: remove the final "
@@ -609,14 +629,18 @@ class Classifier:
             with torch.no_grad():
                 again = self._forward(probe)
             if not torch.allclose(again, out[: probe.shape[0]], rtol=1e-4, atol=1e-5):
-                self._warn_once(
+                self.warn_once(
                     "stochastic",
                     "The model gives different outputs for the same input in eval mode; "
                     "randomised models make attacks and robustness numbers unreliable "
                     "(consider an expectation-over-transformation wrapper).",
                 )
 
-    def _warn_once(self, key: str, message: str) -> None:
+    def warn_once(self, key: str, message: str) -> None:
+        """Issues `message` as a UserWarning the first time `key` is seen on this classifier.
+
+        Every message is also kept in `warnings_issued` (the report shows them).
+        """
         if key in self._warned_keys:
             return
         self._warned_keys.add(key)
@@ -627,6 +651,17 @@ class Classifier:
     def clip(self, x: Tensor) -> Tensor:
         """Clips `x` to `bounds` (returns a new tensor)."""
         return x.clamp(self.bounds[0], self.bounds[1])
+
+
+def finite_argmax(scores: Tensor, invalid: int = -1) -> Tensor:
+    """``scores.argmax(1)``, with `invalid` for rows holding a NaN or ±inf score.
+
+    ``argmax`` alone returns the position of a NaN, so a model that outputs NaN away from
+    the data would look fooled there; such a row has no prediction at all.
+    """
+    labels = scores.argmax(dim=1)
+    finite = torch.isfinite(scores).all(dim=1)
+    return torch.where(finite, labels, torch.full_like(labels, invalid))
 
 
 def _add_note(error: BaseException, note: str) -> None:

@@ -5,6 +5,10 @@ data only at call time. The base class's ``__call__`` does every shared chore: i
 validates inputs, resolves ``y`` (``None`` = the model's own prediction), clips the
 returned points to the box, judges success on those clipped points with a fresh forward
 pass, and computes per-sample norms. Subclasses write only their maths in ``_run``.
+
+A point where the model's outputs are not finite (NaN, ±inf) has no label: its label is
+``-1`` and it is never adversarial, however the attack got there (a model returning NaN
+off the data would otherwise look fooled everywhere); the classifier warns once.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 from torch import Tensor
 
 from boundaryscope import _sharding
-from boundaryscope.classifier import Classifier, check_classifier
+from boundaryscope.classifier import Classifier, check_classifier, finite_argmax
 from boundaryscope.norms import lp_norm
 
 __all__ = [
@@ -32,6 +36,7 @@ __all__ = [
     "check_label_shape",
     "check_labels",
     "is_adversarial",
+    "predicted_labels",
     "register_attack",
     "shrink_to_boundary",
     "unknown_name",
@@ -46,11 +51,13 @@ class AttackResult:
         adversarial: ``(N, *shape)`` returned points, inside the classifier bounds.
         perturbation: ``(N, *shape)`` ``adversarial - x``.
         success: ``(N,)`` bool, judged on `adversarial` (label differs from
-            `original_label`, or equals the target in targeted mode).
+            `original_label`, or equals the target in targeted mode; never where the
+            model's outputs are not finite).
         norms: ``(N,)`` ``||perturbation||_p``; ``inf`` where the attack failed.
         iterations: ``(N,)`` int64 iterations each sample used.
         original_label: ``(N,)`` reference labels (``y``, or the clean prediction).
-        adversarial_label: ``(N,)`` predicted labels at `adversarial`.
+        adversarial_label: ``(N,)`` predicted labels at `adversarial` (``-1`` where the
+            outputs are not finite).
         p: The norm exponent of `norms`.
         details: Attack-specific per-sample tensors (e.g. DeepFool's crossed class).
     """
@@ -220,8 +227,15 @@ class Attack(ABC):
                 if x.shape[0] == 0
                 else self._run(clf, x, reference, target)
             )
-            adversarial = clf.clip(raw.adversarial.to(dtype=x.dtype))
+            adversarial = _finite_or_clean(clf.clip(raw.adversarial.to(dtype=x.dtype)), x)
             adversarial_label = self.predict(clf, adversarial)
+        if bool((adversarial_label < 0).any()) or bool((reference < 0).any()):
+            clf.warn_once(
+                "non-finite",
+                "The model returned NaN or infinite outputs for some inputs; such points "
+                "have no label and are never counted as adversarial (the attacks there "
+                "are reported as failures).",
+            )
         success = is_adversarial(adversarial_label, reference, target)
         perturbation = adversarial - x
         norms = lp_norm(perturbation, self.p)
@@ -250,8 +264,8 @@ class Attack(ABC):
         return self
 
     def predict(self, clf: Classifier, x: Tensor) -> Tensor:
-        """Labels for validated inputs, in chunks of `batch_size`."""
-        return clf.predict_unchecked(x, self.batch_size)
+        """Labels for validated inputs, in chunks of `batch_size`; ``-1`` for non-finite outputs."""
+        return clf.predict_unchecked(x, self.batch_size, invalid=-1)
 
     @abstractmethod
     def _run(
@@ -261,8 +275,26 @@ class Attack(ABC):
 
 
 def is_adversarial(labels: Tensor, reference: Tensor, target: Tensor | None) -> Tensor:
-    """``(N,)`` bool: the label differs from `reference` (or equals `target` if targeted)."""
-    return labels != reference if target is None else labels == target
+    """``(N,)`` bool: the label differs from `reference` (or equals `target` if targeted).
+
+    A label of ``-1`` (`predicted_labels` of non-finite outputs) is never adversarial, and
+    nothing is adversarial against a reference of ``-1`` (a clean point without a label).
+    """
+    valid = (labels >= 0) & (reference >= 0)
+    return valid & (labels != reference if target is None else labels == target)
+
+
+def predicted_labels(scores: Tensor) -> Tensor:
+    """``(N,)`` labels of class scores, ``-1`` where a row is not finite (see the module)."""
+    return finite_argmax(scores, -1)
+
+
+def _finite_or_clean(adversarial: Tensor, x: Tensor) -> Tensor:
+    """`adversarial` with every row holding a NaN/inf replaced by the clean input (a failure)."""
+    finite = torch.isfinite(adversarial.flatten(1)).all(dim=1)
+    if bool(finite.all()):
+        return adversarial
+    return torch.where(finite.view(-1, *([1] * (x.ndim - 1))), adversarial, x)
 
 
 def shrink_to_boundary(
@@ -302,7 +334,7 @@ def shrink_to_boundary(
         hi = torch.ones_like(lo)
         for _ in range(steps):
             mid = 0.5 * (lo + hi)
-            label = clf.forward_scores(clf.clip(x0 + mid.view(shape) * delta)).argmax(1)
+            label = predicted_labels(clf.forward_scores(clf.clip(x0 + mid.view(shape) * delta)))
             ok = is_adversarial(label, reference[chunk], tgt)
             hi = torch.where(ok, mid, hi)
             lo = torch.where(ok, lo, mid)

@@ -20,6 +20,7 @@ from boundaryscope.attacks.base import (
     Attack,
     RawAttack,
     is_adversarial,
+    predicted_labels,
     register_attack,
     shrink_to_boundary,
 )
@@ -201,7 +202,7 @@ class DeepFool(Attack):
                     num_others,
                 )
             adversarial_now = is_adversarial(
-                current, reference[idx], None if target is None else target[idx]
+                predicted_labels(scores), reference[idx], None if target is None else target[idx]
             )
             stop = adversarial_now | (iterations[idx] >= self.steps)
             adversarial[idx[stop]] = x_i[stop]

@@ -22,6 +22,7 @@ from boundaryscope.attacks.base import (
     AttackResult,
     RawAttack,
     is_adversarial,
+    predicted_labels,
     register_attack,
     shrink_to_boundary,
 )
@@ -229,7 +230,7 @@ class FMN(Attack):
         """`steps` FMN steps for one chunk; returns the best points and the start's norms."""
         delta = clf.clip(start) - x
         lower, upper = clf.bounds[0] - x, clf.bounds[1] - x
-        labels = clf.forward_scores(x + delta).argmax(1)
+        labels = predicted_labels(clf.forward_scores(x + delta))
         found = is_adversarial(labels, reference, target)
         init_norms = torch.where(found, lp_norm(delta, self.p), math.inf)
         best_delta = torch.where(_rows(found, x), delta, torch.zeros_like(delta))
@@ -257,7 +258,7 @@ class FMN(Attack):
             step = (alpha * eps).view(-1, *([1] * (x.ndim - 1))) * _unit_direction(grad, self.p)
             delta = project_ball_and_box(delta - step, eps, self.p, lower, upper)
         # The last iterate has not been tested yet.
-        labels = clf.forward_scores(x + delta).argmax(1)
+        labels = predicted_labels(clf.forward_scores(x + delta))
         norm = lp_norm(delta, self.p)
         better = is_adversarial(labels, reference, target) & (norm < best_norm)
         best_delta = torch.where(_rows(better, x), delta, best_delta)

@@ -41,9 +41,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--arch",
         default=None,
-        help="architecture of a bare weights file, with optional constructor settings: "
-        "lenet, fc500-150-10, 'lenet:num_classes=10,image_size=32,in_channels=3' "
-        "(default: none)",
+        help="architecture of a bare weights file or run directory, with optional "
+        "constructor settings: lenet, fc500-150-10, 'lenet:num_classes=10,image_size=32,"
+        "in_channels=3'; or your own code ./net.py:factory (a file never names code that "
+        "runs: a run trained from your code needs it named here) (default: none)",
     )
     parser.add_argument(
         "--data",

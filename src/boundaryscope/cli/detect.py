@@ -159,18 +159,31 @@ def run(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> 
 
 def _inputs(path: str) -> Tensor:
     """Images from ``.npz`` (array ``x``) or a ``.pt`` tensor, read without unpickling code."""
+    import zipfile
+
     import numpy as np
     import torch
+
+    from boundaryscope._io import read_torch
 
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"--inputs file {path!r} does not exist.")
     if file.suffix == ".npz":
-        with np.load(file, allow_pickle=False) as arrays:
-            if "x" not in arrays:
-                raise ValueError(f"--inputs {path} must hold an array 'x'; got {list(arrays)}.")
-            return torch.from_numpy(np.asarray(arrays["x"], dtype=np.float32))
-    tensor = torch.load(file, map_location="cpu", weights_only=True)
+        try:
+            with np.load(file, allow_pickle=False) as arrays:
+                if "x" not in arrays:
+                    raise ValueError(f"--inputs {path} must hold an array 'x'; got {list(arrays)}.")
+                tensor = torch.from_numpy(np.asarray(arrays["x"], dtype=np.float32))
+        except (OSError, EOFError, zipfile.BadZipFile) as error:
+            raise ValueError(f"--inputs {path} is not a readable .npz file ({error}).") from None
+    else:
+        tensor = read_torch(file, "--inputs file")
     if not isinstance(tensor, torch.Tensor):
         raise ValueError(f"--inputs {path} must hold one tensor; got {type(tensor).__name__}.")
+    if tensor.ndim < 2 or tensor.shape[0] == 0:
+        raise ValueError(
+            f"--inputs {path} must hold a batch of images (N, *shape) with N >= 1; got shape "
+            f"{tuple(tensor.shape)}."
+        )
     return tensor.float()

@@ -51,7 +51,7 @@ class TrainCommand(Command):
 
 
 def _add_arguments(train: argparse.ArgumentParser) -> None:
-    from boundaryscope.defenses.training import DEFENSES
+    from boundaryscope.defenses.recipes import DEFENSES
 
     train.description = (
         "Without --defense: train --arch from scratch (SGD + momentum) into --out DIR "
@@ -75,8 +75,9 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
         "--arch",
         default=None,
         help="architecture to train from scratch (lenet, lenet-smooth, fc500-150-10, mlp, "
-        "lenet-cifar, nin, resnet18), or of a bare --model weights file; constructor "
-        "settings after a colon: 'lenet:num_classes=10' (default: none)",
+        "lenet-cifar, nin, resnet18), or of a bare --model weights file or run directory "
+        "(a zoo name, or your own code ./net.py:factory); constructor settings after a "
+        "colon: 'lenet:num_classes=10' (default: none)",
     )
     train.add_argument(
         "--data", default="mnist5k", help="data spec, train split (default: %(default)s)"
@@ -182,7 +183,8 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
 
 
 def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
-    from boundaryscope.defenses.training import TrainConfig, train_and_save, train_defense
+    from boundaryscope.defenses.recipes import train_and_save, train_defense
+    from boundaryscope.defenses.training import TrainConfig
 
     command = "boundaryscope " + " ".join(shlex.quote(a) for a in argv)
     if args.defense is None:
@@ -196,7 +198,7 @@ def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         weights = output_dir(args) / "model.pt"
         card = train_and_save(args.arch, args.data, config, weights, command=command, progress=None)
         print(f"test accuracy {card['test_accuracy']:.4f}; checkpoint {weights.resolve()}")
-        return 0
+        return _chance_verdict(card)
     chosen = {
         "epochs": args.epochs, "lr": args.lr, "momentum": args.momentum,
         "weight_decay": args.weight_decay, "batch_size": args.batch_size, "seed": args.seed,
@@ -219,4 +221,29 @@ def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         f"rho_adv {first['rho_adv']:.4f} -> {last['rho_adv']:.4f}; full test accuracy "
         f"{run_card['test_accuracy']:.4f} -> {Path(args.out).resolve()}"
     )
-    return 0
+    watch = run_card["watch"]
+    if watch.get("collapsed_epochs"):
+        print(
+            f"WARNING: the held-out accuracy collapsed at epoch(s) {watch['collapsed_epochs']}; "
+            f"the best epoch ({watch['best_epoch']}, {watch['best_test_accuracy']:.4f}) is "
+            f"kept in {(Path(args.out) / 'best.pt').resolve()} (usable as --model).",
+            file=sys.stderr,
+        )
+    return _chance_verdict(run_card)
+
+
+EXIT_AT_CHANCE = 3
+
+
+def _chance_verdict(card: dict[str, Any]) -> int:
+    """Exit status of a training run: `EXIT_AT_CHANCE` when the final model is at chance."""
+    watch = card["watch"]
+    if not watch["at_chance"]:
+        return 0
+    print(
+        f"error: the trained model is at chance level (test accuracy {card['test_accuracy']:.4f}"
+        f", a constant classifier scores {watch['chance_accuracy']:.4f}); it was written, but "
+        "it is not a usable model: lower --lr or the defence's strength.",
+        file=sys.stderr,
+    )
+    return EXIT_AT_CHANCE

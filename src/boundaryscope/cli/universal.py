@@ -117,16 +117,15 @@ def _evaluate(args: argparse.Namespace, world: Any) -> int:
     import torch
 
     from boundaryscope import distributed
-    from boundaryscope._io import dump_json
+    from boundaryscope._io import dump_json, read_torch
     from boundaryscope.universal import check_perturbation, fooling_rate
 
     out = output_dir(args) if world.is_main else None
     clf = classifier(args)
     test = load_sample(args.data, args.n_test)
-    try:
-        v = torch.load(args.eval, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"--eval {args.eval}: not a saved tensor ({error}).") from None
+    v = read_torch(args.eval, "--eval perturbation file")
+    if not isinstance(v, torch.Tensor):
+        raise ValueError(f"--eval {args.eval} must hold one tensor; got {type(v).__name__}.")
     v = check_perturbation(v, test.x, f"--eval {args.eval}")
     part = distributed.shard(len(test), world)
     size = part.stop - part.start

@@ -1,20 +1,22 @@
 """Making classifiers more robust: one training loop (thesis §3.3, §8) with pluggable objectives."""
 
-from boundaryscope.defenses.training import (
+from boundaryscope.defenses.objectives import (
     CURE,
     DeepFoolFinetune,
     FGSMFinetune,
-    FitResult,
-    Monitor,
     Objective,
     PerturbedSet,
     PGDTraining,
     Standard,
+    cure_penalty,
+    cure_step_size,
+)
+from boundaryscope.defenses.training import (
+    FitResult,
+    Monitor,
     TrainConfig,
     TrainHistory,
     accuracy,
-    cure_penalty,
-    cure_step_size,
     fit,
 )
 from boundaryscope.defenses.universal_finetune import (

@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from boundaryscope.attacks import line_search
 from boundaryscope.classifier import Classifier
-from boundaryscope.defenses.training import PerturbedSet, TrainConfig, fit
+from boundaryscope.defenses.objectives import PerturbedSet
+from boundaryscope.defenses.training import TrainConfig, fit
 from boundaryscope.universal import fooling_rate, universal_perturbation
 
 __all__ = ["UniversalFinetune", "UniversalPool", "universal_finetune"]

@@ -8,7 +8,6 @@ only renders the results: `render_comparison` reads them back, never recomputes.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict
@@ -24,7 +23,7 @@ from boundaryscope.defenses.assessment import AssessmentConfig, compare_models
 from boundaryscope.report import figures
 from boundaryscope.report.registry import Section, finite_median, format_number
 from boundaryscope.report.runner import write_html
-from boundaryscope.zoo import load_model
+from boundaryscope.zoo import is_code_spec, load_model, read_run_card
 
 __all__ = ["SETTINGS", "compare_report", "render_comparison"]
 
@@ -40,11 +39,21 @@ MASKING_POINTS = 0.05  # SPSA beating PGD by more than this flags gradient maski
 
 
 def _resolve(specs: list[str]) -> list[str]:
-    """One run directory alone is compared with the model it was trained from."""
+    """One run directory alone is compared with the model it was trained from.
+
+    The base model is read from the run card, which is data: a base that names code
+    (``./net.py:factory``) is never imported from there — the user names it instead.
+    """
     if len(specs) == 1:
         card = Path(specs[0]) / "train.json"
         if card.is_file():
-            base = json.loads(card.read_text()).get("base_model")
+            base = read_run_card(card).get("base_model")
+            if base and is_code_spec(str(base)):
+                raise ValueError(
+                    f"{card} says its base model was your own code {str(base)[:200]!r}; "
+                    "boundaryscope never imports code that a file names. Name both models "
+                    f"yourself: compare {str(base)[:200]} {specs[0]} --arch {str(base)[:200]}"
+                )
             if base:
                 return [str(base), specs[0]]
     if not specs:
@@ -101,6 +110,9 @@ def compare_report(
     used: set[str] = set()
     models: dict[str, Classifier] = {}
     cards: dict[str, dict[str, Any]] = {}
+    for spec in specs:  # every run card is checked before any model is loaded or measured
+        if (Path(spec) / "train.json").is_file():
+            read_run_card(Path(spec) / "train.json")
     for spec in specs:
         loaded = load_model(spec, arch=arch)
         label = _label(spec, used)

@@ -107,18 +107,20 @@ class Citations:
 
     cited: list[str] = field(default_factory=list)
 
-    def link(self, text: str, *, is_html: bool = False) -> str:
-        """`text` with every ``[[key, locator]]`` replaced by a link to the bibliography.
+    def link(self, text: str) -> str:
+        """`text`, HTML-escaped, with every ``[[key, locator]]`` replaced by a bibliography link.
+
+        Every text a page shows is plain text, escaped here: numbers and names read back
+        from a results file can never become markup (docs/security.md).
 
         Args:
-            text: Plain text (escaped here) or, with `is_html`, trusted HTML.
-            is_html: Whether `text` is already HTML (section intros).
+            text: Plain text; `backticks` quote commands, shown as code.
 
         Raises:
             KeyError: A marker names a work that is not in `BIBLIOGRAPHY`.
         """
         # Plain text may quote commands in `backticks`, shown as code.
-        body = text if is_html else _CODE.sub(r"<code>\1</code>", html.escape(text))
+        body = _CODE.sub(r"<code>\1</code>", html.escape(text))
 
         def replace(match: re.Match[str]) -> str:
             key, locator = match.group(1), match.group(2)

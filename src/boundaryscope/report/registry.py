@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import jsonschema
 import numpy as np
 
 from boundaryscope._io import from_jsonable, to_jsonable
@@ -23,7 +24,10 @@ from boundaryscope.zoo import LoadedModel
 
 __all__ = [
     "ANALYSES",
+    "COUNT",
+    "FRACTION",
     "PROFILES",
+    "REAL",
     "Analysis",
     "ReportConfig",
     "ReportContext",
@@ -32,6 +36,21 @@ __all__ = [
     "format_number",
     "register_analysis",
 ]
+
+
+# JSON Schema pieces for `Analysis.schema`: results are checked as written in results.json,
+# where a non-finite float is the string "inf", "-inf" or "nan" (`boundaryscope._io`).
+REAL: dict[str, Any] = {"anyOf": [{"type": "number"}, {"enum": ["inf", "-inf", "nan"]}]}
+FRACTION: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 1}
+COUNT: dict[str, Any] = {"type": "integer", "minimum": 0}
+_RESULT_BASE: dict[str, Any] = {
+    "type": "object",
+    "required": ["seconds_total", "settings"],
+    "properties": {
+        "seconds_total": {"type": "number", "minimum": 0},
+        "settings": {"type": "object"},
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -76,13 +95,14 @@ class Section:
 
     Attributes:
         title: Section heading.
-        intro: One paragraph saying what is measured and how to read it.
+        intro: One paragraph (plain text) saying what is measured and how to read it.
         tables: ``(caption, header, rows)`` triples.
         figures: ``(file name relative to the report, caption)`` pairs.
         notes: Warnings or caveats shown under the section.
         anchor: HTML id of the section (set by the runner: ``s-`` + the analysis name).
 
-    The intro is HTML; captions and notes are plain text. All may cite the literature with
+    Every text is plain text, escaped when the page is rendered (never markup, so nothing
+    read back from ``results.json`` can inject any). All may cite the literature with
     markers such as ``[[thesis, §3.2]]`` (`boundaryscope.report.references`).
     """
 
@@ -108,6 +128,9 @@ class Analysis(ABC):
             otherwise it runs whole in one process (`boundaryscope.report.runner`).
         weight: Rough cost (seconds of the default profile on a 2-core CPU), used to
             deal whole sections out to processes evenly.
+        schema: JSON Schema of the result as stored in ``results.json`` (types and ranges
+            of what the page and the verdict read); a result read back by ``--resume``
+            that does not satisfy it is recomputed, never shown (docs/security.md).
     """
 
     name: str = "analysis"
@@ -116,6 +139,22 @@ class Analysis(ABC):
     settings: ClassVar[Mapping[str, Any]] = {}
     per_image: bool = False
     weight: float = 10.0
+    schema: ClassVar[dict[str, Any]] = {"type": "object"}
+
+    def problem(self, stored: Any) -> str | None:
+        """Why `stored` (a result as read from ``results.json``) is unusable; ``None`` if usable.
+
+        Checked against the common fields (``seconds_total``, ``settings``) and `schema`;
+        the first error is named with its path in the result.
+        """
+        for schema in (_RESULT_BASE, self.schema):
+            error = jsonschema.exceptions.best_match(
+                jsonschema.Draft202012Validator(schema).iter_errors(stored)
+            )
+            if error is not None:
+                where = "/".join(map(str, error.absolute_path)) or "(the section)"
+                return f"{where}: {error.message[:200]}"
+        return None
 
     def settings_for(self, profile: str) -> Any:
         """The settings of `profile` (``default``'s for a profile the section lacks)."""

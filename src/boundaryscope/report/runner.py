@@ -8,11 +8,13 @@ configuration are rendered from the file instead of being recomputed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import logging
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,11 +29,13 @@ from boundaryscope._io import (
     atomic_write,
     dump_json,
     from_jsonable,
+    output_lock,
     remove_stale_temporaries,
     to_jsonable,
 )
 from boundaryscope.classifier import Classifier, resolve_device
 from boundaryscope.data import load_dataset
+from boundaryscope.report import figures
 from boundaryscope.report import sections as sections_module
 from boundaryscope.report.references import Citations
 from boundaryscope.report.registry import ANALYSES, PROFILES, ReportContext, Section
@@ -108,48 +112,49 @@ def run_report(
         "config": asdict(config),
         "sections": names,
     }
-    if world.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)  # only once model and data have loaded
-        remove_stale_temporaries(out_dir)  # left by a run killed while writing
-    results_path = out_dir / "results.json"
-    saved = _load_previous(results_path, meta) if resume and world.is_main else {}
-    saved = distributed.broadcast_object(_same_settings(saved, profile), world)
-    ctx = ReportContext(
-        clf, dataset, loaded, config, seed, out_dir, data_spec=data, profile=profile
-    )
-    results: dict[str, Any] = {"meta": meta, "sections": dict(saved)}
-    progress = _Progress(names, reused=set(saved), show=world.is_main)
-    position = {name: i for i, name in enumerate(names)}
-
-    def record(name: str, section_result: dict[str, Any]) -> None:
-        # Round-trip through JSON so that rendering sees exactly what --resume reads.
-        results["sections"][name] = from_jsonable(to_jsonable(section_result))
-        # In report order whatever the order of computing (whole sections come last
-        # under torchrun); sections of an earlier run not asked for now stay in front.
-        results["sections"] = dict(
-            sorted(results["sections"].items(), key=lambda item: position.get(item[0], -1))
+    with contextlib.ExitStack() as stack:
+        if world.is_main:  # only once model and data have loaded; one run per directory
+            stack.enter_context(output_lock(out_dir))
+            remove_stale_temporaries(out_dir)  # left by a run killed while writing
+        results_path = out_dir / "results.json"
+        saved = _load_previous(results_path, meta) if resume and world.is_main else {}
+        saved = distributed.broadcast_object(_same_settings(saved, profile), world)
+        ctx = ReportContext(
+            clf, dataset, loaded, config, seed, out_dir, data_spec=data, profile=profile
         )
-        if world.is_main:
-            dump_json(results_path, results)
-        progress.done(name, section_result["seconds_total"])
+        results: dict[str, Any] = {"meta": meta, "sections": dict(saved)}
+        progress = _Progress(names, reused=set(saved), show=world.is_main)
+        position = {name: i for i, name in enumerate(names)}
 
-    todo = [name for name in names if name not in results["sections"]]
-    whole = [name for name in todo if world.active and not ANALYSES[name].per_image]
-    for name in todo:
-        if name not in whole:
-            with distributed.sharding(world):  # its attack calls split over the processes
-                record(name, _compute(name, ctx))
-    for name, section_result in _compute_whole(whole, ctx, world):
-        record(name, section_result)
-    if not world.is_main:
-        return out_dir / "report.html"
-    rendered = []
-    for name in names:
-        section = ANALYSES[name].render(results["sections"][name], out_dir)
-        section.anchor = f"s-{name}"
-        rendered.append(section)
-    verdict = build_verdict(results["sections"], tuple(dataset.x.shape[1:]))
-    return write_html(out_dir, meta, loaded.card, rendered, verdict=verdict)
+        def record(name: str, section_result: dict[str, Any]) -> None:
+            # Round-trip through JSON so that rendering sees exactly what --resume reads.
+            results["sections"][name] = from_jsonable(to_jsonable(section_result))
+            # In report order whatever the order of computing (whole sections come last
+            # under torchrun); sections of an earlier run not asked for now stay in front.
+            results["sections"] = dict(
+                sorted(results["sections"].items(), key=lambda item: position.get(item[0], -1))
+            )
+            if world.is_main:
+                dump_json(results_path, results)
+            progress.done(name, section_result["seconds_total"])
+
+        todo = [name for name in names if name not in results["sections"]]
+        whole = [name for name in todo if world.active and not ANALYSES[name].per_image]
+        for name in todo:
+            if name not in whole:
+                with distributed.sharding(world):  # its attack calls split over the processes
+                    record(name, _compute(name, ctx))
+        for name, section_result in _compute_whole(whole, ctx, world):
+            record(name, section_result)
+        if not world.is_main:
+            return out_dir / "report.html"
+        rendered = []
+        for name in names:
+            section = ANALYSES[name].render(results["sections"][name], out_dir)
+            section.anchor = f"s-{name}"
+            rendered.append(section)
+        verdict = build_verdict(results["sections"], tuple(dataset.x.shape[1:]))
+        return write_html(out_dir, meta, loaded.card, rendered, verdict=verdict)
 
 
 def _compute(name: str, ctx: ReportContext) -> dict[str, Any]:
@@ -253,8 +258,41 @@ def _load_previous(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
     if setup(previous.get("meta", {})) != setup(json.loads(json.dumps(meta))):
         _logger.warning("results.json was made with another configuration; recomputing")
         return {}
-    sections: dict[str, Any] = from_jsonable(previous.get("sections", {}))
-    return sections
+    stored = previous.get("sections", {})
+    if not isinstance(stored, dict):
+        _logger.warning("%s holds no sections object; recomputing every section", path)
+        return {}
+    return {
+        name: from_jsonable(result)
+        for name, result in stored.items()
+        if name in ANALYSES and _usable(name, result, path)
+    }
+
+
+def _usable(name: str, stored: Any, path: Path) -> bool:
+    """Whether a section read back from `path` may be shown: schema, then a trial render.
+
+    A results file is data that may have been edited or crafted: a result that does not
+    satisfy its analysis's schema (an accuracy of 7.5, a "nan" where a count belongs, a
+    missing key) or that its renderer cannot draw is recomputed, with a warning naming
+    the section and what is wrong — never shown, never a traceback.
+    """
+    analysis = ANALYSES[name]
+    problem = analysis.problem(stored)
+    if problem is None:
+        with tempfile.TemporaryDirectory() as scratch:
+            try:
+                analysis.render(from_jsonable(stored), Path(scratch))
+            except Exception as error:  # a crafted result may break a renderer anywhere
+                problem = f"cannot be drawn ({type(error).__name__}: {str(error)[:120]})"
+            finally:
+                figures.plt.close("all")
+    if problem is not None:
+        _logger.warning(
+            "section %s in %s is not a valid result (%s); recomputing", name, path, problem
+        )
+        return False
+    return True
 
 
 def write_html(
@@ -287,9 +325,6 @@ def write_html(
     )
     env.filters["embed"] = embed
     env.filters["cite"] = lambda text: markupsafe.Markup(citations.link(str(text)))
-    env.filters["cite_html"] = lambda text: markupsafe.Markup(
-        citations.link(str(text), is_html=True)
-    )
     env.globals["citations"] = citations
     html = env.get_template("report.html.j2").render(
         title=title,

@@ -10,8 +10,13 @@ A model spec, as every command accepts it, is one of:
 - ``package.module:factory`` — imported (the working directory is searched first) and
   called with no arguments; ``./path/file.py:factory`` imports the file itself.
 
-Weights are always read with ``torch.load(..., weights_only=True)``: nothing else is
-unpickled.
+Security model (docs/security.md): what a *file* says is data. Weights are read with
+``torch.load(..., weights_only=True)``, nothing else is unpickled, and code is imported
+only when the user names it on the command line or in a call — ``--model
+./net.py:factory``, or ``--arch ./net.py:factory`` for weights and run directories
+trained from one's own code. A weights file or run directory that records the factory it
+was trained from is refused until the user names that code; the record is only compared
+with what the user named.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import importlib.util
 import inspect
 import json
 import logging
-import pickle
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,15 +37,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from boundaryscope._io import read_torch
 from boundaryscope.zoo.architectures import ARCHITECTURES
 
 __all__ = [
     "ARCHITECTURES",
     "LoadedModel",
     "build",
+    "is_code_spec",
     "load_model",
     "model_card",
     "parse_arch",
+    "read_run_card",
     "shipped_models",
 ]
 
@@ -58,6 +66,9 @@ class LoadedModel:
         bounds: Input box the model was trained on.
         preprocessing: ``None`` or ``{mean, std, axis}``.
         card: The model card (empty for user models).
+        origin: How to rebuild the architecture: ``{"arch", "arch_kwargs"}`` for a zoo
+            architecture or ``{"factory"}`` for the user's own code (as the user named it);
+            a new run writes it into its ``model.pt``.
     """
 
     module: nn.Module
@@ -65,6 +76,7 @@ class LoadedModel:
     bounds: tuple[float, float] = (0.0, 1.0)
     preprocessing: dict[str, Any] | None = None
     card: dict[str, Any] = field(default_factory=dict)
+    origin: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_arch(spec: str) -> tuple[str, dict[str, Any]]:
@@ -161,20 +173,14 @@ def model_card(name: str) -> dict[str, Any]:
 def _read_weights(path: Path) -> Any:
     """``torch.load(weights_only=True)`` with errors that say what the file is and what to do."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "global" not in str(error).lower():  # torch names the class it refused to load
-            raise ValueError(
-                f"{path} is not a PyTorch weights file (torch.load cannot read it as tensors)."
-            ) from None
+        return read_torch(path, "weights file")
+    except ValueError as error:
+        if "pickled Python objects" not in str(error):
+            raise
         raise ValueError(
-            f"{path} holds pickled Python objects (e.g. a whole nn.Module saved with "
-            "torch.save(model)), which boundaryscope never unpickles. Save "
-            "model.state_dict() instead and pass --arch, or give the model as "
+            f"{error} Save model.state_dict() and pass --arch, or give the model as "
             "'module:factory' or './file.py:factory'."
         ) from None
-    except Exception as error:  # zip/format errors: not a torch file at all
-        raise ValueError(f"{path} is not a PyTorch weights file ({error}).") from None
 
 
 def _is_state_dict(value: object) -> bool:
@@ -216,38 +222,103 @@ def _state_dict_from_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str
     )
 
 
-def _load_weights(
-    path: Path, arch: str | None, kwargs: dict[str, Any]
+def is_code_spec(spec: str) -> bool:
+    """Whether `spec` names Python code (``pkg.module:factory``, ``./file.py:factory``).
+
+    ``lenet:num_classes=10`` (a zoo architecture with settings) and ``zoo:NAME`` are not.
+    """
+    module, colon, factory = spec.rpartition(":")
+    return (
+        bool(colon and module and factory.isidentifier())
+        and module not in ARCHITECTURES
+        and module != "zoo"
+    )
+
+
+def _bounds(meta: dict[str, Any], path: Path) -> tuple[float, float]:
+    """The input box a file records, checked: two finite numbers, low < high."""
+    bounds = meta.get("bounds", (0.0, 1.0))
+    try:
+        low, high = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{path} records bounds {bounds!r}; expected two numbers [low, high]."
+        ) from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"{path} records bounds {bounds!r}; expected finite low < high.")
+    return low, high
+
+
+def _build_recorded(
+    path: Path, meta: dict[str, Any], arch: str | None, kwargs: dict[str, Any]
 ) -> tuple[nn.Module, dict[str, Any]]:
-    state, meta = _state_dict_from_file(path)
-    arch = arch or meta.get("arch")
-    factory = meta.get("factory")
-    if arch is None and factory:
-        module = _from_factory(str(factory))
-    elif arch is None:
+    """The untrained module for weights `path`, and its origin (`LoadedModel.origin`).
+
+    `arch` is the user's (command line or call) and wins; what the file records is used
+    only when it names a zoo architecture. A recorded factory is never imported: the
+    user must name that code, and the record is only compared with it.
+    """
+    recorded_factory = meta.get("factory")
+    if arch is not None and is_code_spec(arch):
+        if recorded_factory and str(recorded_factory) != arch:
+            _logger.warning(
+                "%s was trained from %r; building it from %r as you named it (the weights "
+                "must fit)",
+                path,
+                recorded_factory,
+                arch,
+            )
+        return _from_factory(arch), {"factory": arch}
+    if arch is None and recorded_factory:
+        raise ValueError(
+            f"{path} records that it was trained from your own model code "
+            f"{str(recorded_factory)[:200]!r}. boundaryscope never imports code that a file "
+            "names; if you trust that code, name it yourself: --arch "
+            f"{str(recorded_factory)[:200]} (library: load_model(..., arch=...))."
+        )
+    name = arch or meta.get("arch")
+    if name is None:
         raise ValueError(
             f"The weights file {path} does not record its architecture; pass --arch with one "
-            f"of {sorted(ARCHITECTURES)}."
+            f"of {sorted(ARCHITECTURES)}, or your own model code as --arch ./net.py:factory."
         )
-    else:
-        module = build(arch, **{**meta.get("arch_kwargs", {}), **kwargs})
+    if not isinstance(name, str):
+        raise ValueError(f"{path} records the architecture {name!r}; expected a name.")
+    recorded_kwargs = meta.get("arch_kwargs", {})
+    if not isinstance(recorded_kwargs, dict):
+        raise ValueError(f"{path} records arch_kwargs {recorded_kwargs!r}; expected a dict.")
+    settings = {**recorded_kwargs, **kwargs}
+    return build(name, **settings), {"arch": name, "arch_kwargs": settings}
+
+
+def _load_weights(
+    path: Path, arch: str | None, kwargs: dict[str, Any]
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """The module with the weights of `path` loaded, the file's metadata and the origin."""
+    state, meta = _state_dict_from_file(path)
+    module, origin = _build_recorded(path, meta, arch, kwargs)
     try:
         module.load_state_dict(state)
     except RuntimeError as error:
         expected, found = set(module.state_dict()), set(state)
+        built = origin.get("factory") or origin.get("arch")
         raise ValueError(
-            f"The weights in {path} do not fit the architecture {arch or factory!r}: "
+            f"The weights in {path} do not fit the architecture {built!r}: "
             f"missing {sorted(expected - found)[:4]}, unexpected {sorted(found - expected)[:4]}"
             f"{'' if expected != found else ', or shapes differ'}. Pass the --arch the "
             f"weights were trained with (one of {sorted(ARCHITECTURES)}), or "
-            "'module:factory' for your own model. (torch: "
+            "'./net.py:factory' for your own model. (torch: "
             f"{str(error).splitlines()[0]})"
         ) from None
-    return module, meta
+    return module, meta, origin
 
 
 def _import_module(name: str, spec: str) -> ModuleType:
-    """A module by dotted name (the working directory first on the path) or by file path."""
+    """A module by dotted name (the working directory first on the path) or by file path.
+
+    Only ever called with code the user named (`load_model`'s spec or arch), never with a
+    name read from a file.
+    """
     if name.endswith(".py") or "/" in name or "\\" in name:
         path = Path(name)
         if not path.is_file():
@@ -259,7 +330,11 @@ def _import_module(name: str, spec: str) -> ModuleType:
         module_spec.loader.exec_module(module)
         return module
     cwd = str(Path.cwd())
-    if cwd not in sys.path:  # the console script does not put it there, `python -m` does
+    # The console script does not put the working directory on the path (`python -m`
+    # does); it is added for this import only, so later imports never pick up a module
+    # that happens to lie in the working directory.
+    added = cwd not in sys.path
+    if added:
         sys.path.insert(0, cwd)
     try:
         return importlib.import_module(name)
@@ -268,6 +343,9 @@ def _import_module(name: str, spec: str) -> ModuleType:
             f"--model {spec!r}: cannot import {name!r} ({error}). Run from the folder that holds "
             f"it, or give the file: './{name.replace('.', '/')}.py:factory'."
         ) from None
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
 
 
 def _from_factory(spec: str) -> nn.Module:
@@ -281,7 +359,50 @@ def _from_factory(spec: str) -> nn.Module:
     return module
 
 
-def _from_run_directory(path: Path) -> LoadedModel:
+_CARD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "defense": str,
+    "base_model": str,
+    "objective": dict,
+    "config": dict,
+    "history": list,
+    "preparation": dict,
+    "seconds": (int, float),
+}
+
+
+def read_run_card(path: Path) -> dict[str, Any]:
+    """A run directory's ``train.json``, checked before any model is measured.
+
+    The entries the page shows must have their types: a history is a list of records of
+    numbers. Checking costs nothing; finding a bad card after minutes of attacks costs
+    them all.
+
+    Raises:
+        ValueError: naming the file and the entry that is wrong.
+    """
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a readable run card ({error}).") from None
+    if not isinstance(card, dict):
+        raise ValueError(f"{path} must hold a JSON object; got {type(card).__name__}.")
+    for key, kind in _CARD_TYPES.items():
+        if key in card and card[key] is not None and not isinstance(card[key], kind):
+            raise ValueError(
+                f"{path}: {key!r} must be of type {kind}; got {type(card[key]).__name__}."
+            )
+    for i, record in enumerate(card.get("history") or []):
+        numbers = isinstance(record, dict) and all(
+            isinstance(v, int | float) or v in ("nan", "inf", "-inf") for v in record.values()
+        )
+        if not numbers:
+            raise ValueError(
+                f"{path}: history[{i}] must be a record of numbers; got {str(record)[:80]!r}."
+            )
+    return card
+
+
+def _from_run_directory(path: Path, arch: str | None) -> LoadedModel:
     """The defended model of a `boundaryscope train` run directory (``model.pt``)."""
     weights = path / "model.pt"
     if not weights.is_file():
@@ -289,40 +410,57 @@ def _from_run_directory(path: Path) -> LoadedModel:
             f"The directory {path} holds no model.pt: it is not a finished `boundaryscope "
             "train` run (resume it with --resume, or pass a weights file)."
         )
-    module, meta = _load_weights(weights, None, {})
+    module, meta, origin = _load_weights(weights, arch, {})
     card_path = path / "train.json"
-    card = json.loads(card_path.read_text()) if card_path.is_file() else meta
-    bounds = tuple(meta.get("bounds", (0.0, 1.0)))
+    card = read_run_card(card_path) if card_path.is_file() else meta
     return LoadedModel(
-        module, str(path), (float(bounds[0]), float(bounds[1])), meta.get("preprocessing"), card
+        module, str(path), _bounds(meta, weights), meta.get("preprocessing"), card, origin
     )
 
 
 def load_model(spec: str, arch: str | None = None, **arch_kwargs: Any) -> LoadedModel:
-    """Resolves a model spec (see module docstring) into a `LoadedModel` in eval mode."""
+    """Resolves a model spec (see module docstring) into a `LoadedModel` in eval mode.
+
+    Args:
+        spec: ``zoo:NAME``, a weights file, a run directory, or the user's own code
+            ``module:factory`` / ``./file.py:factory``.
+        arch: The architecture of a weights file or run directory: a zoo name (with
+            optional settings) or the user's own code ``./net.py:factory``. Code is
+            imported only from `spec` and `arch` — what the caller names — never from
+            what a file records (docs/security.md).
+        **arch_kwargs: Constructor settings of a zoo architecture.
+
+    Raises:
+        ValueError: an unknown spec, unreadable or pickled weights, weights that do not fit,
+            or a file that records its own model code which the caller did not name.
+    """
     if spec.startswith("zoo:"):
         name = spec[4:]
         card = model_card(name)
-        module, _ = _load_weights(
+        module, _, origin = _load_weights(
             WEIGHTS_DIR / f"{name}.pt", card["arch"], card.get("arch_kwargs", {})
         )
         bounds = tuple(card.get("bounds", (0.0, 1.0)))
         loaded = LoadedModel(
-            module, spec, (float(bounds[0]), float(bounds[1])), card.get("preprocessing"), card
+            module,
+            spec,
+            (float(bounds[0]), float(bounds[1])),
+            card.get("preprocessing"),
+            card,
+            origin,
         )
     elif Path(spec).is_dir():
-        loaded = _from_run_directory(Path(spec))
+        loaded = _from_run_directory(Path(spec), arch)
     elif Path(spec).suffix in (".pt", ".pth") or Path(spec).is_file():
         path = Path(spec)
         if not path.is_file():
             raise ValueError(f"The model weights file {spec!r} does not exist.")
-        module, meta = _load_weights(path, arch, arch_kwargs)
-        bounds = tuple(meta.get("bounds", (0.0, 1.0)))
+        module, meta, origin = _load_weights(path, arch, arch_kwargs)
         loaded = LoadedModel(
-            module, spec, (float(bounds[0]), float(bounds[1])), meta.get("preprocessing"), meta
+            module, spec, _bounds(meta, path), meta.get("preprocessing"), meta, origin
         )
     elif ":" in spec:
-        loaded = LoadedModel(_from_factory(spec), spec)
+        loaded = LoadedModel(_from_factory(spec), spec, origin={"factory": spec})
     else:
         raise ValueError(
             "The model spec must be 'zoo:NAME', a weights file 'PATH.pt' (with --arch), a "

@@ -7,11 +7,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from boundaryscope.curves import balda_robustness, fooling_curves, parse_epsilons
 from boundaryscope.report import figures
-from boundaryscope.report.registry import Analysis, ReportContext, Section, register_analysis
+from boundaryscope.report.registry import (
+    COUNT,
+    REAL,
+    Analysis,
+    ReportContext,
+    Section,
+    register_analysis,
+)
 
 __all__ = ["SETTINGS", "FixedBudgetAnalysis", "FixedBudgetSettings"]
 
@@ -47,6 +54,30 @@ class FixedBudgetAnalysis(Analysis):
     """Fooling ratio vs l∞ budget for the first-order family, and ρ̂1 / ρ̂2 / ε99."""
 
     name = "fixed_budget"
+    schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "required": ["curves", "measures", "n_curves", "n"],
+        "properties": {
+            "curves": {
+                "type": "object",
+                "required": ["epsilons", "ratios", "n_correct"],
+                "properties": {
+                    "epsilons": {"type": "array", "items": {"type": "number", "minimum": 0}},
+                    "ratios": {
+                        "type": "object",
+                        "additionalProperties": {"type": "array", "items": REAL},
+                    },
+                    "n_correct": COUNT,
+                },
+            },
+            "measures": {
+                "type": "object",
+                "properties": {"rho1": REAL, "rho2": REAL, "eps99": REAL, "n_correct": COUNT},
+            },
+            "n_curves": COUNT,
+            "n": COUNT,
+        },
+    }
     title = "Fixed-budget attacks"
     order = 30
     per_image = True

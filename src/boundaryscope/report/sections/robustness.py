@@ -10,7 +10,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,7 +28,15 @@ from boundaryscope.attacks import (
 from boundaryscope.metrics import RobustnessAccumulator, usual_budgets
 from boundaryscope.norms import lp_norm
 from boundaryscope.report import figures
-from boundaryscope.report.registry import Analysis, ReportContext, Section, register_analysis
+from boundaryscope.report.registry import (
+    COUNT,
+    FRACTION,
+    REAL,
+    Analysis,
+    ReportContext,
+    Section,
+    register_analysis,
+)
 
 __all__ = ["SETTINGS", "AccuracyAnalysis", "RobustnessAnalysis", "RobustnessSettings"]
 
@@ -86,6 +94,27 @@ def _timed_summary(
     return result, {**asdict(accumulator.compute()), "seconds": elapsed}
 
 
+_NORM_SUMMARY: dict[str, Any] = {
+    "type": "object",
+    "required": ["p", "n", "n_correct", "rho_adv", "median_norm", "mean_norm", "success_rate"],
+    "properties": {
+        "p": REAL,
+        "n": COUNT,
+        "n_correct": COUNT,
+        "rho_adv": REAL,
+        "median_norm": REAL,
+        "mean_norm": REAL,
+        "success_rate": {"anyOf": [FRACTION, {"const": "nan"}]},
+        "iteration_histogram": {"type": "array", "items": COUNT},
+    },
+}
+_PER_NORM: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": {"enum": ["l2", "linf"]},
+    "additionalProperties": _NORM_SUMMARY,
+}
+
+
 @register_analysis
 class AccuracyAnalysis(Analysis):
     """Clean top-1 accuracy, per class, and the confusion matrix."""
@@ -94,6 +123,21 @@ class AccuracyAnalysis(Analysis):
     title = "Clean accuracy"
     order = 10
     per_image = True
+    schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "required": ["n", "accuracy", "classes", "per_class_accuracy", "confusion", "warnings"],
+        "properties": {
+            "n": {"type": "integer", "minimum": 1},
+            "accuracy": FRACTION,
+            "classes": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "per_class_accuracy": {
+                "type": "array",
+                "items": {"anyOf": [FRACTION, {"const": "nan"}]},
+            },
+            "confusion": {"type": "array", "items": {"type": "array", "items": COUNT}},
+            "warnings": {"type": "array", "items": {"type": "string"}},
+        },
+    }
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """Predicts the test samples and tabulates true vs predicted classes."""
@@ -123,7 +167,7 @@ class AccuracyAnalysis(Analysis):
             title=self.title,
             intro=(
                 f"Top-1 accuracy on {result['n']} held-out images: "
-                f"<b>{result['accuracy']:.2%}</b>. Robustness below is measured on the "
+                f"{result['accuracy']:.2%}. Robustness below is measured on the "
                 "correctly classified ones."
             ),
             tables=[("Accuracy per class", ["class", "accuracy"], rows)],
@@ -141,6 +185,45 @@ class RobustnessAnalysis(Analysis):
     order = 20
     per_image = True
     settings = SETTINGS
+    schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "required": ["deepfool", "norms", "bounds", "d", "fgsm", "robust_accuracy"],
+        "properties": {
+            "deepfool": _PER_NORM,
+            "tightest": _PER_NORM,
+            "norms": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": REAL},
+            },
+            "adversarial_labels": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "integer"}},
+            },
+            "labels": {"type": "array", "items": COUNT},
+            "bounds": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+            "d": {"type": "integer", "minimum": 1},
+            "fgsm": {
+                "type": "object",
+                "required": ["eps90", "fooling_rate"],
+                "properties": {"eps90": REAL, "fooling_rate": FRACTION},
+            },
+            "robust_accuracy": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["p", "eps", "n", "robust_accuracy"],
+                    "properties": {
+                        "p": REAL,
+                        "eps": {"type": "number", "minimum": 0},
+                        "n": COUNT,
+                        "robust_accuracy": FRACTION,
+                        "robust_accuracy_minimal_only": FRACTION,
+                        "robust": {"type": "array", "items": {"type": "boolean"}},
+                    },
+                },
+            },
+        },
+    }
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """DeepFool in l2 and l∞ on every test sample, FGSM's 90% protocol, examples."""

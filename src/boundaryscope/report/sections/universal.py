@@ -8,14 +8,22 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from boundaryscope.data import load_dataset
 from boundaryscope.norms import lp_norm
 from boundaryscope.report import figures
-from boundaryscope.report.registry import Analysis, ReportContext, Section, register_analysis
+from boundaryscope.report.registry import (
+    COUNT,
+    FRACTION,
+    REAL,
+    Analysis,
+    ReportContext,
+    Section,
+    register_analysis,
+)
 from boundaryscope.universal import (
     dominant_label_graph,
     flat_model,
@@ -54,6 +62,21 @@ class UniversalAnalysis(Analysis):
     """Alg. 4 on training images, held-out fooling, Fig. 4.9 curves, Fig. 4.7, Fig. 6.3."""
 
     name = "universal"
+    schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "required": ["xi", "n_train", "n_test", "fooling_train", "fooling_test", "bounds"],
+        "properties": {
+            "xi": {"type": "number", "minimum": 0},
+            "n_train": COUNT,
+            "n_test": COUNT,
+            "fooling_train": FRACTION,
+            "fooling_test": FRACTION,
+            "l2_norm": REAL,
+            "linf_norm": REAL,
+            "bounds": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+            "num_classes": {"type": "integer", "minimum": 1},
+        },
+    }
     title = "Universal perturbations"
     order = 50
     weight = 57.0

@@ -1,0 +1,326 @@
+"""Named defences and the commands around them: train from scratch, fine-tune into a run.
+
+`train_and_save` trains a zoo architecture (how the shipped weights were made);
+`train_defense` fine-tunes a model spec with a named defence (`DEFENSES`) through the one
+loop, `boundaryscope.defenses.training.fit`, and writes a run directory usable as
+``--model DIR`` everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from boundaryscope._io import output_lock
+from boundaryscope.classifier import Classifier, resolve_device
+from boundaryscope.defenses.objectives import (
+    CURE,
+    DeepFoolFinetune,
+    FGSMFinetune,
+    Objective,
+    PGDTraining,
+    Standard,
+)
+from boundaryscope.defenses.training import BEST, Monitor, TrainConfig, accuracy, fit
+
+__all__ = [
+    "DEFENSES",
+    "DefenseRecipe",
+    "chance_check",
+    "defense_objective",
+    "train_and_save",
+    "train_defense",
+]
+
+
+def train_and_save(
+    arch: str,
+    data: str,
+    config: TrainConfig,
+    out: str | Path,
+    command: str | None = None,
+    progress: bool | None = True,
+) -> dict[str, object]:
+    """Trains a zoo architecture on a data spec and writes ``out`` (.pt) plus a model card.
+
+    The checkpoint holds ``state_dict``, ``arch``, ``arch_kwargs`` and ``bounds`` and is
+    readable with ``torch.load(..., weights_only=True)``. The card (``out`` with suffix
+    ``.json``) records the config, seed, test accuracy on the held-out split and the
+    command that reproduces it.
+
+    Returns:
+        The model card.
+    """
+    from boundaryscope._io import dump_json, save_torch
+    from boundaryscope.data import load_dataset
+    from boundaryscope.zoo import build
+
+    train_set = load_dataset(data, "train")
+    test_set = load_dataset(data, "test")
+    arch_kwargs = {
+        "num_classes": len(train_set.classes),
+        "in_channels": int(train_set.x.shape[1]),
+        "image_size": int(train_set.x.shape[-1]),
+    }
+    torch.manual_seed(config.seed)
+    model = build(arch, **arch_kwargs)
+    result = fit(model, train_set.x, train_set.y, config, progress=progress)
+    test_accuracy = accuracy(result.model, test_set.x, test_set.y)
+    path = Path(out)
+    save_torch(
+        path,
+        {
+            "state_dict": result.model.state_dict(),
+            "arch": arch,
+            "arch_kwargs": arch_kwargs,
+            "bounds": [0.0, 1.0],
+        },
+    )
+    card: dict[str, object] = {
+        "arch": arch,
+        "arch_kwargs": arch_kwargs,
+        "data": data,
+        "bounds": [0.0, 1.0],
+        "preprocessing": None,
+        "config": asdict(config),
+        "train_size": len(train_set),
+        "test_size": len(test_set),
+        "train_accuracy": result.history.accuracy[-1],
+        "test_accuracy": test_accuracy,
+        "watch": chance_check(test_accuracy, test_set.y),
+        "torch_version": torch.__version__,
+        "command": command,
+    }
+    dump_json(path.with_suffix(".json"), card)
+    return card
+
+
+# ---------------------------------------------------------------------- named defences
+@dataclass(frozen=True)
+class DefenseRecipe:
+    """A named defence: its objective and the schedule it fine-tunes with by default.
+
+    Attributes:
+        summary: One line for ``--help`` and the run card.
+        lr_factor: Learning rate as a multiple of the base model's own training rate (its
+            card's ``config.lr``; 0.05 when unknown): §3.3 fine-tunes "with a 50%
+            decreased learning rate".
+        schedule: Learning-rate schedule.
+        epochs: Default number of extra epochs.
+    """
+
+    summary: str
+    lr_factor: float
+    schedule: Literal["cosine", "constant"]
+    epochs: int
+
+
+DEFENSES: dict[str, DefenseRecipe] = {
+    "standard": DefenseRecipe(
+        "extra epochs on clean data (Table 3.3's baseline)", 0.5, "constant", 5
+    ),
+    "deepfool": DefenseRecipe("fine-tune on DeepFool examples (§3.3)", 0.5, "constant", 5),
+    "deepfool-alpha": DefenseRecipe(
+        "fine-tune on DeepFool perturbations magnified by --alpha (Fig. 3.7)", 0.5, "constant", 5
+    ),
+    "fgsm": DefenseRecipe("fine-tune on FGSM examples (§3.3)", 0.5, "constant", 5),
+    "universal": DefenseRecipe(
+        "fine-tune on a pool of universal perturbations (§4.5)", 0.5, "constant", 5
+    ),
+    "pgd": DefenseRecipe("PGD adversarial training, Madry et al. (the baseline)", 0.2, "cosine", 5),
+    "cure": DefenseRecipe("CURE curvature regularisation (§8.4)", 0.2, "cosine", 5),
+}
+
+
+def defense_objective(
+    name: str,
+    *,
+    eps: float | None = None,
+    alpha: float = 2.0,
+    steps: int = 10,
+    lam: float = 4.0,
+    h: float = 1.0,
+    ramp_epochs: float = 2.0,
+    xi: float = 0.3,
+    seed: int = 0,
+    box_width: float = 1.0,
+) -> Objective:
+    """The objective of a named defence (see `DEFENSES`).
+
+    Args:
+        name: A key of `DEFENSES`.
+        eps: FGSM's step (default: its 90% fooling ε) or PGD-AT's radius (default 0.2 of
+            the box width: Madry et al.'s 0.3 collapsed the shipped LeNet to a constant
+            classifier when fine-tuned at lr 0.01, measured in benchmarks/robust_training.py).
+        alpha: DeepFool magnification of ``deepfool-alpha``.
+        steps: PGD-AT's iterations.
+        lam: CURE's ``λ``.
+        h: CURE's final ``h`` (l2, input units; scaled by nothing — see the README).
+        ramp_epochs: Epochs of CURE's ``h`` ramp.
+        xi: Radius of the universal pool.
+        seed: Seed of the universal pool.
+        box_width: ``hi − lo`` of the input box (scales PGD-AT's default radius).
+    """
+    factories: dict[str, Callable[[], Objective]] = {
+        "standard": Standard,
+        "deepfool": DeepFoolFinetune,
+        "deepfool-alpha": lambda: DeepFoolFinetune(alpha=alpha),
+        "fgsm": lambda: FGSMFinetune(eps=eps),
+        "pgd": lambda: PGDTraining(eps=eps if eps is not None else 0.2 * box_width, steps=steps),
+        "cure": lambda: CURE(lam=lam, h=h, ramp_epochs=ramp_epochs),
+    }
+    if name == "universal":
+        from boundaryscope.defenses.universal_finetune import UniversalPool
+
+        return UniversalPool(xi=xi, seed=seed)
+    if name not in factories:
+        raise ValueError(f"defense must be one of {sorted(DEFENSES)}; got {name!r}.")
+    return factories[name]()
+
+
+def train_defense(
+    model: str,
+    defense: str | Objective,
+    out: str | Path,
+    *,
+    data: str = "mnist5k",
+    arch: str | None = None,
+    config: TrainConfig | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    train_n: int | None = None,
+    monitor_n: int = 500,
+    monitor_eps: Sequence[float] = (),
+    resume: bool = False,
+    device: str | None = None,
+    command: str | None = None,
+    progress: bool | None = None,
+    **objective_options: Any,
+) -> dict[str, Any]:
+    """Fine-tunes a model spec with a named defence and writes a run directory.
+
+    The directory holds ``checkpoint.pt`` (every epoch, for ``resume``), ``prepared.pt``
+    (a perturbed training set, when the defence has one), ``model.pt`` (the defended
+    model: ``state_dict`` with ``arch``/``arch_kwargs`` or ``factory``, ``bounds``,
+    ``preprocessing``; readable with ``torch.load(..., weights_only=True)`` and usable as
+    ``--model DIR`` everywhere) and ``train.json`` (the run card: settings, per-epoch
+    history, cost, final test accuracy, the command).
+
+    Args:
+        model: Model spec of the network to defend (see `boundaryscope.zoo`).
+        defense: A key of `DEFENSES`, or an `Objective`.
+        out: Run directory.
+        data: Data spec; the train split is trained on, the test split monitored.
+        arch: Architecture of a bare weights file.
+        config: Optimisation settings (default: the recipe's epochs, schedule and
+            learning rate relative to the base model's).
+        overrides: `TrainConfig` fields that replace those of `config` (or the recipe's).
+        train_n: Train on the first `train_n` images of the (shuffled) train split only.
+        monitor_n: Test images monitored per epoch (accuracy, ρ_adv).
+        monitor_eps: l∞ budgets of a per-epoch PGD(20) robust accuracy.
+        resume: Continue the run in `out`.
+        device: ``cpu``, ``cuda``, … (default: CUDA when available).
+        command: The command line, recorded in the card.
+        progress: Progress bar (``None``: only on a terminal).
+        **objective_options: Passed to `defense_objective`.
+
+    Returns:
+        The run card (also written to ``out/train.json``).
+    """
+    from boundaryscope._io import dump_json, save_torch
+    from boundaryscope.data import load_dataset
+    from boundaryscope.zoo import load_model
+
+    loaded = load_model(model, arch=arch)
+    run_device = resolve_device(device)
+    clf = Classifier(
+        loaded.module, bounds=loaded.bounds, preprocessing=loaded.preprocessing, device=run_device
+    )
+    recipe = DEFENSES["standard"]  # the schedule of a user-given objective
+    if isinstance(defense, str):
+        if defense not in DEFENSES:
+            raise ValueError(f"defense must be one of {sorted(DEFENSES)}; got {defense!r}.")
+        recipe = DEFENSES[defense]
+        objective = defense_objective(
+            defense, box_width=clf.bounds[1] - clf.bounds[0], **objective_options
+        )
+    else:
+        objective = defense
+    if config is None:
+        base_lr = float(loaded.card.get("config", {}).get("lr", 0.05))
+        config = TrainConfig(
+            epochs=recipe.epochs, lr=base_lr * recipe.lr_factor, schedule=recipe.schedule
+        )
+    config = dataclasses.replace(config, **(overrides or {}))
+    train = load_dataset(data, "train").subset(train_n)
+    test = load_dataset(data, "test")
+    monitored = test.subset(monitor_n)
+    monitor = Monitor(monitored.x, monitored.y, pgd_eps=tuple(monitor_eps))
+    directory = Path(out)
+    with output_lock(directory):  # one run per directory, from the first epoch to the card
+        start = time.perf_counter()
+        result = fit(
+            clf, train.x, train.y, config, objective=objective, monitor=monitor,
+            run_dir=directory, resume=resume, progress=progress,
+        )  # fmt: skip
+        trained_clf = Classifier(result.model, bounds=clf.bounds, preprocessing=clf.preprocessing)
+        test_accuracy = float(
+            (trained_clf.predict(test.x, 500) == test.y.to(trained_clf.device)).float().mean()
+        )
+        # How the architecture is rebuilt comes from the loaded model itself (a zoo name or
+        # the code the user named), never from the spec string: a run of a run is loadable.
+        model_file = {
+            **loaded.origin,
+            "bounds": list(clf.bounds),
+            "preprocessing": loaded.preprocessing,
+        }
+        state = {k: v.cpu() for k, v in result.model.state_dict().items()}
+        save_torch(directory / "model.pt", {"state_dict": state, **model_file})
+        if result.best_state is not None:  # loadable as --model DIR/best.pt
+            save_torch(directory / BEST, {"state_dict": result.best_state, **model_file})
+        card: dict[str, Any] = {
+            **loaded.origin,
+            "base_model": model,
+            "defense": defense if isinstance(defense, str) else objective.name,
+            "objective": objective.settings(),
+            "config": asdict(config),
+            "data": data,
+            "bounds": list(clf.bounds),
+            "preprocessing": loaded.preprocessing,
+            "train_size": len(train),
+            "test_size": len(test),
+            "test_accuracy": test_accuracy,
+            "base_test_accuracy": loaded.card.get("test_accuracy"),
+            "history": result.history.records,
+            "watch": {**result.watch, **chance_check(test_accuracy, test.y)},
+            "preparation": result.preparation,
+            "resumed_from": result.resumed_from,
+            "seconds": time.perf_counter() - start,
+            "torch_version": torch.__version__,
+            "command": command,
+        }
+        dump_json(directory / "train.json", card)
+    return card
+
+
+CHANCE_MARGIN = 0.02
+
+
+def chance_check(accuracy: float, labels: torch.Tensor) -> dict[str, Any]:
+    """Whether `accuracy` is at chance level on test labels `labels`.
+
+    Chance is the share of the most frequent class (what a constant classifier scores);
+    an accuracy within `CHANCE_MARGIN` of it means the model has been destroyed, and the
+    commands exit non-zero.
+
+    Returns:
+        ``{"chance_accuracy", "at_chance"}``.
+    """
+    counts = torch.bincount(labels.cpu().long())
+    chance = float(counts.max()) / max(int(labels.numel()), 1)
+    return {"chance_accuracy": chance, "at_chance": bool(accuracy <= chance + CHANCE_MARGIN)}
