@@ -207,7 +207,7 @@ def read_torch(path: str | Path, what: str = "PyTorch file") -> Any:
     except pickle.UnpicklingError as error:
         blocked = _BLOCKED_GLOBAL.search(str(error))
         if blocked is None and "global" not in str(error).lower():
-            raise ValueError(f"{path} is not a readable {what} (not tensors).") from None
+            raise ValueError(f"{path} is not a {what} (torch.load cannot read it).") from None
         name = f" ({blocked.group(1)})" if blocked else ""
         raise ValueError(
             f"{path} holds pickled Python objects{name}, which boundaryscope never unpickles: "
@@ -215,7 +215,7 @@ def read_torch(path: str | Path, what: str = "PyTorch file") -> Any:
         ) from None
     except Exception as error:  # zip/format errors: not a torch file at all
         reason = str(error).splitlines()[0].split(". ")[0] if str(error) else type(error).__name__
-        raise ValueError(f"{path} is not a readable {what} ({reason}).") from None
+        raise ValueError(f"{path} is not a {what} ({reason}).") from None
 
 
 def load_checkpoint(
@@ -231,7 +231,7 @@ def load_checkpoint(
             (each differing setting named with its value then and now; nested settings by
             their dotted path).
     """
-    state = read_torch(path, "checkpoint")
+    state = read_torch(path, "PyTorch checkpoint")
     missing = sorted({key, *required} - set(state)) if isinstance(state, dict) else [key]
     if missing:
         raise ValueError(f"{path} is not a checkpoint of this kind or version (missing {missing}).")

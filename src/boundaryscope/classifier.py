@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -648,6 +649,21 @@ class Classifier:
         warnings.warn(message, UserWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ helpers
+    def fingerprint(self) -> str:
+        """SHA-256 of the model's weights and buffers, box and preprocessing (hex).
+
+        Files fitted on one model (a detector) record it, so that they are never applied
+        to another model without a word. Tensors are hashed in name order, by value.
+        """
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(repr(self.bounds).encode())
+        digest.update(repr(self.preprocessing).encode())
+        return digest.hexdigest()
+
     def clip(self, x: Tensor) -> Tensor:
         """Clips `x` to `bounds` (returns a new tensor)."""
         return x.clamp(self.bounds[0], self.bounds[1])

@@ -15,6 +15,7 @@ import gzip
 import io
 import pickle
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -286,11 +287,16 @@ def load_image_folder(
         for file in sorted((root / name).iterdir()):
             if file.suffix.lower() not in _IMAGE_SUFFIXES:
                 continue
-            with Image.open(file) as image:
-                image = image.convert(mode)
-                if size is not None:
-                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                images.append(np.asarray(image))
+            try:
+                with Image.open(file) as image:
+                    image = image.convert(mode)
+                    if size is not None:
+                        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                    images.append(np.asarray(image))
+            except (OSError, SyntaxError, ValueError) as error:
+                # PIL raises UnidentifiedImageError (an OSError) or OSError for a truncated
+                # file, and SyntaxError for some malformed headers.
+                raise ValueError(f"{file} is not a readable image ({error}).") from None
             labels.append(label)
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
@@ -384,7 +390,10 @@ def _open_maybe_gzip(path: Path) -> IO[bytes]:
         raise FileNotFoundError(f"No such IDX file: {path}")
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as error:
+            raise ValueError(f"{path} is not a complete gzip file ({error}).") from None
     return io.BytesIO(raw)
 
 

@@ -126,6 +126,8 @@ def run(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> 
             )
         )
         detector.fit(clf, train.x)
+        detector.fitted_on_["data"] = args.data
+        detector.fitted_on_["model_spec"] = args.model
         path = detector.save(out / "detector.json")
         print(
             f"{detector!r}: threshold {detector.threshold_:.4g} for a {args.fpr:.0%} "
@@ -136,6 +138,7 @@ def run(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> 
     detector = load_detector(source / "detector.json" if source.is_dir() else source)
     x = _inputs(args.inputs) if args.inputs else test.x
     x = x[: args.n]
+    detector.check_fitted_on(clf, x)
     scores = detector.score_samples(clf, x)
     flagged = scores > detector.fitted_threshold()
     recovered = detector.recover(clf, x)
@@ -178,7 +181,7 @@ def _inputs(path: str) -> Tensor:
         except (OSError, EOFError, zipfile.BadZipFile) as error:
             raise ValueError(f"--inputs {path} is not a readable .npz file ({error}).") from None
     else:
-        tensor = read_torch(file, "--inputs file")
+        tensor = read_torch(file, "saved tensor (--inputs)")
     if not isinstance(tensor, torch.Tensor):
         raise ValueError(f"--inputs {path} must hold one tensor; got {type(tensor).__name__}.")
     if tensor.ndim < 2 or tensor.shape[0] == 0:

@@ -114,7 +114,6 @@ class UniversalCommand(Command):
 
 
 def _evaluate(args: argparse.Namespace, world: Any) -> int:
-    import torch
 
     from boundaryscope import distributed
     from boundaryscope._io import dump_json, read_torch
@@ -123,9 +122,7 @@ def _evaluate(args: argparse.Namespace, world: Any) -> int:
     out = output_dir(args) if world.is_main else None
     clf = classifier(args)
     test = load_sample(args.data, args.n_test)
-    v = read_torch(args.eval, "--eval perturbation file")
-    if not isinstance(v, torch.Tensor):
-        raise ValueError(f"--eval {args.eval} must hold one tensor; got {type(v).__name__}.")
+    v = read_torch(args.eval, "saved tensor (--eval)")
     v = check_perturbation(v, test.x, f"--eval {args.eval}")
     part = distributed.shard(len(test), world)
     size = part.stop - part.start

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,7 @@ class _Detector:
         self.threshold_: float | None = None
         self.n_fit_: int = 0
         self.clean_scores_: list[float] = []
+        self.fitted_on_: dict[str, Any] = {}
 
     def score_samples(self, clf: Classifier, x: Tensor) -> Tensor:
         """Scores ``(N,)``: larger = more likely perturbed."""
@@ -102,11 +104,48 @@ class _Detector:
         scores = self.score_samples(clf, x_clean).double().cpu().numpy()
         if scores.size == 0:
             raise ValueError("x_clean must hold at least one image; got an empty batch.")
+        _check_clean_scores(scores, self)
         # "higher": a clean score equal to t counts as clean, so the fitted rate is <= fpr.
         self.threshold_ = float(np.quantile(scores, 1 - self.fpr, method="higher"))
         self.n_fit_ = int(scores.size)
         self.clean_scores_ = scores.tolist()
+        self.fitted_on_ = {
+            "model": clf.fingerprint(),
+            "num_classes": clf.num_classes,
+            "input_shape": list(x_clean.shape[1:]),
+        }
         return self
+
+    def check_fitted_on(self, clf: Classifier, x: Tensor) -> None:
+        """Refuses a model or inputs other than those the detector was fitted on.
+
+        A threshold fitted on one model means nothing on another: the detector records
+        the fingerprint of its model (`Classifier.fingerprint`), its classes and its input
+        shape, and scoring anything else is refused rather than answered silently.
+
+        Raises:
+            ValueError: another model, other classes or another input shape.
+        """
+        fitted = self.fitted_on_
+        if not fitted:
+            warnings.warn(
+                "This detector records no model it was fitted on (an older file); its "
+                "threshold is trusted for this model unchecked.",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
+        if fitted.get("model") != clf.fingerprint():
+            raise ValueError(
+                f"This detector was fitted on another model (fingerprint "
+                f"{str(fitted.get('model'))[:12]}…, this model {clf.fingerprint()[:12]}…): its "
+                "threshold means nothing here. Fit one for this model (detect fit)."
+            )
+        shape = list(x.shape[1:])
+        if fitted.get("input_shape") not in (None, shape):
+            raise ValueError(
+                f"This detector was fitted on inputs of shape {fitted['input_shape']}; got {shape}."
+            )
 
     def predict(self, clf: Classifier, x: Tensor) -> Tensor:
         """``True`` where an input is flagged as perturbed (score > threshold) ``(N,)``."""
@@ -129,6 +168,7 @@ class _Detector:
             "params": self.get_params(),
             "threshold": self.fitted_threshold(),
             "n_fit": self.n_fit_,
+            "fitted_on": self.fitted_on_,
         }
         text = json.dumps(payload, indent=2).encode()
         return atomic_write(path, lambda handle: handle.write(text))
@@ -325,9 +365,40 @@ class ConfidenceDetector(_Detector):
         return self._probabilities(clf, x).topk(2, dim=1).indices[:, 1]
 
 
+def _check_clean_scores(scores: np.ndarray, detector: _Detector) -> None:
+    """Refuses clean scores that cannot give a threshold: non-finite or all equal."""
+    if not np.isfinite(scores).all():
+        raise ValueError(
+            f"{detector!r} gave {int((~np.isfinite(scores)).sum())} non-finite clean scores of "
+            f"{scores.size}: no threshold can be fitted (the model's outputs or curvatures are "
+            "not finite there)."
+        )
+    if scores.size > 1 and float(scores.max() - scores.min()) == 0.0:
+        hint = (
+            " Exact Hessian products vanish on piecewise-affine networks (ReLU, max-pool): use "
+            "method='fd' (--method fd)."
+            if getattr(detector, "method", None) in ("exact", "auto")
+            else ""
+        )
+        raise ValueError(
+            f"Every clean score of {detector!r} is {float(scores[0]):g}: such a detector "
+            f"separates nothing, so it is not fitted.{hint}"
+        )
+
+
 def load_detector(path: str | Path) -> CurvatureDetector | ConfidenceDetector:
-    """Reads a detector written by ``save`` (hyperparameters and threshold)."""
-    payload = json.loads(Path(path).read_text())
+    """Reads a detector written by ``save`` (hyperparameters, threshold, what it was fitted on).
+
+    The file is data: its kind must be one of the detectors, its parameters the named
+    hyperparameters of that kind, and its threshold a finite number.
+
+    Raises:
+        ValueError: naming the file and what is wrong with it.
+    """
+    try:
+        payload = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a readable detector file ({error}).") from None
     kinds: dict[str, type[CurvatureDetector] | type[ConfidenceDetector]] = {
         "curvature": CurvatureDetector,
         "confidence": ConfidenceDetector,
@@ -337,9 +408,28 @@ def load_detector(path: str | Path) -> CurvatureDetector | ConfidenceDetector:
             f"{path} is not a saved boundaryscope detector (expected a JSON object with "
             f"'kind' in {sorted(kinds)})."
         )
-    detector = kinds[payload["kind"]](**payload["params"])
-    detector.threshold_ = float(payload["threshold"])
+    cls = kinds[payload["kind"]]
+    params = payload.get("params")
+    if not isinstance(params, dict) or not set(params) <= set(cls._params):
+        raise ValueError(
+            f"{path}: 'params' must be an object with keys among {list(cls._params)}; got "
+            f"{str(params)[:120]!r}."
+        )
+    threshold = payload.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise ValueError(f"{path}: 'threshold' must be a number; got {threshold!r}.")
+    if not math.isfinite(threshold):
+        raise ValueError(f"{path}: 'threshold' must be finite; got {threshold!r}.")
+    fitted_on = payload.get("fitted_on", {})
+    if not isinstance(fitted_on, dict):
+        raise ValueError(f"{path}: 'fitted_on' must be an object; got {fitted_on!r}.")
+    try:
+        detector = cls(**params)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: invalid detector parameters ({error}).") from None
+    detector.threshold_ = float(threshold)
     detector.n_fit_ = int(payload.get("n_fit", 0))
+    detector.fitted_on_ = fitted_on
     return detector
 
 

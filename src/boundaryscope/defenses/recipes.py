@@ -297,7 +297,7 @@ def train_defense(
             "test_accuracy": test_accuracy,
             "base_test_accuracy": loaded.card.get("test_accuracy"),
             "history": result.history.records,
-            "watch": {**result.watch, **chance_check(test_accuracy, test.y)},
+            "watch": _watch_summary(result.watch, test_accuracy, test.y),
             "preparation": result.preparation,
             "resumed_from": result.resumed_from,
             "seconds": time.perf_counter() - start,
@@ -309,6 +309,19 @@ def train_defense(
 
 
 CHANCE_MARGIN = 0.02
+
+
+def _watch_summary(watch: dict[str, Any], accuracy: float, labels: torch.Tensor) -> dict[str, Any]:
+    """The run's watch plus the chance check; ``at_chance`` only for a model the run broke.
+
+    A model that was already at chance before the run (record 0 of the monitor) is not
+    reported as destroyed by it.
+    """
+    check = chance_check(accuracy, labels)
+    start = watch.get("start_test_accuracy")
+    if start is not None and start <= check["chance_accuracy"] + CHANCE_MARGIN:
+        check["at_chance"] = False
+    return {**watch, **check}
 
 
 def chance_check(accuracy: float, labels: torch.Tensor) -> dict[str, Any]:

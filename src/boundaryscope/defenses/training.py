@@ -165,6 +165,7 @@ class CollapseWatch:
         best_accuracy: That accuracy.
         collapsed: Epochs at which a collapse was seen.
         best_state: The best epoch's weights (CPU copies).
+        start_accuracy: The accuracy before training (epoch 0), if monitored.
     """
 
     drop: float = 0.2
@@ -172,6 +173,7 @@ class CollapseWatch:
     best_accuracy: float = -math.inf
     collapsed: list[int] = field(default_factory=list)
     best_state: dict[str, Tensor] | None = None
+    start_accuracy: float | None = None
 
     def replay(self, records: list[dict[str, float]]) -> None:
         """Best epoch and collapses of an earlier part of the run (on resume)."""
@@ -197,6 +199,8 @@ class CollapseWatch:
     def _judge(self, epoch: int, accuracy: float | None) -> tuple[bool, bool]:
         if accuracy is None or not math.isfinite(accuracy):
             return False, False
+        if epoch == 0:
+            self.start_accuracy = float(accuracy)
         collapsed = accuracy < self.best_accuracy - self.drop
         if collapsed:
             self.collapsed.append(epoch)
@@ -206,8 +210,9 @@ class CollapseWatch:
         return improved, collapsed
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready: best epoch and accuracy, collapsed epochs, the threshold."""
+        """JSON-ready: start, best epoch and accuracy, collapsed epochs, the threshold."""
         return {
+            "start_test_accuracy": self.start_accuracy,
             "best_epoch": self.best_epoch,
             "best_test_accuracy": self.best_accuracy,
             "collapsed_epochs": list(self.collapsed),
@@ -392,7 +397,7 @@ def _prepared_inputs(
 
     path = run_dir / PREPARED if run_dir is not None else None
     if path is not None and path.exists():
-        saved = read_torch(path, "prepared training set")
+        saved = read_torch(path, "PyTorch file of a prepared training set")
         if isinstance(saved, dict) and saved.get("settings") == settings:
             return saved["x"].to(x.device), dict(saved["facts"])
     prepared = objective.prepare(clf, x, y, generator)
@@ -555,7 +560,7 @@ def _read_best(directory: Path | None) -> dict[str, Tensor] | None:
     """The best weights a run directory kept (``None`` if it kept none)."""
     if directory is None or not (directory / BEST).is_file():
         return None
-    saved = read_torch(directory / BEST, "best-epoch checkpoint")
+    saved = read_torch(directory / BEST, "PyTorch checkpoint of the best epoch")
     state = saved.get("state_dict") if isinstance(saved, dict) else None
     return state if isinstance(state, dict) else None
 

@@ -23,6 +23,7 @@ A dense sweep along ``n`` alone measures where the boundary really is on the nor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -272,11 +273,22 @@ def _axis(bounds: tuple[float, float], count: int, name: str) -> np.ndarray:
     return np.linspace(lo, hi, int(count))
 
 
+# A section grid costs one forward row per point and keeps a label and a margin per point:
+# 10⁶ points (1000 × 1000) is minutes on a CPU LeNet and 16 MB; beyond is refused.
+MAX_GRID_POINTS = 1_000_000
+
+
 def _resolution(resolution: int | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(resolution, int):
-        return resolution, resolution
-    na, nb = resolution
-    return int(na), int(nb)
+    """``(na, nb)`` of a resolution, refused when the grid exceeds `MAX_GRID_POINTS`."""
+    na, nb = (resolution, resolution) if isinstance(resolution, int) else resolution
+    na, nb = int(na), int(nb)
+    if na * nb > MAX_GRID_POINTS:
+        raise ValueError(
+            f"resolution {na} × {nb} asks for {na * nb:,} grid points ({na * nb * 16 / 2**30:.1f} "
+            f"GiB of labels and margins, as many forward rows); at most {MAX_GRID_POINTS:,} "
+            f"points (resolution {math.isqrt(MAX_GRID_POINTS)}) are allowed."
+        )
+    return na, nb
 
 
 def normal_section(
@@ -462,6 +474,11 @@ class SectionsConfig:
     universal_factor: float = 4.0
     loss_resolution: int = 61
     batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        # Checked here, before any work, not after the directions have been computed.
+        _resolution(self.resolution)
+        _resolution(self.loss_resolution)
 
 
 DIRECTIONS = ("random", "universal", "curved")

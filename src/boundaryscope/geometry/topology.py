@@ -150,6 +150,28 @@ class _PathSearch:
         return left + right, left_ok + right_ok
 
 
+# The validity check of a segment holds one parameter and one flag per sample (9 bytes);
+# 10⁷ samples per segment (spacing 1e-7) is 90 MB and minutes of forward passes.
+MIN_SPACING = 1e-7
+
+
+def check_spacing(spacing: float) -> None:
+    """Refuses a sample spacing outside ``[MIN_SPACING, 1)``, naming what it would cost.
+
+    Raises:
+        ValueError: `spacing` is not in range (with the samples and memory it asks for).
+    """
+    if not 0 < spacing < 1:
+        raise ValueError(f"spacing must be in (0, 1) (a fraction of ||x1 - x2||); got {spacing}.")
+    if spacing < MIN_SPACING:
+        samples = 1 / spacing
+        raise ValueError(
+            f"spacing {spacing:g} asks for {samples:.3g} samples per segment "
+            f"({samples * 9 / 2**30:.3g} GiB, as many forward rows); the smallest spacing is "
+            f"{MIN_SPACING:g}."
+        )
+
+
 def find_path(
     clf: Classifier,
     x1: Tensor,
@@ -192,8 +214,7 @@ def find_path(
         ValueError: The points have different predicted labels, coincide, or `spacing` is
             not in (0, 1).
     """
-    if not 0 < spacing < 1:
-        raise ValueError(f"spacing must be in (0, 1) (a fraction of ||x1 - x2||); got {spacing}.")
+    check_spacing(spacing)
     if max_depth < 0:
         raise ValueError(f"max_depth must be >= 0; got {max_depth}.")
     ends = clf.validate(torch.stack([x1, x2]), "x1, x2")
@@ -513,6 +534,9 @@ class RegionsConfig:
     panel_resolution: tuple[int, int] = (81, 41)
     batch_size: int = 256
 
+    def __post_init__(self) -> None:
+        check_spacing(self.spacing)  # before any work: the cost is known from the settings
+
 
 def regions_study(
     clf: Classifier,
@@ -651,12 +675,18 @@ def model_subspace_angles(
     from boundaryscope.geometry.curvature import boundary_points, curved_subspace
     from boundaryscope.universal import normal_subspace
 
+    d, n = int(x[0].numel()), int(x.shape[0])
+    if not 1 <= m < d or m > n:
+        raise ValueError(
+            f"m must be in [1, min(d - 1, N)] = [1, {min(d - 1, n)}] (a subspace of R^d "
+            f"spanned by at most N = {n} normals, d = {d}); got m = {m}. Lower m or give more "
+            "images."
+        )
     subspaces: dict[str, list[Tensor]] = {"S_c": [], "S_f": []}
     for clf in (clf_a, clf_b):
         points = boundary_points(clf, x, batch_size=batch_size)
         subspaces["S_c"].append(curved_subspace(clf, points, m, seed=seed)[0])
         subspaces["S_f"].append(normal_subspace(points.z - points.x)[2][:m])
-    d = int(x[0].numel())
     out: dict[str, Any] = {"m": m, "d": d, "images": int(x.shape[0])}
     for name, (a, b) in subspaces.items():
         out[name] = {"cosines": principal_angles(a, b).cos().tolist()}

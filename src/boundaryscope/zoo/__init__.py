@@ -173,7 +173,7 @@ def model_card(name: str) -> dict[str, Any]:
 def _read_weights(path: Path) -> Any:
     """``torch.load(weights_only=True)`` with errors that say what the file is and what to do."""
     try:
-        return read_torch(path, "weights file")
+        return read_torch(path, "PyTorch weights file")
     except ValueError as error:
         if "pickled Python objects" not in str(error):
             raise
