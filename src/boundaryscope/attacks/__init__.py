@@ -3,6 +3,7 @@
 `ATTACKS` maps registry names (used by the command line and the report) to classes.
 """
 
+from boundaryscope.attacks.apgd import APGD, APGDT, dlr_loss, dlr_targeted_loss
 from boundaryscope.attacks.base import (
     ATTACKS,
     Attack,
@@ -24,6 +25,7 @@ from boundaryscope.attacks.convex import (
     top_singular_direction,
 )
 from boundaryscope.attacks.deepfool import DeepFool, Projector
+from boundaryscope.attacks.fab import FABT
 from boundaryscope.attacks.fmn import FMN
 from boundaryscope.attacks.gradient import (
     BIM,
@@ -41,10 +43,14 @@ from boundaryscope.attacks.random_noise import (
     line_search,
 )
 from boundaryscope.attacks.spsa import SPSA, spsa_gradient
+from boundaryscope.attacks.square import Square
 
 __all__ = [
+    "APGD",
+    "APGDT",
     "ATTACKS",
     "BIM",
+    "FABT",
     "FGSM",
     "FMN",
     "LBFGS",
@@ -62,6 +68,9 @@ __all__ = [
     "RandomLineSearch",
     "RawAttack",
     "SinglePixel",
+    "Square",
+    "dlr_loss",
+    "dlr_targeted_loss",
     "fgsm_fooling_curve",
     "gnii_solution",
     "infeasibility_bound",

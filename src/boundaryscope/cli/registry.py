@@ -17,6 +17,7 @@ __all__ = ["COMMANDS", "COMMAND_MODULES", "Command", "load_commands", "register_
 # Modules of `boundaryscope.cli` holding one subcommand each, in the order of `--help`.
 COMMAND_MODULES = (
     "report",
+    "evaluate",
     "attack",
     "curves",
     "noise",
