@@ -23,6 +23,10 @@ SETTINGS = {
     "random": {"eps": 0.3},
     "random-direction": {"eps": 3.0},
     "random-line": {"bisection_steps": 20},
+    "apgd-ce": {"eps": 0.2, "steps": 5},
+    "apgd-t": {"eps": 0.2, "steps": 5, "targets": 2},
+    "fab-t": {"steps": 5, "targets": 2},
+    "square": {"eps": 0.2, "queries": 30},
 }
 # Attacks whose randomness is drawn per batch: a sample's result depends on its batch.
 BATCH_DEPENDENT = {"spsa"}
