@@ -55,7 +55,7 @@ def _robustness_result() -> dict:
                 "eps": 0.3,
                 "label": "0.3",
                 "convention": "MNIST",
-                "pgd_steps": 40,
+                "evaluation": "DeepFool + FMN-30 → APGD-CE (100 steps)",
                 "n": 10,
                 "robust_accuracy": 0.05,
                 "robust_accuracy_minimal_only": 0.1,

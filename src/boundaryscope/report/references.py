@@ -90,6 +90,22 @@ BIBLIOGRAPHY: dict[str, Work] = {
         "F. Croce, M. Hein. Reliable evaluation of adversarial robustness with an ensemble "
         "of diverse parameter-free attacks. ICML 2020.",
     ),
+    "pintor": Work(
+        "Pintor et al. 2022",
+        "M. Pintor, L. Demetrio, A. Sotgiu, A. Demontis, N. Carlini, B. Biggio, F. Roli. "
+        "Indicators of attack failure: debugging and improving optimization of adversarial "
+        "examples. NeurIPS 2022.",
+    ),
+    "fab": Work(
+        "Croce & Hein 2020b",
+        "F. Croce, M. Hein. Minimally distorted adversarial examples with a fast adaptive "
+        "boundary attack. ICML 2020.",
+    ),
+    "square": Work(
+        "Andriushchenko et al. 2020",
+        "M. Andriushchenko, F. Croce, N. Flammarion, M. Hein. Square attack: a query-efficient "
+        "black-box adversarial attack via random search. ECCV 2020.",
+    ),
     "noise": Work(
         "Fawzi et al. 2016",
         "A. Fawzi, S.-M. Moosavi-Dezfooli, P. Frossard. Robustness of classifiers: from "

