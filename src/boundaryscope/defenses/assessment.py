@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from boundaryscope._progress import tqdm_disable
 from boundaryscope.attacks import FGSM, PGD, SPSA, DeepFool
 from boundaryscope.classifier import Classifier
+from boundaryscope.evaluation import describe, evaluate
 from boundaryscope.geometry.curvature import loss_curvature
 from boundaryscope.geometry.sections import orthonormal_direction, plane_grid, random_tangent
 from boundaryscope.metrics import median_norm, rho_adv
@@ -55,6 +56,9 @@ class AssessmentConfig:
         curvature_n: Correctly classified images of the loss-curvature profile.
         k: Eigenvalues per end of the profile.
         surface_resolution: Grid points per side of the loss surface.
+        evaluation: Profile of `boundaryscope.evaluation` for the trusted robust accuracy
+            (AutoAttack's cascade after the l∞ DeepFool norms), the number models are ranked
+            by; ``"fast"``, ``"standard"`` or ``"quick"``.
         batch_size: Rows per model pass.
     """
 
@@ -68,7 +72,13 @@ class AssessmentConfig:
     curvature_n: int = 20
     k: int = 10
     surface_resolution: int = 41
+    evaluation: str = "fast"
     batch_size: int = 256
+
+
+# The key of the trusted robust accuracy in `assess`'s table (ranked by; PGD's is an upper
+# bound above it).
+TRUSTED = "evaluated"
 
 
 def default_epsilons(x: Tensor, bounds: tuple[float, float]) -> tuple[float, ...]:
@@ -272,8 +282,20 @@ def assess(
         f"{eps:g}": {name: _robust_accuracy(correct, fooled[float(eps)][name]) for name in names}
         for eps in epsilons
     }
-    out["robust"] = table
     seconds["attacks"] = time.perf_counter() - timer
+    timer = time.perf_counter()
+    evaluation = evaluate(
+        clf, x, y, epsilons, math.inf, config.evaluation,
+        minimal=torch.where(correct, deepfool["linf"], 0.0), seed=seed, progress=False,
+    )  # fmt: skip
+    for eps in epsilons:
+        table[f"{eps:g}"][TRUSTED] = evaluation.robust_accuracy(eps)
+    out["robust"] = table
+    out["evaluation"] = {
+        "description": describe(evaluation.config),
+        "checks_fired": [asdict(c) for c in evaluation.fired],
+    }
+    seconds["evaluation"] = time.perf_counter() - timer
     timer = time.perf_counter()
     out["spsa"] = _spsa_check(clf, x, y, correct, epsilons, config, seed)
     seconds["spsa"] = time.perf_counter() - timer

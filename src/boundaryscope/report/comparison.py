@@ -19,7 +19,7 @@ import numpy as np
 from boundaryscope._io import dump_json, from_jsonable, to_jsonable
 from boundaryscope.classifier import Classifier, resolve_device
 from boundaryscope.data import load_dataset
-from boundaryscope.defenses.assessment import AssessmentConfig, compare_models
+from boundaryscope.defenses.assessment import TRUSTED, AssessmentConfig, compare_models
 from boundaryscope.report import figures
 from boundaryscope.report.registry import Section, finite_median, format_number
 from boundaryscope.report.runner import write_html
@@ -29,9 +29,13 @@ __all__ = ["SETTINGS", "compare_report", "render_comparison"]
 
 SETTINGS: dict[str, AssessmentConfig] = {
     "default": AssessmentConfig(),
-    "full": AssessmentConfig(n=1000, spsa_n=500, spsa_steps=50, spsa_samples=64, curvature_n=100),
+    "full": AssessmentConfig(
+        n=1000, spsa_n=500, spsa_steps=50, spsa_samples=64, curvature_n=100,
+        evaluation="standard",
+    ),
     "quick": AssessmentConfig(
         n=48, curve_points=3, pgd_steps=5, spsa_n=8, spsa_steps=3, spsa_samples=4,
+        evaluation="quick",
         curvature_n=3, k=3, surface_resolution=9,
     ),
 }  # fmt: skip
@@ -191,6 +195,9 @@ def _summary_section(models: dict[str, Any], cards: dict[str, Any]) -> Section:
     rows = [
         ["defence", *[str(cards.get(m, {}).get("defense", "— (as given)")) for m in models]],
         ["clean accuracy (%)", *[_pct(r["clean_accuracy"]) for r in models.values()]],
+        *[[f"robust accuracy, l∞ ε = {e} (%, trusted)",
+           *[_pct(r["robust"][e].get(TRUSTED)) for r in models.values()]]
+          for e in list(next(iter(models.values()))["robust"])[-1:]],
         ["ρ_adv, DeepFool l2", *[format_number(r["rho_adv_l2"], ".3f") for r in models.values()]],
         ["ρ_adv, DeepFool l∞", *[format_number(r["rho_adv_linf"], ".3f") for r in models.values()]],
         ["median ‖r‖₂ (input units)",
@@ -216,16 +223,26 @@ def _summary_section(models: dict[str, Any], cards: dict[str, Any]) -> Section:
     )
 
 
+def _attack_label(name: str, first: dict[str, Any]) -> str:
+    """Row label of an attack of the robust-accuracy table (the trusted one says what it ran)."""
+    if name == TRUSTED:
+        return f"trusted: {first.get('evaluation', {}).get('description', 'the evaluator')}"
+    if name.startswith("pgd"):
+        return f"{name} (upper bound)"
+    return name
+
+
 def _robust_section(models: dict[str, Any], out_dir: Path) -> Section:
     first = next(iter(models.values()))
     epsilons = [f"{e:g}" for e in first["epsilons"]]
     header = ["attack", *[f"{m}, ε = {e}" for e in epsilons for m in models]]
     attacks = list(first["robust"][epsilons[0]])
     rows = [
-        [name, *[_pct(models[m]["robust"][e][name]) for e in epsilons for m in models]]
+        [_attack_label(name, first),
+         *[_pct(models[m]["robust"][e].get(name)) for e in epsilons for m in models]]
         for name in attacks
-    ]
-    pgd = attacks[-1]
+    ]  # fmt: skip
+    pgd = next(name for name in attacks if name.startswith("pgd"))
     rows.append(
         ["FGSM − PGD gap (points)",
          *[format_number(100 * (models[m]["robust"][e]["fgsm"] - models[m]["robust"][e][pgd]),
