@@ -342,6 +342,10 @@ def test_train_defense_resume_and_compare(tmp_path):
     payload = json.loads((out / "comparison.json").read_text())
     assert set(payload["models"]) == {"zoo:fc500-150-10-mnist", "run"}
     assert all(0 <= m["clean_accuracy"] <= 1 for m in payload["models"].values())
+    for model in payload["models"].values():  # the cascade starts from DeepFool's norms
+        for row in model["robust"].values():
+            assert row["evaluated"] <= row["deepfool-linf"] + 1e-9
+    assert "trusted: DeepFool" in html and "pgd5 (upper bound)" in html
     assert main(["attack", "deepfool", "--model", str(run), "--n", "4",
                  "--out", str(tmp_path / "a")]) == 0  # fmt: skip
 
