@@ -275,3 +275,17 @@ def test_evaluate_command_writes_both_files(tmp_path):
     assert len(payload["budgets"][0]["robust"]) == 20
     info = json.loads((out / "model_info.json").read_text())
     assert info["eps"] == "0.3" and info["threat_model"] == "Linf" and info["n_examples"] == 20
+
+
+def test_the_training_monitor_records_the_trusted_robust_accuracy(lenet_clf, mnist_test):
+    from boundaryscope.defenses import Monitor
+
+    x, y = mnist_test.x[:20], mnist_test.y[:20]
+    monitor = Monitor(x, y, rho_p=None, pgd_eps=(0.1, 0.2), pgd_steps=5)
+    record = monitor(lenet_clf)
+    reference = evaluate(lenet_clf, x, y, [0.1, 0.2], config="quick")
+    for eps in (0.1, 0.2):
+        assert record[f"robust_accuracy@{eps:g}"] == reference.robust_accuracy(eps)
+        assert record[f"robust_accuracy@{eps:g}"] <= record["test_accuracy"]
+        assert f"pgd_accuracy@{eps}" in record
+    assert monitor.settings()["evaluation"] == "quick"

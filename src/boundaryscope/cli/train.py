@@ -166,7 +166,9 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
         "--monitor-eps",
         type=_epsilons,
         default=(),
-        help="l∞ budgets of a per-epoch PGD(20) robust accuracy, e.g. 0.1,0.3 (default: none)",
+        help="l∞ budgets of a per-epoch robust accuracy, e.g. 0.1,0.3: the trusted one "
+        "(minimal norms + AutoAttack's cascade, quick sizes) and PGD(20)'s upper bound "
+        "(default: none)",
     )
     train.add_argument(
         "--resume", action="store_true", help="with --defense: continue the run in --out"
