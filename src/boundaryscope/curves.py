@@ -25,7 +25,10 @@ from tqdm.auto import tqdm
 from boundaryscope._numbers import parse_number
 from boundaryscope._progress import tqdm_disable
 from boundaryscope.attacks import (
+    APGD,
+    APGDT,
     BIM,
+    FABT,
     FGSM,
     FMN,
     PGD,
@@ -37,6 +40,7 @@ from boundaryscope.attacks import (
     DeepFool,
     RandomDirection,
     SinglePixel,
+    Square,
     margin,
 )
 from boundaryscope.attacks.base import check_labels, unknown_name
@@ -72,6 +76,10 @@ CURVE_ATTACKS = (
     "random",
     "random-direction",
     "single-pixel",
+    "apgd-ce",
+    "apgd-t",
+    "fab-t",
+    "square",
 )
 
 
@@ -131,6 +139,10 @@ BUDGET_NORMS: dict[str, str] = {
     "random": "inf",
     "random-direction": _ANY_P,
     "single-pixel": "1",
+    "apgd-ce": "2 or inf",
+    "apgd-t": "2 or inf",
+    "fab-t": "2 or inf",
+    "square": "2 or inf",
 }
 
 
@@ -145,7 +157,8 @@ def budget_attack(
 ) -> Attack:
     """The budgeted attack called `name` at budget `eps` in the l_p norm (`CURVE_ATTACKS`).
 
-    `steps` sets the iterations of PGD, BIM and SPSA (``None``: each class's default).
+    `steps` sets the iterations of PGD, BIM, SPSA, APGD and FAB-T, and the queries of
+    Square (``None``: each class's default).
 
     Raises:
         ValueError: unknown `name`, or a `p` the attack does not implement (`BUDGET_NORMS`):
@@ -163,6 +176,7 @@ def budget_attack(
     if match:
         return Algorithm1(eps=eps, p=p, steps=int(match.group(1)), space=space)
     iterations: dict[str, Any] = {} if steps is None else {"steps": steps}
+    queries: dict[str, Any] = {} if steps is None else {"queries": steps}
     factories: dict[str, Callable[[], Attack]] = {
         "alg1": lambda: Algorithm1(eps=eps, p=p, space=space),
         "alg2": lambda: Algorithm2(eps=eps, p=p, space=space),
@@ -173,6 +187,10 @@ def budget_attack(
         "random": lambda: BernoulliNoise(eps=eps, seed=seed),
         "random-direction": lambda: RandomDirection(eps=eps, p=p, seed=seed),
         "single-pixel": lambda: SinglePixel(eps=eps, space=space),
+        "apgd-ce": lambda: APGD(eps=eps, p=p, seed=seed, **iterations),
+        "apgd-t": lambda: APGDT(eps=eps, p=p, seed=seed, **iterations),
+        "fab-t": lambda: FABT(eps=eps, p=p, seed=seed, **iterations),
+        "square": lambda: Square(eps=eps, p=p, seed=seed, **queries),
     }
     return factories[base]()
 

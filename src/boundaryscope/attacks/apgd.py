@@ -361,12 +361,34 @@ class APGDT(APGD):
     explicit ``target=`` at call time attacks that class only.
 
     Args:
+        eps: Radius of the l_p ball (input units).
+        p: ``inf`` or 2.
+        steps: Iterations per target and restart (AutoAttack: 100).
         targets: Other classes attacked, most likely first (at most ``classes − 1``).
-        **kwargs: As `APGD` (its ``loss`` is ``"dlr"``).
+        restarts: Random restarts per target.
+        loss: ``"dlr"`` (the targeted DLR) or ``"ce"`` (targeted cross-entropy).
+        seed: Seed of the random starts (one stream per image).
+        eot_samples: Gradient passes averaged per step.
+        batch_size: Samples per pass.
     """
 
-    def __init__(self, *, targets: int = 9, **kwargs: object) -> None:
-        super().__init__(**{"loss": "dlr", **kwargs})  # type: ignore[arg-type]
+    def __init__(
+        self,
+        *,
+        eps: float = 0.3,
+        p: float | str = math.inf,
+        steps: int = 100,
+        targets: int = 9,
+        restarts: int = 1,
+        loss: str = "dlr",
+        seed: int = 0,
+        eot_samples: int = 1,
+        batch_size: int = 256,
+    ) -> None:
+        super().__init__(
+            eps=eps, p=p, steps=steps, restarts=restarts, loss=loss, seed=seed,
+            eot_samples=eot_samples, batch_size=batch_size,
+        )  # fmt: skip
         if targets < 1:
             raise ValueError(f"The 'targets' parameter must be >= 1; got {targets!r}.")
         self.targets = int(targets)

@@ -40,6 +40,10 @@ BUDGETED = (
     "random",
     "random-direction",
     "single-pixel",
+    "apgd-ce",
+    "apgd-t",
+    "fab-t",
+    "square",
 )
 ATTACK_NAMES = (*MINIMAL, *BUDGETED)
 
