@@ -68,8 +68,21 @@ class FMN(Attack):
     the initial point (when it is adversarial) and is replaced only by a smaller
     adversarial one. On an affine classifier DeepFool's start is already the exact minimum.
 
+    **Restarts towards other classes** (ours, for robust models). The class DeepFool
+    crosses into first is often not the nearest one on adversarially trained networks; the
+    refinement then settles inside that class's region, 10–60% above the best norm (the
+    l2 tail on the PGD-AT LeNet, 20% of the images). After the main run, `restarts`
+    targeted runs (targeted DeepFool, then `restart_steps` targeted FMN steps) go towards
+    the classes whose linearised boundary is nearest at ``x`` (DeepFool's first
+    linearisation, ``|f_k − f_y| / ‖∇(f_k − f_y)‖_q``) other than the class reached; the
+    smallest point of all is then polished by `polish_steps` untargeted steps. Measured on
+    the PGD-AT LeNet, l2, per image against a 300-step, 9-restart reference: mean excess
+    5.4% → 1.3%, p90 16% → 3%, at 3.5× DeepFool's time (`benchmarks/minimal_norm.py`).
+    ``restarts=0`` is the refinement alone, as published.
+
     Cost per sample: the initial attack plus ``steps`` forward-backward passes of one
-    gradient, plus ``shrink_steps`` forward passes.
+    gradient, plus ``shrink_steps`` forward passes; each restart adds a targeted DeepFool
+    and ``restart_steps`` passes, and the polish ``polish_steps``.
 
     Args:
         p: 1, 2 or inf.
@@ -83,6 +96,10 @@ class FMN(Attack):
             2 for l1 (chosen on the shipped models: from 0.1 to 1, 30 steps went from
             +1.2% to +0.07% median excess over the best norm found on LeNet l2).
         shrink_steps: Final bisection steps along the ray (0 = off).
+        restarts: Targeted restarts towards the nearest other classes (0 = off; untargeted
+            calls only).
+        restart_steps: FMN steps of each restart.
+        polish_steps: Untargeted steps from the best point after the restarts.
         batch_size: Samples per pass.
         progress: Show a progress bar (``None``: only on a terminal).
 
@@ -112,12 +129,20 @@ class FMN(Attack):
         gamma: float = 0.05,
         step_size: float | None = None,
         shrink_steps: int = 10,
+        restarts: int = 2,
+        restart_steps: int = 10,
+        polish_steps: int = 20,
         batch_size: int = 256,
         progress: bool | None = False,
     ) -> None:
         self.p = parse_p(p)
         if self.p not in (1.0, 2.0, math.inf):
             raise ValueError(f"FMN supports p = 1, 2 or inf; got p={p!r}.")
+        if min(restarts, restart_steps, polish_steps) < 0:
+            raise ValueError(
+                "FMN needs restarts, restart_steps and polish_steps >= 0; got "
+                f"{restarts}, {restart_steps}, {polish_steps}."
+            )
         if steps < 0 or shrink_steps < 0 or batch_size < 1:
             raise ValueError(
                 "FMN needs steps >= 0, shrink_steps >= 0 and batch_size >= 1; got "
@@ -139,6 +164,9 @@ class FMN(Attack):
         self.gamma = gamma
         self.step_size = step_size
         self.shrink_steps = shrink_steps
+        self.restarts = restarts
+        self.restart_steps = restart_steps
+        self.polish_steps = polish_steps
         self.batch_size = batch_size
         self.progress = progress
 
@@ -167,6 +195,8 @@ class FMN(Attack):
         return (
             f"FMN(p={self.p!r}, steps={self.steps!r}, init={init}, gamma={self.gamma!r}, "
             f"step_size={self.step_size!r}, shrink_steps={self.shrink_steps!r}, "
+            f"restarts={self.restarts!r}, restart_steps={self.restart_steps!r}, "
+            f"polish_steps={self.polish_steps!r}, "
             f"batch_size={self.batch_size!r}, progress={self.progress!r})"
         )
 
@@ -189,7 +219,75 @@ class FMN(Attack):
                 clf, x, best, reference, target, self.shrink_steps, self.batch_size
             )
         iterations = start_iterations + self.steps
+        if self.restarts and target is None and clf.num_classes > 2:
+            best, more = self._other_classes(clf, x, reference, best)
+            for chunk in torch.arange(x.shape[0], device=x.device).split(self.batch_size):
+                best[chunk], _ = self._refine(
+                    clf, x[chunk], best[chunk], reference[chunk], None, self.polish_steps
+                )
+            if self.shrink_steps:
+                best = shrink_to_boundary(
+                    clf, x, best, reference, None, self.shrink_steps, self.batch_size
+                )
+            iterations = iterations + more + self.polish_steps
         return RawAttack(best, iterations, {"init_norms": init_norms})
+
+    def _linear_closeness(self, clf: Classifier, x: Tensor, reference: Tensor) -> Tensor:
+        """``−|f_k − f_y| / ‖∇(f_k − f_y)‖_q`` at ``x`` per class: larger = nearer boundary.
+
+        DeepFool's first linearisation, for every other class (one batched backward).
+        """
+        q = dual_exponent(self.p)
+        out = []
+        for chunk in torch.arange(x.shape[0], device=x.device).split(self.batch_size):
+            others = torch.arange(clf.num_classes, device=x.device).expand(chunk.numel(), -1)
+            _, diff, grad = clf.score_gradients(x[chunk], reference[chunk], others)
+            distance = diff.abs() / lp_norm(grad, q, start_dim=2).clamp_min(_TINY)
+            out.append(-distance)
+        return torch.cat(out)
+
+    def _other_classes(
+        self, clf: Classifier, x: Tensor, reference: Tensor, best: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Targeted restarts towards the next most likely classes; the smallest point wins.
+
+        On adversarially trained models the class DeepFool crosses into first is often not
+        the nearest one: the refinement then settles in a local optimum inside that class
+        region, 10–60% above the best norm (the l2 tail on the PGD-AT LeNet). Each restart
+        runs a targeted DeepFool towards one of the `restarts` highest-scoring classes at
+        ``x`` other than the one reached, refined by `restart_steps` targeted FMN steps.
+        """
+        scores = self._linear_closeness(clf, x, reference)
+        reached = predicted_labels(
+            torch.cat([clf.forward_scores(c) for c in best.split(self.batch_size)])
+        )
+        norms = torch.where(
+            is_adversarial(reached, reference, None), lp_norm(best - x, self.p), math.inf
+        )
+        masked = scores.scatter(1, reference[:, None], -math.inf)
+        valid = reached >= 0
+        masked[valid] = masked[valid].scatter(1, reached[valid, None], -math.inf)
+        count = min(self.restarts, clf.num_classes - 2)
+        ranked = masked.topk(max(count, 0), dim=1).indices
+        spent = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+        for rank in range(count):
+            target = ranked[:, rank]
+            attack = FMN(
+                p=self.p,
+                steps=self.restart_steps,
+                init=DeepFool(p=self.p, batch_size=self.batch_size),
+                gamma=self.gamma,
+                step_size=self.step_size,
+                shrink_steps=self.shrink_steps,
+                restarts=0,
+                batch_size=self.batch_size,
+            )
+            result = attack(clf, x, reference, target=target)
+            better = result.success & (result.norms.to(norms.dtype) < norms)
+            best = torch.where(_rows(better, x), result.adversarial.to(best.dtype), best)
+            norms = torch.where(better, result.norms.to(norms.dtype), norms)
+            spent += result.iterations
+        return best, spent
 
     def _start(
         self, clf: Classifier, x: Tensor, reference: Tensor, target: Tensor | None
@@ -226,8 +324,10 @@ class FMN(Attack):
         start: Tensor,
         reference: Tensor,
         target: Tensor | None,
+        steps: int | None = None,
     ) -> tuple[Tensor, Tensor]:
         """`steps` FMN steps for one chunk; returns the best points and the start's norms."""
+        steps = self.steps if steps is None else steps
         delta = clf.clip(start) - x
         lower, upper = clf.bounds[0] - x, clf.bounds[1] - x
         labels = predicted_labels(clf.forward_scores(x + delta))
@@ -237,8 +337,8 @@ class FMN(Attack):
         best_norm = init_norms.clone()
         eps = torch.where(found, init_norms, lp_norm(delta, self.p))
         q = dual_exponent(self.p)
-        for k in range(self.steps):
-            decay = 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * k / max(self.steps, 1)))
+        for k in range(steps):
+            decay = 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * k / max(steps, 1)))
             gamma, alpha = self.gamma * decay, self.step_size * decay
             loss, grad = clf.value_and_gradient(
                 x + delta, lambda scores: self._margin(scores, reference, target)
