@@ -14,7 +14,16 @@ which needs torchvision, and a visdom logger: stub modules are registered before
 — no attack here uses either) and Foolbox 3.3.4 (DDN, C&W). Foolbox's L2 FMN is left
 out: 3.3.4 projects with ``||x||`` instead of ``||x − x0||``.
 
-    python benchmarks/minimal_norm.py [--n 200] [--digits-n 100] [--part a|b|both] [--quick]
+Part (c): the standard, PGD-AT and CURE LeNets (benchmarks/results/robust_training), l2
+and l∞, our attacks only, counted by the classifier's pass counter: DeepFool, FMN-30 as
+published from DeepFool (``restarts=0``), FMN-30 with its targeted restarts (the default),
+FAB-T (9 targets × 100 steps, minimal-norm) and a 300-step FMN with 9 restarts of 100
+steps as the ALMA/DDN-1000-grade reference. Per method: the per-image ratio to the best
+norm any method found (median, mean, p90, max), AttackBench's optimality (Cinà et al.
+2025: one minus the area between the method's robust-accuracy-vs-ε curve and the best
+curve, relative to the area under the best curve) and forward/backward passes per image.
+
+    python benchmarks/minimal_norm.py [--n 200] [--digits-n 100] [--part a|b|c|all] [--quick]
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from torch import Tensor, nn
 
 from _common import RESULTS, table, write
 from boundaryscope import Classifier
-from boundaryscope.attacks import FMN, DeepFool
+from boundaryscope.attacks import FABT, FMN, DeepFool
 from boundaryscope.data import load_dataset
 from boundaryscope.norms import lp_norm
 from boundaryscope.verify import minimal_perturbation
@@ -231,23 +240,94 @@ def part_b(n: int, quick: bool, time_limit: float) -> dict[str, Any]:
     return results
 
 
+ROBUST_MODELS = {
+    "lenet": "zoo:lenet-mnist",
+    "lenet-pgd": str(RESULTS / "robust_training" / "lenet-pgd"),
+    "lenet-cure": str(RESULTS / "robust_training" / "lenet-cure"),
+}
+
+
+def optimality(norms: Tensor, best: Tensor) -> float:
+    """AttackBench's optimality: ``1 − ∫(ρ_a − ρ*)dε / ∫ρ* dε`` over ``[0, ε_max]``.
+
+    ``ρ(ε)`` is the share of images whose norm exceeds ε, so ``∫ρ dε`` is the mean norm
+    capped at ``ε_max`` (the largest finite best norm): a method as good as the best
+    on every image scores 1.
+    """
+    cap = float(best[torch.isfinite(best)].max())
+    ours, reference = norms.clamp(max=cap).mean(), best.clamp(max=cap).mean()
+    return float(1 - (ours - reference) / reference)
+
+
+def part_c(n: int) -> dict[str, Any]:
+    methods: dict[str, Callable[[float], Any]] = {
+        "DeepFool": lambda p: DeepFool(p=p),
+        "FMN 30 (published, restarts=0)": lambda p: FMN(p=p, steps=30, restarts=0),
+        "FMN 30 + 2 targeted restarts (default)": lambda p: FMN(p=p, steps=30),
+        "FAB-T 9x100": lambda p: FABT(p=p, steps=100, targets=9),
+        "reference: FMN 300 + 9 restarts x 100": lambda p: FMN(
+            p=p, steps=300, restarts=9, restart_steps=100, polish_steps=100
+        ),
+    }
+    results: dict[str, Any] = {}
+    for name, spec in ROBUST_MODELS.items():
+        loaded = load_model(spec)
+        model = loaded.module.eval()
+        x, y = correctly_classified(model, "mnist5k", n)
+        for p in (2.0, INF):
+            print(f"{name} l{p:g} on {len(x)} images", flush=True)
+            measured = {}
+            for method, make in methods.items():
+                clf = Classifier(model, bounds=loaded.bounds)
+                start = time.perf_counter()
+                result = make(p)(clf, x, y)
+                measured[method] = {
+                    "norms": result.norms.double(),
+                    "seconds": time.perf_counter() - start,
+                    "forward_per_image": clf.counter.forward_rows / len(x),
+                    "backward_per_image": clf.counter.backward_rows / len(x),
+                }
+            best = torch.stack([m["norms"] for m in measured.values()]).min(0).values
+            df_seconds = measured["DeepFool"]["seconds"]
+            rows = []
+            for method, m in measured.items():
+                ratio = m["norms"] / best
+                rows.append(
+                    {
+                        "method": method,
+                        **ratios(m["norms"], best),
+                        "p90_ratio": float(ratio.quantile(0.9)),
+                        "optimality": optimality(m["norms"], best),
+                        "forward_per_image": m["forward_per_image"],
+                        "backward_per_image": m["backward_per_image"],
+                        "seconds": m["seconds"],
+                        "time_vs_deepfool": m["seconds"] / df_seconds,
+                    }
+                )
+            results[f"{name}/l{p:g}"] = {"images": len(x), "rows": rows}
+            print(table(rows, list(rows[0])), flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="MNIST images per model")
     parser.add_argument("--digits-n", type=int, default=100, help="digits images for the MILP")
-    parser.add_argument("--part", choices=["a", "b", "both"], default="both")
+    parser.add_argument("--part", choices=["a", "b", "c", "both", "all"], default="all")
     parser.add_argument("--time-limit", type=float, default=30.0, help="MILP s per image")
     parser.add_argument("--quick", action="store_true", help="200 instead of 1000 peer steps")
     args = parser.parse_args()
     torch.set_num_threads(2)
     payload: dict[str, Any] = {"settings": vars(args)}
-    if args.part in ("a", "both"):
+    if args.part in ("a", "both", "all"):
         payload["mnist"] = part_a(args.n, args.quick)
-    if args.part in ("b", "both"):
+    if args.part in ("b", "both", "all"):
         payload["digits"] = part_b(args.digits_n, args.quick, args.time_limit)
+    if args.part in ("c", "all"):
+        payload["robust"] = part_c(min(args.n, 100))
     name = "minimal_norm" + ("_quick" if args.quick else "")
     previous = RESULTS / f"{name}.json"
-    if args.part != "both" and previous.exists():  # keep the other part's numbers
+    if args.part != "all" and previous.exists():  # keep the other parts' numbers
         kept = json.loads(previous.read_text())
         payload = {**{k: v for k, v in kept.items() if k != "machine"}, **payload}
     print("wrote", write(name, payload))

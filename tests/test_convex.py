@@ -118,6 +118,12 @@ def attack_for(name: str, eps: float):
         return SinglePixel(eps=eps)
     if name == "lbfgs":
         return LBFGS(search_steps=4, max_iter=50)
+    cascade = {"apgd-ce": {"steps": 10}, "apgd-t": {"steps": 10, "targets": 3},
+               "square": {"queries": 200}}  # fmt: skip
+    if name in cascade:
+        return ATTACKS[name](eps=eps, **cascade[name])
+    if name == "fab-t":
+        return ATTACKS[name](steps=10, targets=3)
     return ATTACKS[name]()
 
 

@@ -379,9 +379,8 @@ def evaluate(
             eps=e, p=p, steps=settings.fab_steps, targets=settings.targets, seed=seed,
             batch_size=size,
         ),
-        "square": lambda e: (
-            Square(eps=e, p=p, queries=settings.square_queries, seed=seed, batch_size=size)
-            if x.ndim == 4 else None
+        "square": lambda e: Square(
+            eps=e, p=p, queries=settings.square_queries, seed=seed, batch_size=size
         ),
     }  # fmt: skip
     for name in settings.attacks:

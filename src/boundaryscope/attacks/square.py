@@ -45,6 +45,19 @@ __all__ = ["Square", "square_fraction"]
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
+def _as_images(x: Tensor) -> Tensor:
+    """``x`` viewed as images ``(N, C, H, W)``.
+
+    ``(N, H, W)`` gets one channel; any other shape becomes one row of pixels
+    ``(N, 1, 1, d)``, whose windows are runs of pixels.
+    """
+    if x.ndim == 4:
+        return x
+    if x.ndim == 3:
+        return x.unsqueeze(1)
+    return x.reshape(x.shape[0], 1, 1, -1)
+
+
 def square_fraction(query: int, queries: int, p_init: float) -> float:
     """The window's share of the image at `query` (halved on the paper's schedule)."""
     scaled = int(query / queries * 10_000) if queries else query
@@ -91,24 +104,27 @@ class Square(Attack):
     def _run(
         self, clf: Classifier, x: Tensor, reference: Tensor, target: Tensor | None
     ) -> RawAttack:
-        if x.ndim != 4:
-            raise ValueError(
-                f"Square needs images (N, C, H, W); got inputs of shape {tuple(x.shape)}."
-            )
-        adversarial = x.clone()
+        shape = x.shape
+        images = _as_images(x)
+        adversarial = images.clone()
         iterations = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
         for chunk in torch.arange(x.shape[0], device=x.device).split(self.batch_size):
             tgt = None if target is None else target[chunk]
             adversarial[chunk], iterations[chunk] = self._attack_chunk(
-                clf, x[chunk], reference[chunk], tgt
+                clf, images[chunk], reference[chunk], tgt, shape[1:]
             )
-        return RawAttack(adversarial, iterations)
+        return RawAttack(adversarial.reshape(shape), iterations)
 
     def _margin(
-        self, clf: Classifier, points: Tensor, reference: Tensor, target: Tensor | None
+        self,
+        clf: Classifier,
+        points: Tensor,
+        reference: Tensor,
+        target: Tensor | None,
+        shape: tuple[int, ...],
     ) -> tuple[Tensor, Tensor]:
         """Margin loss ``(N,)`` (negative = adversarial) and the labels, in one pass."""
-        scores = clf.forward_scores(points)
+        scores = clf.forward_scores(points.reshape(-1, *shape))
         labels = predicted_labels(scores)
         if target is None:
             true = scores.gather(1, reference[:, None])[:, 0]
@@ -122,14 +138,19 @@ class Square(Attack):
         return margin, labels
 
     def _attack_chunk(
-        self, clf: Classifier, x: Tensor, reference: Tensor, target: Tensor | None
+        self,
+        clf: Classifier,
+        x: Tensor,
+        reference: Tensor,
+        target: Tensor | None,
+        shape: tuple[int, ...],
     ) -> tuple[Tensor, Tensor]:
         n, c, h, w = x.shape
         generators = image_generators(x, self.seed)
         lo, hi = clf.bounds
         delta = self._start(generators, x)
         current = (x + delta).clamp(lo, hi)
-        loss, labels = self._margin(clf, current, reference, target)
+        loss, labels = self._margin(clf, current, reference, target, shape)
         done = is_adversarial(labels, reference, target)
         used = torch.ones(n, dtype=torch.int64, device=x.device)
         for query in range(1, self.queries):
@@ -143,8 +164,9 @@ class Square(Attack):
                     generators[index], x[index], current[index], side, lo, hi
                 )
             new_loss, new_labels = self._margin(
-                clf, proposal, reference[active], None if target is None else target[active]
-            )
+                clf, proposal, reference[active],
+                None if target is None else target[active], shape,
+            )  # fmt: skip
             better = new_loss < loss[active]
             accepted = active[better]
             current[accepted] = proposal[better]

@@ -22,6 +22,7 @@ with what the user named.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -29,6 +30,7 @@ import json
 import logging
 import math
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -329,13 +331,6 @@ def _import_module(name: str, spec: str) -> ModuleType:
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
         return module
-    cwd = str(Path.cwd())
-    # The console script does not put the working directory on the path (`python -m`
-    # does); it is added for this import only, so later imports never pick up a module
-    # that happens to lie in the working directory.
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as error:
@@ -343,6 +338,22 @@ def _import_module(name: str, spec: str) -> ModuleType:
             f"--model {spec!r}: cannot import {name!r} ({error}). Run from the folder that holds "
             f"it, or give the file: './{name.replace('.', '/')}.py:factory'."
         ) from None
+
+
+@contextlib.contextmanager
+def _working_directory_on_path() -> Iterator[None]:
+    """The working directory first on ``sys.path`` while the user's own code loads and runs.
+
+    The console script does not put it there (``python -m`` does). It is added only for
+    the import and the call of the factory the user named, so that later imports never
+    pick up a module that happens to lie in the working directory.
+    """
+    cwd = str(Path.cwd())
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
     finally:
         if added and cwd in sys.path:
             sys.path.remove(cwd)
@@ -350,10 +361,11 @@ def _import_module(name: str, spec: str) -> ModuleType:
 
 def _from_factory(spec: str) -> nn.Module:
     module_name, _, factory_name = spec.rpartition(":")
-    factory = getattr(_import_module(module_name, spec), factory_name, None)
-    if factory is None or not callable(factory):
-        raise ValueError(f"{module_name} has no callable {factory_name!r} (from {spec!r}).")
-    module = factory()
+    with _working_directory_on_path():
+        factory = getattr(_import_module(module_name, spec), factory_name, None)
+        if factory is None or not callable(factory):
+            raise ValueError(f"{module_name} has no callable {factory_name!r} (from {spec!r}).")
+        module = factory()
     if not isinstance(module, nn.Module):
         raise ValueError(f"{spec} must return a torch.nn.Module; got {type(module).__name__}.")
     return module
