@@ -74,6 +74,7 @@ bench: setup-bench
 	$(PY) benchmarks/regions.py
 	$(PY) benchmarks/robust_training.py
 	$(PY) benchmarks/minimal_norm.py
+	$(PY) benchmarks/evaluation.py
 	$(PY) benchmarks/scaling.py
 
 clean:
