@@ -145,6 +145,7 @@ class Evaluation:
         checks: The failure checks.
         cost: Per stage: seconds, images attacked, forward and backward rows.
         config: The settings used (EoT resolved).
+        minimal_label: What produced the minimal norms (``"DeepFool + FMN-30"``).
     """
 
     p: float
@@ -156,6 +157,7 @@ class Evaluation:
     checks: list[FailureCheck]
     cost: dict[str, dict[str, float]]
     config: EvaluationConfig
+    minimal_label: str = ""
 
     @property
     def clean_accuracy(self) -> float:
@@ -211,7 +213,7 @@ class Evaluation:
             "p": self.p,
             "n": int(self.correct.numel()),
             "epsilons": list(self.epsilons),
-            "evaluation": describe(self.config),
+            "evaluation": describe(self.config, self.minimal_label),
             "clean_accuracy": self.clean_accuracy,
             "budgets": budgets,
             "minimal_norm": self.minimal_norm.tolist(),
@@ -242,14 +244,14 @@ class Evaluation:
             "autoattack_acc": f"{100 * self.robust_accuracy(eps):.2f}",
             "external": "",
             "n_examples": int(self.correct.numel()),
-            "footnote": f"boundaryscope evaluate: {describe(self.config)}",
+            "footnote": f"boundaryscope evaluate: {describe(self.config, self.minimal_label)}",
             "additional_data": False,
         }
 
 
-def describe(config: EvaluationConfig) -> str:
+def describe(config: EvaluationConfig, minimal_label: str = "") -> str:
     """One line naming the stages and their sizes."""
-    stages = [f"DeepFool + FMN-{config.minimal_steps}"]
+    stages = [minimal_label or f"DeepFool + FMN-{config.minimal_steps}"]
     names = {
         "apgd-ce": f"APGD-CE ({config.apgd_steps} steps)",
         "apgd-t": f"APGD-T ({config.targets} targets × {config.apgd_steps} steps)",
@@ -269,6 +271,7 @@ def evaluate(
     config: EvaluationConfig | str = "standard",
     *,
     minimal: Tensor | None = None,
+    minimal_label: str = "given minimal norms",
     seed: int = 0,
     progress: bool | None = None,
 ) -> Evaluation:
@@ -283,6 +286,7 @@ def evaluate(
         config: An `EvaluationConfig` or the name of one in `PROFILES`.
         minimal: ``(N,)`` norms of a minimal-norm attack already run on these images
             (``inf`` where it failed); the minimal-norm stage is then skipped.
+        minimal_label: What produced `minimal`, for the description.
         seed: Seed of every random start and search.
         progress: Progress bar over the stages (``None``: only on a terminal).
 
@@ -396,6 +400,9 @@ def evaluate(
         checks=[],
         cost=cost,
         config=settings,
+        minimal_label=(
+            minimal_label if minimal is not None else f"DeepFool + FMN-{settings.minimal_steps}"
+        ),
     )
     evaluation.checks = checks.results(evaluation)
     return evaluation

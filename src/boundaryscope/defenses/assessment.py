@@ -286,13 +286,14 @@ def assess(
     timer = time.perf_counter()
     evaluation = evaluate(
         clf, x, y, epsilons, math.inf, config.evaluation,
-        minimal=torch.where(correct, deepfool["linf"], 0.0), seed=seed, progress=False,
+        minimal=torch.where(correct, deepfool["linf"], 0.0), minimal_label="l∞ DeepFool",
+        seed=seed, progress=False,
     )  # fmt: skip
     for eps in epsilons:
         table[f"{eps:g}"][TRUSTED] = evaluation.robust_accuracy(eps)
     out["robust"] = table
     out["evaluation"] = {
-        "description": describe(evaluation.config),
+        "description": describe(evaluation.config, evaluation.minimal_label),
         "checks_fired": [asdict(c) for c in evaluation.fired],
     }
     seconds["evaluation"] = time.perf_counter() - timer

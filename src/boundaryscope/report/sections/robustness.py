@@ -266,7 +266,9 @@ class RobustnessAnalysis(Analysis):
             if key == "l2":
                 l2_result = attack_result
         result["fgsm"] = self._fgsm(ctx, correct)
-        result["robust_accuracy"] = self._robust_accuracy(ctx, correct, smallest, cfg.evaluation)
+        result["robust_accuracy"] = self._robust_accuracy(
+            ctx, correct, smallest, cfg.evaluation, f"DeepFool + FMN-{cfg.tightest_steps}"
+        )
         assert l2_result is not None
         result["examples"] = self._examples(l2_result, x, correct, cfg.examples)
         return result
@@ -308,6 +310,7 @@ class RobustnessAnalysis(Analysis):
         correct: torch.Tensor,
         smallest: dict[float, torch.Tensor],
         profile: str,
+        minimal_label: str,
     ) -> list[dict[str, Any]]:
         """Robust accuracy at the data's usual budgets (`usual_budgets`), per image.
 
@@ -325,7 +328,7 @@ class RobustnessAnalysis(Analysis):
             minimal = torch.where(correct, smallest[p].to(correct.device), 0.0)
             evaluation = evaluate(
                 ctx.clf, x, y, [b.eps for b in chosen], p, profile,
-                minimal=minimal, seed=ctx.seed, progress=False,
+                minimal=minimal, minimal_label=minimal_label, seed=ctx.seed, progress=False,
             )  # fmt: skip
             report = evaluation.to_dict()
             by_eps = {entry["eps"]: entry for entry in report["budgets"]}
