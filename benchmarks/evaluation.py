@@ -119,10 +119,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_mnist5k("test").balanced(args.n)
-    rows = [
-        run_model(name, MODELS[name], data.x, data.y, args.profile)
-        for name in args.models.split(",")
-    ]
+    rows = []
+    for name in args.models.split(","):
+        rows.append(run_model(name, MODELS[name], data.x, data.y, args.profile))
+        payload = {"profile": args.profile, "n": len(data), "epsilons": list(EPSILONS)}
+        write(f"evaluation_{args.profile}", {**payload, "rows": rows})  # after each model
     columns = ["model", "clean_accuracy"]
     for eps in EPSILONS:
         columns += [f"pgd20@{eps}", f"torchattacks@{eps}", f"ours@{eps}"]
