@@ -441,11 +441,7 @@ class _Checks:
     def __post_init__(self) -> None:
         clf, x, y = self.clf, self.x, self.y
         with clf.session(), torch.no_grad():
-            first = (
-                torch.cat([clf.forward_scores(c) for c in x.split(256)])
-                if len(x)
-                else x.new_zeros(0, 2)
-            )
+            first = clf.scores(x, 256) if len(x) else x.new_zeros(0, 2)
             probe = x[: min(16, len(x))]
             again = clf.forward_scores(probe) if len(probe) else probe
         finite = torch.isfinite(first).all(dim=1)

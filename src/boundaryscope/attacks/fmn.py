@@ -258,9 +258,7 @@ class FMN(Attack):
         ``x`` other than the one reached, refined by `restart_steps` targeted FMN steps.
         """
         scores = self._linear_closeness(clf, x, reference)
-        reached = predicted_labels(
-            torch.cat([clf.forward_scores(c) for c in best.split(self.batch_size)])
-        )
+        reached = predicted_labels(clf.scores(best, self.batch_size))
         norms = torch.where(
             is_adversarial(reached, reference, None), lp_norm(best - x, self.p), math.inf
         )
