@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +54,23 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def import_adv_lib() -> Any:
+    """adv_lib.attacks without torchvision and visdom (LPIPS and the live plots: unused).
+
+    adv_lib (``pip install --no-deps adv-lib``) imports LPIPS, which needs torchvision, and
+    a visdom logger at package import: stub modules are registered first.
+    """
+    for name in ("torchvision", "visdom"):
+        if name not in sys.modules:
+            try:
+                __import__(name)
+            except ImportError:
+                stub = types.ModuleType(name)
+                stub.models = types.SimpleNamespace()  # type: ignore[attr-defined]
+                stub.Visdom = object  # type: ignore[attr-defined]
+                sys.modules[name] = stub
+    import adv_lib.attacks as attacks
+
+    return attacks

@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
-import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -41,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from _common import RESULTS, table, write
+from _common import RESULTS, import_adv_lib, table, write
 from boundaryscope import Classifier
 from boundaryscope.attacks import FABT, FMN, DeepFool
 from boundaryscope.data import load_dataset
@@ -54,22 +52,6 @@ INF = math.inf
 Method = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 
-def _import_adv_lib() -> Any:
-    """adv_lib.attacks without torchvision and visdom (LPIPS and the live plots: unused)."""
-    for name in ("torchvision", "visdom"):
-        if name not in sys.modules:
-            try:
-                __import__(name)
-            except ImportError:
-                stub = types.ModuleType(name)
-                stub.models = types.SimpleNamespace()  # type: ignore[attr-defined]
-                stub.Visdom = object  # type: ignore[attr-defined]
-                sys.modules[name] = stub
-    import adv_lib.attacks as attacks
-
-    return attacks
-
-
 def boundaryscope_methods(p: float, quick: bool) -> dict[str, Method]:
     def run(make: Callable[[], Any]) -> Method:
         def method(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -79,7 +61,7 @@ def boundaryscope_methods(p: float, quick: bool) -> dict[str, Method]:
 
     methods = {
         "bs DeepFool (default)": run(lambda: DeepFool(p=p)),
-        "bs DeepFool box_aware": run(lambda: DeepFool(p=p, box_aware=True)),
+        "bs DeepFool freeze": run(lambda: DeepFool(p=p, box="freeze", polish_steps=0)),
         "bs DeepFool published": run(lambda: DeepFool.as_published(p=p)),
     }
     for steps in (10, 30) if quick else (10, 30, 100):
@@ -88,7 +70,7 @@ def boundaryscope_methods(p: float, quick: bool) -> dict[str, Method]:
 
 
 def peer_methods(p: float, quick: bool) -> dict[str, Method]:
-    attacks = _import_adv_lib()
+    attacks = import_adv_lib()
     long = 200 if quick else 1000
     methods: dict[str, Method] = {}
     norm = 2 if p == 2 else (INF if p == INF else 1)

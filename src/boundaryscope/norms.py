@@ -217,6 +217,7 @@ def project_hyperplane_box(
     and ``<w, δ>`` is monotone in ``λ`` (resp. ``t``), so `iterations` steps of bisection
     find it. Where even the whole box cannot reach ``b``, the box point that comes closest
     is returned (the hyperplane is out of reach; the attack then cannot cross it here).
+    A sample whose box is unbounded gets the unconstrained step (DeepFool's eq. 3.12).
 
     Args:
         w: ``(N, *shape)`` normals.
@@ -245,6 +246,11 @@ def project_hyperplane_box(
 
     # An upper end of the multiplier large enough to saturate every coordinate.
     span = (upper - lower).flatten(1).abs().amax(dim=1)
+    unbounded = ~torch.isfinite(span)
+    if bool(unbounded.all()):
+        q = dual_exponent(p)
+        return linear_step(b.abs() / lp_norm(w, q).clamp_min(_TINY), direction, p)
+    span = torch.where(unbounded, torch.zeros_like(span), span)
     if p == 2:
         smallest = direction.flatten(1).abs().where(direction.flatten(1) != 0, torch.inf)
         high = span / smallest.amin(dim=1).clamp_min(_TINY)
@@ -257,4 +263,7 @@ def project_hyperplane_box(
         short = reach(middle) < target
         low = torch.where(short, middle, low)
         high = torch.where(short, high, middle)
+    if bool(unbounded.any()):
+        free = linear_step(b.abs() / lp_norm(w, dual_exponent(p)).clamp_min(_TINY), direction, p)
+        return torch.where(unbounded.view(shape), free, step(high))
     return step(high)
