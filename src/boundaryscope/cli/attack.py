@@ -117,7 +117,7 @@ class AttackCommand(Command):
         parser.add_argument(
             "--paper-exact",
             action="store_true",
-            help="deepfool exactly as published (no box-aware steps or refinement)",
+            help="deepfool exactly as published (no projected step, landing or polish)",
         )
         parser.add_argument(
             "--batch-size",

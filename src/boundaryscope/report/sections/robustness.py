@@ -49,7 +49,7 @@ class RobustnessSettings:
         deepfool_steps: DeepFool's maximum iterations.
         candidates: DeepFool's candidate classes.
         overshoot: DeepFool's overshoot.
-        paper_exact: Run DeepFool as published, without its box-aware/refinement extras.
+        paper_exact: Run DeepFool as published, without its projected step, landing and polish.
         tightest_steps: FMN steps refining each DeepFool point into the "tightest
             estimate" of the minimal perturbation (0 = off).
         evaluation: Profile of `boundaryscope.evaluation` (AutoAttack's cascade on the
