@@ -213,7 +213,9 @@ def box_constrained_minimum(W, b, x, p, lo=0.0, hi=1.0):
                 best = min(best, res.fun)
         else:
             box = [(lo - xi, hi - xi) for xi in x]
-            corner = np.array([b_hi if wj > 0 else b_lo for wj, (b_lo, b_hi) in zip(w, box)])
+            corner = np.array(
+                [b_hi if wj > 0 else b_lo for wj, (b_lo, b_hi) in zip(w, box, strict=True)]
+            )
             if c + w @ corner < 0:
                 continue  # no point of the box reaches this class
             res = minimize(

@@ -98,6 +98,31 @@ def test_verdict_names_classes_by_number_without_the_accuracy_section():
     assert rows["most fragile classes (l2)"].value.startswith("1 (0.6)")
 
 
+def test_advice_reads_every_budget_on_its_own():
+    # Issue 25: "Not robust at l∞ 0.3" right under "≤ 79.2% at l∞ 0.1".
+    def advice(accuracies):
+        budgets = [
+            {
+                "p": math.inf,
+                "eps": eps,
+                "label": f"{eps:g}",
+                "robust_accuracy": a,
+                "convention": "MNIST",
+            }
+            for eps, a in zip((0.1, 0.2, 0.3), accuracies, strict=True)
+        ]
+        robustness = {**_robustness_result(), "robust_accuracy": budgets}
+        return build_verdict({"robustness": robustness}, (1, 28, 28)).advice
+
+    mixed = advice([0.792, 0.113, 0.0])[0]
+    assert "79% at ε = 0.1, 11% at ε = 0.2, 0% at ε = 0.3" in mixed
+    assert "holds at the smaller budgets and breaks from ε = 0.3 on" in mixed
+    assert "Not robust" not in mixed and "--defense pgd" in mixed
+    assert advice([0.05, 0.0, 0.0])[0].startswith("Not robust at any l∞ budget measured")
+    robust = advice([0.95, 0.9, 0.8])[0]
+    assert "upper bound" in robust and "--defense" not in robust
+
+
 def test_verdict_leaves_out_what_was_not_run():
     assert build_verdict({}, (3, 32, 32)).rows == []
     only_accuracy = build_verdict({"accuracy": {"accuracy": 0.5, "n": 2}}, (3, 32, 32))
@@ -114,6 +139,19 @@ def test_citations_link_known_works_and_refuse_unknown_ones():
     assert [key for key, _ in citations.works()] == ["balda", "thesis"]  # by label
     with pytest.raises(KeyError, match="nosuch"):
         citations.link("[[nosuch]]")
+
+
+def test_table_cells_link_citations_and_keep_unknown_markers_as_text(tmp_path):
+    # Issue 25: a report table printed the raw markup [[thesis, Table 3.2]].
+    rows = [["ρ_adv l∞ ([[thesis, Table 3.2]])", "0.1"], ["model [[mine]] <b>", "2"]]
+    section = Section("Demo", "intro", tables=[("caption", ["[[balda]]", "value"], rows)])
+    section.anchor = "s-demo"
+    page = write_html(
+        tmp_path, {"model": "m", "data": "d", "n": 1, "profile": "quick", "seed": 0}, {}, [section]
+    ).read_text()
+    assert "[[thesis" not in page and "[[balda]]" not in page
+    assert 'href="#ref-thesis">Moosavi-Dezfooli 2019, Table 3.2</a>' in page
+    assert "model [[mine]] &lt;b&gt;" in page  # data, not a citation: shown as text
 
 
 def test_every_marker_in_the_sections_names_a_work():

@@ -123,7 +123,7 @@ class Citations:
 
     cited: list[str] = field(default_factory=list)
 
-    def link(self, text: str) -> str:
+    def link(self, text: str, strict: bool = True) -> str:
         """`text`, HTML-escaped, with every ``[[key, locator]]`` replaced by a bibliography link.
 
         Every text a page shows is plain text, escaped here: numbers and names read back
@@ -131,15 +131,19 @@ class Citations:
 
         Args:
             text: Plain text; `backticks` quote commands, shown as code.
+            strict: Refuse a marker of an unknown work (section texts: a typo); else, for
+                table cells that also hold data (a model's name), leave it as text.
 
         Raises:
-            KeyError: A marker names a work that is not in `BIBLIOGRAPHY`.
+            KeyError: A marker names a work that is not in `BIBLIOGRAPHY` (if `strict`).
         """
         # Plain text may quote commands in `backticks`, shown as code.
         body = _CODE.sub(r"<code>\1</code>", html.escape(text))
 
         def replace(match: re.Match[str]) -> str:
             key, locator = match.group(1), match.group(2)
+            if key not in BIBLIOGRAPHY and not strict:
+                return match.group(0)
             if key not in BIBLIOGRAPHY:
                 raise KeyError(f"citation [[{key}]]: not in the bibliography {list(BIBLIOGRAPHY)}")
             if key not in self.cited:

@@ -213,27 +213,39 @@ def _universal_row(universal: dict[str, Any]) -> VerdictRow:
 
 
 def _advice(robustness: dict[str, Any] | None) -> list[str]:
-    """What to do next, from the robust accuracy at the data's main budget."""
+    """What to do next, from the robust accuracy at every budget measured (l∞ first).
+
+    Each ε is read on its own: a model that holds at 0.1 and breaks at 0.3 is told both,
+    never "not robust" under a table that shows it robust at the smaller budget.
+    """
     if not robustness or not robustness.get("robust_accuracy"):
         return []
-    main = max(
-        (e for e in robustness["robust_accuracy"] if math.isinf(e["p"])),
-        key=lambda e: e["eps"],
-        default=robustness["robust_accuracy"][0],
-    )
-    norm = "l∞" if math.isinf(main["p"]) else "l2"
-    if main["robust_accuracy"] < 0.1:
+    budgets = robustness["robust_accuracy"]
+    linf = [e for e in budgets if math.isinf(e["p"])]
+    entries = sorted(linf or budgets[:1], key=lambda e: e["eps"])
+    norm = "l∞" if math.isinf(entries[0]["p"]) else "l2"
+    summary = ", ".join(f"{e['robust_accuracy']:.0%} at ε = {e['label']}" for e in entries)
+    broken = [e for e in entries if e["robust_accuracy"] < 0.1]
+    if broken:
+        first = broken[0]
+        if first is entries[0]:
+            reading = f"Not robust at any {norm} budget measured ({summary}): almost every "
+            reading += "image can be flipped."
+        else:
+            reading = (
+                f"Robust accuracy ({norm}): {summary}. The model holds at the smaller "
+                f"budgets and breaks from ε = {first['label']} on."
+            )
         return [
-            f"Not robust at the usual budget ({norm} ε = {main['label']}): almost every "
-            "image can be flipped. Adversarial training raises it most "
+            reading + " Adversarial training raises it most "
             "(`boundaryscope train --defense pgd`, [[madry]]); DeepFool fine-tuning "
             "(`--defense deepfool`, [[thesis, §3.3]]) and curvature regularisation "
             "(`--defense cure`, [[cure]]) are cheaper and enlarge the minimal perturbation. "
             "Compare the runs with `boundaryscope compare`.",
         ]
     return [
-        f"{main['robust_accuracy']:.0%} of the images resist the minimal-perturbation attacks "
-        f"and AutoAttack's cascade ([[autoattack]]) at {norm} ε = {main['label']}. It is still "
-        "an upper bound: quote it with the attacks that produced it, and with `boundaryscope "
+        f"Robust accuracy ({norm}): {summary} — the images that resist the minimal-"
+        "perturbation attacks and AutoAttack's cascade ([[autoattack]]). Each is still an "
+        "upper bound: quote it with the attacks that produced it, and with `boundaryscope "
         "evaluate --profile standard` (AutoAttack's full sizes) if the report used fewer.",
     ]
