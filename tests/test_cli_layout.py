@@ -153,6 +153,18 @@ def test_python_dash_m_and_version():
     assert done.returncode == 0 and done.stdout.startswith("boundaryscope ")
 
 
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["train", "--help"]])
+def test_version_and_help_do_not_load_torch(argv):
+    # Issue 25: `--version` and `--help` took 2.5 s importing torch.
+    probe = (
+        "import sys; from boundaryscope.cli import main; code = main(sys.argv[1:]); "
+        "sys.stdout.flush(); sys.exit(3 if 'torch' in sys.modules else code)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(("boundaryscope ", "usage: boundaryscope"))
+
+
 def test_balanced_sample_spreads_over_the_classes(mnist_test):
     sample = mnist_test.balanced(25)
     counts = torch.bincount(sample.y, minlength=10)

@@ -51,7 +51,7 @@ class TrainCommand(Command):
 
 
 def _add_arguments(train: argparse.ArgumentParser) -> None:
-    from boundaryscope.defenses.recipes import DEFENSES
+    from boundaryscope.defenses.catalogue import DEFENSES
 
     train.description = (
         "Without --defense: train --arch from scratch (SGD + momentum) into --out DIR "

@@ -1,29 +1,60 @@
-"""Making classifiers more robust: one training loop (thesis §3.3, §8) with pluggable objectives."""
+"""Making classifiers more robust: one training loop (thesis §3.3, §8) with pluggable objectives.
 
-from boundaryscope.defenses.objectives import (
-    CURE,
-    DeepFoolFinetune,
-    FGSMFinetune,
-    Objective,
-    PerturbedSet,
-    PGDTraining,
-    Standard,
-    cure_penalty,
-    cure_step_size,
-)
-from boundaryscope.defenses.training import (
-    FitResult,
-    Monitor,
-    TrainConfig,
-    TrainHistory,
-    accuracy,
-    fit,
-)
-from boundaryscope.defenses.universal_finetune import (
-    UniversalFinetune,
-    UniversalPool,
-    universal_finetune,
-)
+Names are imported on first use (PEP 562): `boundaryscope.defenses.catalogue`, which
+``boundaryscope train --help`` reads, must not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from boundaryscope.defenses.objectives import (
+        CURE,
+        DeepFoolFinetune,
+        FGSMFinetune,
+        Objective,
+        PerturbedSet,
+        PGDTraining,
+        Standard,
+        cure_penalty,
+        cure_step_size,
+    )
+    from boundaryscope.defenses.training import (
+        FitResult,
+        Monitor,
+        TrainConfig,
+        TrainHistory,
+        accuracy,
+        fit,
+    )
+    from boundaryscope.defenses.universal_finetune import (
+        UniversalFinetune,
+        UniversalPool,
+        universal_finetune,
+    )
+
+_HOMES = {
+    "CURE": "boundaryscope.defenses.objectives",
+    "DeepFoolFinetune": "boundaryscope.defenses.objectives",
+    "FGSMFinetune": "boundaryscope.defenses.objectives",
+    "FitResult": "boundaryscope.defenses.training",
+    "Monitor": "boundaryscope.defenses.training",
+    "Objective": "boundaryscope.defenses.objectives",
+    "PGDTraining": "boundaryscope.defenses.objectives",
+    "PerturbedSet": "boundaryscope.defenses.objectives",
+    "Standard": "boundaryscope.defenses.objectives",
+    "TrainConfig": "boundaryscope.defenses.training",
+    "TrainHistory": "boundaryscope.defenses.training",
+    "UniversalFinetune": "boundaryscope.defenses.universal_finetune",
+    "UniversalPool": "boundaryscope.defenses.universal_finetune",
+    "accuracy": "boundaryscope.defenses.training",
+    "cure_penalty": "boundaryscope.defenses.objectives",
+    "cure_step_size": "boundaryscope.defenses.objectives",
+    "fit": "boundaryscope.defenses.training",
+    "universal_finetune": "boundaryscope.defenses.universal_finetune",
+}
 
 __all__ = [
     "CURE",
@@ -45,3 +76,9 @@ __all__ = [
     "fit",
     "universal_finetune",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'boundaryscope.defenses' has no attribute {name!r}")
