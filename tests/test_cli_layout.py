@@ -126,6 +126,17 @@ def test_foolbox_habits_meet_the_boundaryscope_way(lenet_clf, mnist_test):
         PGD()(torch.nn.Linear(2, 2), x)
 
 
+def test_torchattacks_habit_gets_the_working_form(lenet_clf):
+    # Issue 25: PGD(model, eps=...) gave a raw TypeError.
+    with pytest.raises(TypeError, match=r"PGD\(eps=8/255\)\(Classifier\(model.*Sequential"):
+        PGD(lenet_clf.model, eps=0.3)
+    from boundaryscope.attacks import DeepFool
+
+    with pytest.raises(TypeError, match=r"DeepFool takes its settings as keywords"):
+        DeepFool(lenet_clf.model)
+    assert isinstance(PGD(eps=0.3), PGD)
+
+
 def test_arch_takes_constructor_settings_and_refuses_inputs_it_cannot_take():
     assert parse_arch("lenet:num_classes=3,image_size=32") == (
         "lenet",

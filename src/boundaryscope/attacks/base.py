@@ -172,6 +172,22 @@ class Attack(ABC):
     p: float = 2.0
     batch_size: int = 256
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Attack:
+        """Refuses positional settings, with the form that works (the torchattacks habit).
+
+        torchattacks builds ``PGD(model, eps=…)``; here settings are keywords and the
+        model comes at call time, wrapped in a `Classifier` that knows the input box.
+        """
+        if args:
+            got = ", ".join(type(a).__name__ for a in args)
+            raise TypeError(
+                f"{cls.__name__} takes its settings as keywords and the model at call time: "
+                f"{cls.__name__}(eps=8/255)(Classifier(model, bounds=(0, 1)), x, y), one "
+                f"attack object for every batch and model; got positional argument(s) of "
+                f"type {got}."
+            )
+        return super().__new__(cls)
+
     def __repr__(self) -> str:
         """``Name(param=value, ...)`` over the constructor's parameters, which ``eval`` rebuilds."""
         parameters = inspect.signature(type(self).__init__).parameters
