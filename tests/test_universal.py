@@ -260,7 +260,7 @@ def test_universal_finetune_on_a_copy(mnist_test):
 
 
 def test_adaptive_magnitude_just_fools(lenet_clf, mnist_test):
-    from boundaryscope.defenses.universal_finetune import _perturbed_training_set
+    from boundaryscope.defenses.universal_pool import _perturbed_training_set
 
     x = mnist_test.x[:60]
     pool = [universal_perturbation(lenet_clf, x, 0.4, max_passes=1, variant="minibatch").v]

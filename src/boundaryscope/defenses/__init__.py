@@ -1,7 +1,9 @@
 """Making classifiers more robust: one training loop (thesis §3.3, §8) with pluggable objectives.
 
 Names are imported on first use (PEP 562): `boundaryscope.defenses.catalogue`, which
-``boundaryscope train --help`` reads, must not load torch.
+``boundaryscope train --help`` reads, must not load torch. No submodule may share a name
+with a function exported here: importing it would rebind the package attribute to the
+module (why `universal_finetune` lives in `universal_pool`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
         accuracy,
         fit,
     )
-    from boundaryscope.defenses.universal_finetune import (
+    from boundaryscope.defenses.universal_pool import (
         UniversalFinetune,
         UniversalPool,
         universal_finetune,
@@ -47,13 +49,13 @@ _HOMES = {
     "Standard": "boundaryscope.defenses.objectives",
     "TrainConfig": "boundaryscope.defenses.training",
     "TrainHistory": "boundaryscope.defenses.training",
-    "UniversalFinetune": "boundaryscope.defenses.universal_finetune",
-    "UniversalPool": "boundaryscope.defenses.universal_finetune",
+    "UniversalFinetune": "boundaryscope.defenses.universal_pool",
+    "UniversalPool": "boundaryscope.defenses.universal_pool",
     "accuracy": "boundaryscope.defenses.training",
     "cure_penalty": "boundaryscope.defenses.objectives",
     "cure_step_size": "boundaryscope.defenses.objectives",
     "fit": "boundaryscope.defenses.training",
-    "universal_finetune": "boundaryscope.defenses.universal_finetune",
+    "universal_finetune": "boundaryscope.defenses.universal_pool",
 }
 
 __all__ = [

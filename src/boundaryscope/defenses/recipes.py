@@ -141,7 +141,7 @@ def defense_objective(
         "cure": lambda: CURE(lam=lam, h=h, ramp_epochs=ramp_epochs),
     }
     if name == "universal":
-        from boundaryscope.defenses.universal_finetune import UniversalPool
+        from boundaryscope.defenses.universal_pool import UniversalPool
 
         return UniversalPool(xi=xi, seed=seed)
     if name not in factories:
