@@ -13,7 +13,7 @@ TORCH_SPEC ?= torch==2.13.0
 REPORT_DIR ?= runs/report
 REPORT_ARGS ?=
 
-.PHONY: setup setup-dev setup-bench report test test-slow lint bench clean screenshot
+.PHONY: setup setup-dev setup-bench report test test-slow lint bench bench-gpu clean screenshot
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,11 @@ bench: setup-bench
 	$(PY) benchmarks/minimal_norm.py
 	$(PY) benchmarks/evaluation.py
 	$(PY) benchmarks/scaling.py
+	$(PY) benchmarks/gpu.py --cifar-n 32 --imagenet-n 4 --batch 32
+
+# The device benchmark alone, for a lent GPU (about 10 minutes at most).
+bench-gpu: setup-bench
+	$(PY) benchmarks/gpu.py --device cuda
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
