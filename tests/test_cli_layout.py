@@ -212,3 +212,34 @@ def test_every_command_refuses_a_file_name_as_out(command, tmp_path, capsys):
     assert main([*command, "--out", str(tmp_path / "x.json")]) == 2
     assert "output directory of every command" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_budgeted_attacks_without_eps_take_a_tenth_of_the_box(lenet_clf, mnist_test):
+    # Issue 25: PGD() silently used eps = 0.1 whatever the data.
+    from boundaryscope import Classifier
+    from boundaryscope.attacks import APGD, FGSM, SPSA, Algorithm1, Square
+
+    x = mnist_test.x[:4]
+    same = PGD(steps=3)(lenet_clf, x)
+    assert torch.equal(same.adversarial, PGD(eps=0.1, steps=3)(lenet_clf, x).adversarial)
+    scaled_net = torch.nn.Sequential(lambda_layer(1 / 255), lenet_clf.model).eval()
+    scaled = Classifier(scaled_net, (0, 255))
+    for attack, fraction in [(PGD(steps=3), 0.1), (FGSM(), 0.1), (APGD(steps=3), 0.3),
+                             (Square(queries=5), 0.3), (Algorithm1(), 0.1),
+                             (SPSA(steps=12, samples=2), 0.1)]:  # fmt: skip
+        result = attack(scaled, 255 * x)
+        assert float(result.perturbation.abs().amax()) <= fraction * 255 * (1 + 1e-5)
+        assert float(result.perturbation.abs().amax()) > 0.5 * fraction * 255, attack
+        assert "eps=None" in repr(attack)
+    unbounded = Classifier(lenet_clf.model, bounds=(-math.inf, math.inf))
+    with pytest.raises(ValueError, match=r"PGD needs eps.*unbounded.*0\.1 of the box width"):
+        PGD()(unbounded, x)
+
+
+class lambda_layer(torch.nn.Module):  # noqa: N801 - reads as the factory it stands for
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale

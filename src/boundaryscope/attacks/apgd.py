@@ -119,7 +119,8 @@ class APGD(Attack):
     """APGD with the cross-entropy (``loss="ce"``, AutoAttack's first attack) or DLR loss.
 
     Args:
-        eps: Radius of the l_p ball (input units).
+        eps: Radius of the l_p ball (input units);
+            ``None`` (default): 0.3 of the box width (0.3 on [0, 1] images).
         p: ``inf`` or 2.
         steps: Iterations ``N`` per restart (AutoAttack: 100).
         restarts: Random restarts; a sample stops at its first success.
@@ -131,10 +132,12 @@ class APGD(Attack):
 
     loss_name = "ce"
 
+    default_budget = 0.3  # eps=None: this fraction of the box width
+
     def __init__(
         self,
         *,
-        eps: float = 0.3,
+        eps: float | None = None,
         p: float | str = math.inf,
         steps: int = 100,
         restarts: int = 1,
@@ -146,7 +149,7 @@ class APGD(Attack):
         self.p = parse_p(p)
         if self.p not in (2.0, math.inf):
             raise ValueError(f"{type(self).__name__} supports p = 2 or inf; got p={p!r}.")
-        if not (eps >= 0 and math.isfinite(eps)):
+        if eps is not None and not (eps >= 0 and math.isfinite(eps)):
             raise ValueError(f"The 'eps' parameter must be a finite number >= 0; got {eps!r}.")
         if steps < 1 or restarts < 1 or eot_samples < 1 or batch_size < 1:
             raise ValueError(
@@ -155,7 +158,7 @@ class APGD(Attack):
             )
         if loss not in ("ce", "dlr"):
             raise ValueError(f"The 'loss' parameter must be 'ce' or 'dlr'; got {loss!r}.")
-        self.eps = float(eps)
+        self.eps = None if eps is None else float(eps)
         self.steps = int(steps)
         self.restarts = int(restarts)
         self.loss = loss
@@ -242,7 +245,7 @@ class APGD(Attack):
     ) -> _Run:
         """One APGD run from a random start (§3.1, Alg. 1 of the paper)."""
         lower, upper = clf.bounds[0] - x, clf.bounds[1] - x
-        start = _random_start(generators, self.eps, self.p, x)
+        start = _random_start(generators, self.budget, self.p, x)
         current = x + project_ball_and_box(start, self._radius(x), self.p, lower, upper)
         n = x.shape[0]
         values, grad, labels = self._loss_and_gradient(clf, current, reference, target, loss)
@@ -255,7 +258,7 @@ class APGD(Attack):
             best_loss=values.clone(),
             adversarial=current.clone(),
             found=found,
-            eta=torch.full((n,), 2 * self.eps, dtype=x.dtype, device=x.device),
+            eta=torch.full((n,), 2 * self.budget, dtype=x.dtype, device=x.device),
             increases=torch.zeros(n, dtype=torch.int64, device=x.device),
             best_at_checkpoint=values.clone(),
             halved_at_checkpoint=torch.ones(n, dtype=torch.bool, device=x.device),
@@ -322,7 +325,7 @@ class APGD(Attack):
         run.increases.zero_()
 
     def _radius(self, x: Tensor) -> Tensor:
-        return torch.full((x.shape[0],), self.eps, dtype=x.dtype, device=x.device)
+        return torch.full((x.shape[0],), self.budget, dtype=x.dtype, device=x.device)
 
     def _loss_and_gradient(
         self,
@@ -361,7 +364,8 @@ class APGDT(APGD):
     explicit ``target=`` at call time attacks that class only.
 
     Args:
-        eps: Radius of the l_p ball (input units).
+        eps: Radius of the l_p ball (input units);
+            ``None`` (default): 0.3 of the box width (0.3 on [0, 1] images).
         p: ``inf`` or 2.
         steps: Iterations per target and restart (AutoAttack: 100).
         targets: Other classes attacked, most likely first (at most ``classes − 1``).
@@ -375,7 +379,7 @@ class APGDT(APGD):
     def __init__(
         self,
         *,
-        eps: float = 0.3,
+        eps: float | None = None,
         p: float | str = math.inf,
         steps: int = 100,
         targets: int = 9,

@@ -13,6 +13,7 @@ off the data would otherwise look fooled everywhere); the classifier warns once.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 import math
@@ -171,6 +172,9 @@ class Attack(ABC):
     name: ClassVar[str] = "attack"
     p: float = 2.0
     batch_size: int = 256
+    #: Budgeted attacks: the ε used when ``eps=None``, as a fraction of the box width
+    #: ``hi − lo`` (0.1 → 0.1 on [0, 1] images, 25.5 on [0, 255]); resolved at each call.
+    default_budget: ClassVar[float | None] = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Attack:
         """Refuses positional settings, with the form that works (the torchattacks habit).
@@ -226,6 +230,9 @@ class Attack(ABC):
         if unexpected:
             raise _call_error(self, unexpected)
         clf = check_classifier(clf)
+        resolved = self._with_budget(clf)
+        if resolved is not self:
+            return resolved(clf, x, y, target=target)
         x = clf.validate(x)
         world = _sharding.ACTIVE.get()
         if world is not None:  # under `distributed.sharding`: this process's share only
@@ -267,6 +274,29 @@ class Attack(ABC):
             p=self.p,
             details=raw.details,
         )
+
+    @property
+    def budget(self) -> float:
+        """The ε in force inside `_run`: ``eps``, or its default resolved for the box."""
+        eps = getattr(self, "eps", None)
+        if eps is None:
+            raise RuntimeError(f"{type(self).__name__}: eps is resolved when the attack is called.")
+        return float(eps)
+
+    def _with_budget(self, clf: Classifier) -> Attack:
+        """This attack, or a copy whose ``eps=None`` became `default_budget` of the box width."""
+        if self.default_budget is None or getattr(self, "eps", 0.0) is not None:
+            return self
+        lo, hi = clf.bounds
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(
+                f"{type(self).__name__} needs eps, a budget in input units, when the box is "
+                f"unbounded (its default is {self.default_budget:g} of the box width); got "
+                f"eps=None with bounds={clf.bounds}."
+            )
+        resolved = copy.copy(self)
+        resolved.eps = self.default_budget * (hi - lo)  # type: ignore[attr-defined]
+        return resolved
 
     def for_shard(self, start: int, stop: int) -> Attack:
         """The attack to run on samples ``start:stop`` of a batch as if on the whole batch.

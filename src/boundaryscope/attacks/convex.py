@@ -135,23 +135,25 @@ class _GNIIAttack(Attack):
     fooled, as it is not linear; on an affine binary model it cannot be).
     """
 
+    default_budget = 0.1  # eps=None: this fraction of the box width
+
     def __init__(
         self,
         *,
-        eps: float = 0.1,
+        eps: float | None = None,
         p: float | str = math.inf,
         steps: int = 1,
         space: ScoreSpace = "probabilities",
         batch_size: int = 256,
     ) -> None:
-        if not eps >= 0 or steps < 1:
+        if (eps is not None and not eps >= 0) or steps < 1:
             raise ValueError(
                 f"{type(self).__name__} needs eps >= 0 and steps >= 1; got eps={eps!r}, "
                 f"steps={steps!r}."
             )
         if space not in ("probabilities", "logits"):
             raise ValueError(f"space must be 'probabilities' or 'logits'; got {space!r}.")
-        self.eps = float(eps)
+        self.eps = None if eps is None else float(eps)
         self.p = parse_p(p)
         self.steps = steps
         self.space: ScoreSpace = space
@@ -181,7 +183,7 @@ class _GNIIAttack(Attack):
                 )
                 if step_index == 0:  # Prop. 1 at the clean input, free from the first step
                     certificate[chunk] = values / lp_norm(grad, q).clamp_min(1e-30)
-                step = gnii_solution(grad, self.eps / self.steps, self.p)
+                step = gnii_solution(grad, self.budget / self.steps, self.p)
                 current[active] = clf.clip(current[active] + step)
                 iterations[chunk[active]] += 1
                 labels = clf.forward_scores(current).argmax(dim=1)
@@ -189,7 +191,7 @@ class _GNIIAttack(Attack):
                 if not bool(active.any()):
                     break
             adversarial[chunk] = current
-        details = {"certificate": certificate, "infeasible": certificate > self.eps}
+        details = {"certificate": certificate, "infeasible": certificate > self.budget}
         return RawAttack(adversarial, iterations, details)
 
 
@@ -210,7 +212,8 @@ class Algorithm1(_GNIIAttack):
     Algorithm 1. The total perturbation has ``||η||_p <= ε``.
 
     Args:
-        eps: Budget in l_p, input units.
+        eps: Budget in l_p, input units;
+            ``None`` (default): 0.1 of the box width (0.1 on [0, 1] images).
         p: Constraint norm (the seed uses ``inf``).
         steps: ``n``.
         space: Margin on ``"probabilities"`` (seed) or ``"logits"``.

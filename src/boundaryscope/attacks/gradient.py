@@ -34,17 +34,20 @@ class FGSM(Attack):
     the seeds; ``g / ||g||_2`` for ``p = 2``). Targeted mode descends the loss of the target.
 
     Args:
-        eps: Step length in l_p, in input units.
+        eps: Step length in l_p, in input units;
+            ``None`` (default): 0.1 of the box width (0.1 on [0, 1] images).
         p: Norm of the step (``inf`` by default).
         batch_size: Samples per gradient pass.
     """
 
+    default_budget = 0.1  # eps=None: this fraction of the box width
+
     def __init__(
-        self, *, eps: float = 0.1, p: float | str = math.inf, batch_size: int = 256
+        self, *, eps: float | None = None, p: float | str = math.inf, batch_size: int = 256
     ) -> None:
-        if not eps >= 0:
+        if eps is not None and not eps >= 0:
             raise ValueError(f"The 'eps' parameter of FGSM must be >= 0. Got {eps!r} instead.")
-        self.eps = float(eps)
+        self.eps = None if eps is None else float(eps)
         self.p = parse_p(p)
         self.batch_size = batch_size
 
@@ -65,7 +68,7 @@ class FGSM(Attack):
         for i in range(0, x.shape[0], self.batch_size):  # memory bounded by batch_size
             rows = slice(i, i + self.batch_size)
             step = self.direction(clf, x[rows], labels[rows], targeted=target is not None)
-            adversarial[rows] = clf.clip(x[rows] + self.eps * step)
+            adversarial[rows] = clf.clip(x[rows] + self.budget * step)
         ones = torch.ones(x.shape[0], dtype=torch.int64, device=x.device)
         return RawAttack(adversarial, ones)
 
@@ -207,7 +210,8 @@ class PGD(Attack):
     ascent steps on the loss, the inner maximisation of Madry et al.'s adversarial training.
 
     Args:
-        eps: Radius of the l_p ball (``p`` = inf or 2).
+        eps: Radius of the l_p ball (``p`` = inf or 2);
+            ``None`` (default): 0.1 of the box width (0.1 on [0, 1] images).
         p: Norm.
         steps: Iterations.
         step_size: ``α``; default ``2.5 ε / steps``.
@@ -217,10 +221,12 @@ class PGD(Attack):
         early_stop: Freeze a sample once it is adversarial.
     """
 
+    default_budget = 0.1  # eps=None: this fraction of the box width
+
     def __init__(
         self,
         *,
-        eps: float = 0.1,
+        eps: float | None = None,
         p: float | str = math.inf,
         steps: int = 40,
         step_size: float | None = None,
@@ -232,9 +238,9 @@ class PGD(Attack):
         self.p = parse_p(p)
         if self.p not in (2.0, math.inf):
             raise ValueError(f"{type(self).__name__} supports p = 2 or inf; got p={p!r}.")
-        if not eps >= 0 or steps < 1:
+        if (eps is not None and not eps >= 0) or steps < 1:
             raise ValueError(f"{type(self).__name__} needs eps >= 0 and steps >= 1.")
-        self.eps = float(eps)
+        self.eps = None if eps is None else float(eps)
         self.steps = steps
         self.step_size = step_size
         self.random_start = random_start
@@ -245,7 +251,7 @@ class PGD(Attack):
     def _run(
         self, clf: Classifier, x: Tensor, reference: Tensor, target: Tensor | None
     ) -> RawAttack:
-        alpha = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+        alpha = self.step_size if self.step_size is not None else 2.5 * self.budget / self.steps
         generators = image_generators(x, self.seed)
         sign = 1.0 if target is None else -1.0
         labels = reference if target is None else target
@@ -253,7 +259,7 @@ class PGD(Attack):
         iterations = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
         for index in torch.arange(x.shape[0], device=x.device).split(self.batch_size):
             x0, lab = x[index], labels[index]
-            start = _random_ball([generators[i] for i in index.tolist()], self.eps, self.p, x0)
+            start = _random_ball([generators[i] for i in index.tolist()], self.budget, self.p, x0)
             current = clf.clip(x0 + start) if self.random_start else x0.clone()
             for _ in range(self.steps):
                 if self.early_stop:
@@ -265,7 +271,7 @@ class PGD(Attack):
                     active = torch.ones_like(lab, dtype=torch.bool)
                 _, grad = clf.loss_gradient(current[active], lab[active])
                 moved = current[active] + sign * alpha * steepest_direction(grad, self.p)
-                delta = project_lp_ball(moved - x0[active], self.eps, self.p)
+                delta = project_lp_ball(moved - x0[active], self.budget, self.p)
                 current[active] = clf.clip(x0[active] + delta)
                 iterations[index[active]] += 1
             adversarial[index] = current
@@ -282,7 +288,7 @@ class BIM(PGD):
     def __init__(
         self,
         *,
-        eps: float = 0.1,
+        eps: float | None = None,
         p: float | str = math.inf,
         steps: int = 10,
         step_size: float | None = None,

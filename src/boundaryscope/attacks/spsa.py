@@ -74,7 +74,8 @@ class SPSA(Attack):
     the order of the images or on how they are sharded.
 
     Args:
-        eps: l_inf radius.
+        eps: l_inf radius;
+            ``None`` (default): 0.1 of the box width (0.1 on [0, 1] images).
         steps: Iterations.
         samples: Random sign vectors per estimate.
         delta: Finite-difference step.
@@ -83,10 +84,12 @@ class SPSA(Attack):
         batch_size: Samples per pass (each evaluates ``2 · samples`` points).
     """
 
+    default_budget = 0.1  # eps=None: this fraction of the box width
+
     def __init__(
         self,
         *,
-        eps: float = 0.1,
+        eps: float | None = None,
         steps: int = 50,
         samples: int = 64,
         delta: float = 0.01,
@@ -94,12 +97,12 @@ class SPSA(Attack):
         seed: int = 0,
         batch_size: int = 32,
     ) -> None:
-        if not eps >= 0 or steps < 1 or samples < 1 or not delta > 0:
+        if (eps is not None and not eps >= 0) or steps < 1 or samples < 1 or not delta > 0:
             raise ValueError(
                 "SPSA needs eps >= 0, steps >= 1, samples >= 1 and delta > 0; got "
                 f"eps={eps!r}, steps={steps!r}, samples={samples!r}, delta={delta!r}."
             )
-        self.eps = float(eps)
+        self.eps = None if eps is None else float(eps)
         self.steps = steps
         self.samples = samples
         self.delta = float(delta)
@@ -111,7 +114,7 @@ class SPSA(Attack):
     def _run(
         self, clf: Classifier, x: Tensor, reference: Tensor, target: Tensor | None
     ) -> RawAttack:
-        alpha = self.step_size if self.step_size is not None else self.eps / 10
+        alpha = self.step_size if self.step_size is not None else self.budget / 10
         generators = image_generators(x, self.seed)
         labels = reference if target is None else target
         sign = 1.0 if target is None else -1.0
@@ -138,7 +141,7 @@ class SPSA(Attack):
                     generator=[generators[i] for i in index[active].tolist()],
                 )
                 moved = current[active] - alpha * grad.sign()
-                delta = project_lp_ball(moved - x0[active], self.eps, math.inf)
+                delta = project_lp_ball(moved - x0[active], self.budget, math.inf)
                 current[active] = clf.clip(x0[active] + delta)
                 iterations[index[active]] += 1
             adversarial[index] = current

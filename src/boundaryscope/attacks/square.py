@@ -69,7 +69,8 @@ class Square(Attack):
     """The Square attack, l∞ or l2 (score-based; no gradients).
 
     Args:
-        eps: Radius of the ball (input units).
+        eps: Radius of the ball (input units);
+            ``None`` (default): 0.3 of the box width (0.3 on [0, 1] images).
         p: ``inf`` or 2.
         queries: Model queries per image (AutoAttack: 5,000).
         p_init: Initial window share of the image (AutoAttack: 0.8).
@@ -77,10 +78,12 @@ class Square(Attack):
         batch_size: Samples per pass.
     """
 
+    default_budget = 0.3  # eps=None: this fraction of the box width
+
     def __init__(
         self,
         *,
-        eps: float = 0.3,
+        eps: float | None = None,
         p: float | str = math.inf,
         queries: int = 5000,
         p_init: float = 0.8,
@@ -90,12 +93,16 @@ class Square(Attack):
         self.p = parse_p(p)
         if self.p not in (2.0, math.inf):
             raise ValueError(f"Square supports p = 2 or inf; got p={p!r}.")
-        if not (eps >= 0 and math.isfinite(eps)) or queries < 1 or not 0 < p_init <= 1:
+        if (
+            (eps is not None and not (eps >= 0 and math.isfinite(eps)))
+            or queries < 1
+            or not 0 < p_init <= 1
+        ):
             raise ValueError(
                 f"Square needs eps >= 0, queries >= 1 and 0 < p_init <= 1; got {eps!r}, "
                 f"{queries!r}, {p_init!r}."
             )
-        self.eps = float(eps)
+        self.eps = None if eps is None else float(eps)
         self.queries = int(queries)
         self.p_init = float(p_init)
         self.seed = int(seed)
@@ -194,8 +201,8 @@ class Square(Attack):
         ).to(x)
         stripes = signs.expand(n, c, h, w).clone()
         if math.isinf(self.p):
-            return self.eps * stripes
-        return self.eps * stripes / _rows(lp_norm(stripes, 2).clamp_min(1e-12), stripes)
+            return self.budget * stripes
+        return self.budget * stripes / _rows(lp_norm(stripes, 2).clamp_min(1e-12), stripes)
 
     def _propose(
         self,
@@ -214,14 +221,14 @@ class Square(Attack):
         window = (slice(None), slice(r, r + side), slice(s, s + side))
         signs = (torch.randint(0, 2, (c, 1, 1), generator=g) * 2 - 1).to(x)
         if math.isinf(self.p):
-            delta[window] = self.eps * signs.expand(c, side, side)
+            delta[window] = self.budget * signs.expand(c, side, side)
         else:
             r2, s2 = (int(v) for v in torch.randint(0, max(h - side, 0) + 1, (2,), generator=g))
             s2 = min(s2, max(w - side, 0))
             second = (slice(None), slice(r2, r2 + side), slice(s2, s2 + side))
             delta[window] = 0.0
             delta[second] = 0.0
-            room = math.sqrt(max(self.eps**2 - float(delta.pow(2).sum()), 0.0))
+            room = math.sqrt(max(self.budget**2 - float(delta.pow(2).sum()), 0.0))
             pattern = signs.expand(c, side, side)
             delta[window] = pattern * room / float(pattern.norm().clamp_min(1e-12))
         return (x + delta).clamp(lo, hi)
