@@ -188,6 +188,8 @@ def test_page_is_self_contained_with_verdict_first_and_a_bibliography(tmp_path):
     assert embedded == (tmp_path / "plot.png").read_bytes()
     assert page.index('id="verdict"') < page.index('id="s-demo"')
     assert 'id="ref-deepfool"' in page and 'id="ref-thesis"' in page
+    assert "[[" not in page  # captions, alt texts and intros: no raw markers
+    assert 'alt="caption Moosavi-Dezfooli 2019, Fig. 1"' in page
     assert 'id="ref-balda"' not in page  # only the works cited are listed
 
 

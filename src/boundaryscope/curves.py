@@ -324,7 +324,7 @@ def balda_robustness(
 ) -> BaldaRobustness:
     """ρ̂1, ρ̂2 and ε99 over the correctly classified samples (Balda et al. 2018, Table I).
 
-    ρ̂1 uses DeepFool with its defaults (box-aware, refined back towards the boundary).
+    ρ̂1 uses DeepFool with its defaults (projected step, landed and polished on the boundary).
     ρ̂2 uses the margin ``L = f_k0 - max_{l≠k0} f_l`` at the clean input, on logits by
     default. The seed computes ``L`` on probabilities; on confident models the softmax
     saturates, ``∇L`` underflows towards 0 and the mean explodes (10^4–10^9 on the

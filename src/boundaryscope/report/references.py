@@ -153,6 +153,20 @@ class Citations:
 
         return _MARKER.sub(replace, body)
 
+    def plain(self, text: str) -> str:
+        """`text` with each known ``[[key, locator]]`` as plain "Label, locator" (alt texts).
+
+        Not escaped here: the template's autoescape escapes it, as any attribute value.
+        """
+
+        def replace(match: re.Match[str]) -> str:
+            key, locator = match.group(1), match.group(2)
+            if key not in BIBLIOGRAPHY:
+                return match.group(0)
+            return BIBLIOGRAPHY[key].label + (f", {locator}" if locator else "")
+
+        return _MARKER.sub(replace, text)
+
     def works(self) -> list[tuple[str, Work]]:
         """The cited works, sorted by label as a bibliography is."""
         return sorted(((k, BIBLIOGRAPHY[k]) for k in self.cited), key=lambda kw: kw[1].label)

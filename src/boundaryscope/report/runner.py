@@ -326,6 +326,7 @@ def write_html(
     env.filters["embed"] = embed
     env.filters["cite"] = lambda text: markupsafe.Markup(citations.link(str(text)))
     # Table cells and headers hold data too (a model's name): unknown markers stay text.
+    env.filters["cite_plain"] = lambda text: citations.plain(str(text))
     env.filters["cite_cell"] = lambda text: markupsafe.Markup(citations.link(str(text), False))
     env.globals["citations"] = citations
     html = env.get_template("report.html.j2").render(
