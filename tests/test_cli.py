@@ -321,11 +321,15 @@ def test_geometry_sections_paths_angles_cli(tmp_path):
     assert all(0 <= c <= 1 + 1e-9 for c in result["S_f"]["cosines"])
 
 
-def test_train_defense_resume_and_compare(tmp_path):
+def test_train_defense_resume_and_compare(tmp_path, capsys):
     run = tmp_path / "run"
     common = ["train", "--defense", "cure", "--model", "zoo:fc500-150-10-mnist", "--epochs",
               "2", "--train-n", "64", "--monitor-n", "16", "--out", str(run)]  # fmt: skip
     assert main(common) == 0
+    # Piped (not a terminal): a line per epoch instead of silence (issue 25).
+    lines = [x for x in capsys.readouterr().err.splitlines() if ": epoch " in x]
+    assert [x.split(" done")[0] for x in lines] == ["cure: epoch 1", "cure: epoch 2"]
+    assert "test_accuracy" in lines[0]
     card = json.loads((run / "train.json").read_text())
     assert card["defense"] == "cure" and card["objective"]["lam"] == 4.0
     assert [r["epoch"] for r in card["history"]] == [0, 1, 2]
@@ -335,6 +339,8 @@ def test_train_defense_resume_and_compare(tmp_path):
     assert again["history"] == card["history"] and again["resumed_from"] == 2
     out = tmp_path / "compare"
     assert main(["compare", str(run), "--profile", "quick", "--n", "24", "--out", str(out)]) == 0
+    measured = [x for x in capsys.readouterr().err.splitlines() if x.startswith("compare: ")]
+    assert len(measured) == 2 and "measured in" in measured[0]
     html = (out / "report.html").read_text()
     assert "zoo:fc500-150-10-mnist" in html and "run" in html  # the base model and the run
     for title in ("Robust accuracy", "Loss curvature", "Training history", "normal section"):

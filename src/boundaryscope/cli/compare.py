@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -60,9 +61,15 @@ class CompareCommand(Command):
         from boundaryscope.report.comparison import compare_report
 
         start = time.perf_counter()
+
+        def model_line(label: str, seconds: float) -> None:
+            # Piped output has no progress bar: a line per model instead of silence.
+            print(f"compare: {label} measured in {seconds:.1f} s", file=sys.stderr, flush=True)
+
         path = compare_report(
             args.models, output_dir(args), data=args.data, arch=args.arch,
             profile=args.profile, n=args.n, device=args.device, seed=args.seed,
+            on_model_end=None if sys.stderr.isatty() else model_line,
         )  # fmt: skip
         print(f"comparison written in {time.perf_counter() - start:.1f} s: {path.resolve()}")
         return 0

@@ -12,6 +12,7 @@ import argparse
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,7 @@ def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         resume=args.resume, device=args.device, command=command, progress=None, eps=args.eps,
         alpha=args.alpha, steps=args.steps, lam=args.lam, h=args.h,
         ramp_epochs=args.ramp_epochs, xi=args.xi, seed=args.seed,
+        on_epoch_end=None if sys.stderr.isatty() else _epoch_line(args.defense),
     )  # fmt: skip
     first, last = run_card["history"][0], run_card["history"][-1]
     epochs = run_card["config"]["epochs"]
@@ -235,6 +237,20 @@ def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 EXIT_AT_CHANCE = 3
+
+
+def _epoch_line(defense: str) -> Callable[[int, dict[str, float]], None]:
+    """A line per epoch on stderr, for runs whose output is piped (no progress bar there)."""
+    start = time.perf_counter()
+
+    def report(epoch: int, record: dict[str, float]) -> None:
+        shown = ("loss", "test_accuracy", "rho_adv")
+        numbers = ", ".join(f"{k} {record[k]:.4g}" for k in shown if k in record)
+        elapsed = time.perf_counter() - start
+        print(f"{defense}: epoch {epoch} done ({numbers}; {elapsed:.0f} s)", file=sys.stderr,
+              flush=True)  # fmt: skip
+
+    return report
 
 
 def _chance_verdict(card: dict[str, Any]) -> int:

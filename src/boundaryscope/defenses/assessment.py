@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -332,11 +332,15 @@ def compare_models(
     *,
     seed: int = 0,
     progress: bool | None = None,
+    on_model_end: Callable[[str, float], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """`assess` for several models on the same images, with a shared loss-surface plane.
 
     The loss surfaces use the first image every model classifies correctly and the first
     model's radius, so the surfaces are drawn on one scale (Fig. 8.3's before/after).
+
+    `on_model_end(name, seconds)` is called after each model (the command line prints a
+    line per model when its output is not a terminal).
 
     Returns:
         Model name → `assess` result.
@@ -352,6 +356,7 @@ def compare_models(
     results: dict[str, dict[str, Any]] = {}
     radius: float | None = None
     for name, clf in models.items():
+        started = time.perf_counter()
         results[name] = assess(
             clf,
             x,
@@ -363,4 +368,6 @@ def compare_models(
             progress=progress,
         )
         radius = radius or results[name].get("surface", {}).get("radius")
+        if on_model_end is not None:
+            on_model_end(name, time.perf_counter() - started)
     return results

@@ -165,6 +165,7 @@ def train_defense(
     device: str | None = None,
     command: str | None = None,
     progress: bool | None = None,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     **objective_options: Any,
 ) -> dict[str, Any]:
     """Fine-tunes a model spec with a named defence and writes a run directory.
@@ -192,6 +193,8 @@ def train_defense(
         device: ``cpu``, ``cuda``, … (default: CUDA when available).
         command: The command line, recorded in the card.
         progress: Progress bar (``None``: only on a terminal).
+        on_epoch_end: Called as ``on_epoch_end(epoch, record)`` after each epoch's
+            checkpoint (the command line prints a line per epoch when not on a terminal).
         **objective_options: Passed to `defense_objective`.
 
     Returns:
@@ -231,7 +234,7 @@ def train_defense(
         start = time.perf_counter()
         result = fit(
             clf, train.x, train.y, config, objective=objective, monitor=monitor,
-            run_dir=directory, resume=resume, progress=progress,
+            run_dir=directory, resume=resume, progress=progress, on_epoch_end=on_epoch_end,
         )  # fmt: skip
         trained_clf = Classifier(result.model, bounds=clf.bounds, preprocessing=clf.preprocessing)
         test_accuracy = float(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,7 @@ def compare_report(
     device: str | None = None,
     seed: int = 0,
     progress: bool | None = None,
+    on_model_end: Callable[[str, float], None] | None = None,
 ) -> Path:
     """Assesses each model on the same test images and writes the comparison page.
 
@@ -98,6 +100,7 @@ def compare_report(
         device: ``cpu``, ``cuda``, … (default: CUDA when available).
         seed: Seed of the attacks' random draws.
         progress: Progress bars (``None``: only on a terminal).
+        on_model_end: Called as ``on_model_end(label, seconds)`` after each model.
 
     Returns:
         The path of ``report.html``.
@@ -129,7 +132,9 @@ def compare_report(
         cards[label] = {"spec": spec, **_card_summary(loaded.card)}
     test = load_dataset(data, "test").subset(config.n)
     start = time.perf_counter()
-    results = compare_models(models, test.x, test.y, config, seed=seed, progress=progress)
+    results = compare_models(
+        models, test.x, test.y, config, seed=seed, progress=progress, on_model_end=on_model_end
+    )
     payload = from_jsonable(
         to_jsonable(
             {
