@@ -44,6 +44,12 @@ _SAFETY = 1e-4
 _LANDED = 1e-3
 
 
+def _strongest_other(scores: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
+    """``(values, classes)`` of the highest score other than class `keep`, per row."""
+    values, classes = scores.scatter(1, keep[:, None], -math.inf).max(dim=1)
+    return values, classes
+
+
 def adversarial_margin(scores: Tensor, reference: Tensor, target: Tensor | None) -> Tensor:
     """``(N,)`` signed margin: ``>= 0`` on the adversarial side of the binding boundary.
 
@@ -51,7 +57,7 @@ def adversarial_margin(scores: Tensor, reference: Tensor, target: Tensor | None)
     ``f_target − max_{k ≠ target} f_k``. NaN where the scores are not finite.
     """
     keep = reference if target is None else target
-    others = scores.scatter(1, keep[:, None], -math.inf).amax(dim=1)
+    others, _ = _strongest_other(scores, keep)
     own = scores.gather(1, keep[:, None])[:, 0]
     margin = others - own if target is None else own - others
     finite = torch.isfinite(scores).all(dim=1)
@@ -64,8 +70,7 @@ def rival_class(scores: Tensor, reference: Tensor, target: Tensor | None) -> Ten
     The margin of `adversarial_margin` is ``f_rival − f_reference`` untargeted and
     ``f_target − f_rival`` targeted.
     """
-    keep = reference if target is None else target
-    return scores.scatter(1, keep[:, None], -math.inf).argmax(dim=1)
+    return _strongest_other(scores, reference if target is None else target)[1]
 
 
 @dataclass
@@ -89,15 +94,6 @@ class Side:
         """The side of `points` from their `scores`."""
         margin = adversarial_margin(scores, reference, target).to(points.dtype)
         return cls(points, margin, rival_class(scores, reference, target))
-
-    def where(self, mask: Tensor, other: Side) -> Side:
-        """`other` where `mask`, this side elsewhere."""
-        shape = (-1, *([1] * (self.points.ndim - 1)))
-        return Side(
-            torch.where(mask.view(shape), other.points, self.points),
-            torch.where(mask, other.margin, self.margin),
-            torch.where(mask, other.rival, self.rival),
-        )
 
 
 def land_on_boundary(
@@ -238,8 +234,9 @@ def tangent_polish(
         evaluations,
         margin_clean[idx],
     )
-    nearer = torch.zeros_like(usable)
-    nearer[idx] = lp_norm(landed.points - x[idx], p) < radius[idx]
-    full = Side(boundary.points.clone(), boundary.margin.clone(), boundary.rival.clone())
-    full.points[idx], full.margin[idx], full.rival[idx] = landed.points, landed.margin, landed.rival
-    return boundary.where(nearer, full)
+    nearer = lp_norm(landed.points - x[idx], p) < radius[idx]
+    polished = Side(boundary.points.clone(), boundary.margin.clone(), boundary.rival.clone())
+    polished.points[idx[nearer]] = landed.points[nearer]
+    polished.margin[idx[nearer]] = landed.margin[nearer]
+    polished.rival[idx[nearer]] = landed.rival[nearer]
+    return polished
