@@ -247,10 +247,13 @@ def project_hyperplane_box(
     # An upper end of the multiplier large enough to saturate every coordinate.
     span = (upper - lower).flatten(1).abs().amax(dim=1)
     unbounded = ~torch.isfinite(span)
-    if bool(unbounded.all()):
-        q = dual_exponent(p)
-        return linear_step(b.abs() / lp_norm(w, q).clamp_min(_TINY), direction, p)
-    span = torch.where(unbounded, torch.zeros_like(span), span)
+    free = None  # the unconstrained step (eq. 3.12), for samples whose box is unbounded
+    if bool(unbounded.any()):
+        distance = b.abs() / lp_norm(w, dual_exponent(p)).clamp_min(_TINY)
+        free = linear_step(distance, direction, p)
+        if bool(unbounded.all()):
+            return free
+        span = torch.where(unbounded, torch.zeros_like(span), span)
     if p == 2:
         smallest = direction.flatten(1).abs().where(direction.flatten(1) != 0, torch.inf)
         high = span / smallest.amin(dim=1).clamp_min(_TINY)
@@ -263,7 +266,6 @@ def project_hyperplane_box(
         short = reach(middle) < target
         low = torch.where(short, middle, low)
         high = torch.where(short, high, middle)
-    if bool(unbounded.any()):
-        free = linear_step(b.abs() / lp_norm(w, dual_exponent(p)).clamp_min(_TINY), direction, p)
+    if free is not None:
         return torch.where(unbounded.view(shape), free, step(high))
     return step(high)

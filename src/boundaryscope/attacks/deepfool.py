@@ -198,9 +198,14 @@ class DeepFool(Attack):
         self.box = self._box_mode(box)
         self.polish_steps = self._polish_rounds(polish_steps)
 
+    @property
+    def _projectable(self) -> bool:
+        """Whether the box projection and the polish apply: p = 2 or inf, no subspace."""
+        return self.p in (2.0, math.inf) and self.subspace is None
+
     def _box_mode(self, box: BoxMode | None) -> BoxMode:
         """`box` checked, or its default for this p and subspace."""
-        projectable = self.p in (2.0, math.inf) and self.subspace is None
+        projectable = self._projectable
         if box is None:
             return "freeze" if self.p == 1 else "project" if projectable else "ignore"
         if box not in BOX_MODES:
@@ -215,7 +220,7 @@ class DeepFool(Attack):
 
     def _polish_rounds(self, polish_steps: int | None) -> int:
         """`polish_steps` checked, or its default for this p and subspace."""
-        polishable = self.p in (2.0, math.inf) and self.subspace is None
+        polishable = self._projectable
         if polish_steps is None:
             return 1 if polishable and self.refine_steps > 0 else 0
         if polish_steps < 0 or (polish_steps and not (polishable and self.refine_steps)):
@@ -265,6 +270,8 @@ class DeepFool(Attack):
         margin_clean = torch.zeros(n, dtype=x.dtype, device=x.device)
         margin_final = torch.zeros(n, dtype=x.dtype, device=x.device)
         rival_final = torch.zeros(n, dtype=torch.int64, device=x.device)
+        # Later steps on fewer classes (see the class) only when that is fewer than all.
+        narrowing = self.later_candidates is not None and self.later_candidates < num_others
         bar = tqdm(total=n, desc=f"DeepFool l{self.p:g}", disable=tqdm_disable(self.progress))
         while True:
             idx = torch.nonzero(~finished).flatten()[: self.batch_size]
@@ -299,7 +306,6 @@ class DeepFool(Attack):
                 continue
             active, rows = idx[go], torch.nonzero(go).flatten()
             later = iterations[active] > 0
-            narrowing = self.later_candidates is not None and self.later_candidates < num_others
             groups = [(~later, False), (later, True)] if narrowing else [(None, False)]
             for group, narrowed in groups:
                 here, ids = (rows, active) if group is None else (rows[group], active[group])
