@@ -117,6 +117,11 @@ _MARKER = re.compile(r"\[\[(\w+)(?:,\s*([^\]]+))?\]\]")
 _CODE = re.compile(r"`([^`]+)`")
 
 
+def _label(key: str, locator: str | None) -> str:
+    """How a citation reads: the work's label, then the locator ("Moosavi-Dezfooli 2019, §3.2")."""
+    return BIBLIOGRAPHY[key].label + (f", {locator}" if locator else "")
+
+
 @dataclass
 class Citations:
     """Turns citation markers into links and remembers, in order, which works were cited."""
@@ -148,8 +153,7 @@ class Citations:
                 raise KeyError(f"citation [[{key}]]: not in the bibliography {list(BIBLIOGRAPHY)}")
             if key not in self.cited:
                 self.cited.append(key)
-            label = BIBLIOGRAPHY[key].label + (f", {locator}" if locator else "")
-            return f'<a class="cite" href="#ref-{key}">{label}</a>'
+            return f'<a class="cite" href="#ref-{key}">{_label(key, locator)}</a>'
 
         return _MARKER.sub(replace, body)
 
@@ -161,9 +165,7 @@ class Citations:
 
         def replace(match: re.Match[str]) -> str:
             key, locator = match.group(1), match.group(2)
-            if key not in BIBLIOGRAPHY:
-                return match.group(0)
-            return BIBLIOGRAPHY[key].label + (f", {locator}" if locator else "")
+            return _label(key, locator) if key in BIBLIOGRAPHY else match.group(0)
 
         return _MARKER.sub(replace, text)
 
