@@ -3,7 +3,7 @@
 Meant for a lent GPU (issues 25 and 29), and runs on the CPU too (`--device cpu`, smaller
 sizes) so that it is tested before a device is available. Two models with random weights
 (cost and memory do not depend on training): the zoo's CIFAR ResNet-18 (3×32×32, 10
-classes) and an ImageNet-layout ResNet-50 (3×224×224, bottlenecks [3, 4, 6, 3], 1,000
+classes) and its ImageNet-layout ResNet-50 (3×224×224, bottlenecks [3, 4, 6, 3], 1,000
 classes), both with BatchNorm in eval mode. Per model, method and precision:
 
 - images/s of one timed call after one warm-up call (the same images);
@@ -32,47 +32,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from _common import table, write
 from boundaryscope import Classifier
 from boundaryscope.attacks import APGD, PGD, DeepFool
 from boundaryscope.zoo import build
-
-
-class _Bottleneck(nn.Module):
-    def __init__(self, c_in: int, width: int, stride: int) -> None:
-        super().__init__()
-        c_out = 4 * width
-        self.body = nn.Sequential(
-            nn.Conv2d(c_in, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, c_out, 1, bias=False), nn.BatchNorm2d(c_out),
-        )  # fmt: skip
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
-            )
-        self.relu = nn.ReLU()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.relu(self.body(x) + self.shortcut(x))
-
-
-def resnet50_imagenet(num_classes: int = 1000) -> nn.Module:
-    """ResNet-50, ImageNet layout (7×7 stem, max-pool, bottlenecks [3, 4, 6, 3])."""
-    layers: list[nn.Module] = [
-        nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.MaxPool2d(3, 2, 1),
-    ]  # fmt: skip
-    c_in = 64
-    for width, blocks, stride in [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)]:
-        for i in range(blocks):
-            layers.append(_Bottleneck(c_in, width, stride if i == 0 else 1))
-            c_in = 4 * width
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)]
-    return nn.Sequential(*layers)
 
 
 def models(device: torch.device, cifar_n: int, imagenet_n: int) -> dict[str, dict[str, Any]]:
@@ -86,7 +51,7 @@ def models(device: torch.device, cifar_n: int, imagenet_n: int) -> dict[str, dic
             "candidates": 10,
         },
         "resnet50-imagenet": {
-            "module": resnet50_imagenet(),
+            "module": build("resnet50", num_classes=1000, in_channels=3, image_size=224),
             "x": torch.rand(imagenet_n, 3, 224, 224, generator=g),
             "eps": 4 / 255,
             "candidates": 10,

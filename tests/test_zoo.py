@@ -14,7 +14,16 @@ def test_forward_shapes(arch):
     x = torch.rand(2, 1, 28, 28) if mnist else torch.rand(2, 3, 32, 32)
     if arch == "mlp":  # 8×8 digits by default
         x = torch.rand(2, 1, 8, 8)
-    assert net(x).shape == (2, 10)
+    classes = 1000 if arch == "resnet50" else 10  # ImageNet's by default
+    assert net(x).shape == (2, classes)
+
+
+def test_resnet50_has_the_imagenet_layout():
+    net = build("resnet50").eval()
+    # torchvision's resnet50() has 25,557,032 parameters: the same layout, block for block.
+    assert sum(p.numel() for p in net.parameters()) == 25_557_032
+    assert net(torch.rand(1, 3, 224, 224)).shape == (1, 1000)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 53
 
 
 @pytest.mark.parametrize("name", ["lenet-mnist", "fc500-150-10-mnist", "lenet-smooth-mnist"])

@@ -20,6 +20,7 @@ __all__ = [
     "mlp",
     "nin",
     "resnet18",
+    "resnet50",
 ]
 
 
@@ -144,25 +145,47 @@ def nin(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn
     )
 
 
-class _BasicBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+def _shortcut(c_in: int, c_out: int, stride: int) -> nn.Module:
+    """The residual branch: identity, or a strided 1×1 convolution where the shape changes."""
+    if stride == 1 and c_in == c_out:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+
+class _Residual(nn.Module):
+    """``relu(body(x) + shortcut(x))``."""
+
+    def __init__(self, body: nn.Module, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
-            nn.BatchNorm2d(c_out),
-            nn.ReLU(),
-            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(c_out),
-        )
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
-            )
+        self.body = body
+        self.shortcut = _shortcut(c_in, c_out, stride)
         self.relu = nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.relu(self.body(x) + self.shortcut(x))  # type: ignore[no-any-return]
+
+
+def _basic_block(c_in: int, c_out: int, stride: int) -> nn.Module:
+    """Two 3×3 convolutions (ResNet-18/34)."""
+    body = nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(),
+        nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(c_out),
+    )
+    return _Residual(body, c_in, c_out, stride)
+
+
+def _bottleneck(c_in: int, width: int, stride: int) -> nn.Module:
+    """1×1 → 3×3 (strided) → 1×1 to ``4 × width`` channels (ResNet-50, torchvision's v1.5)."""
+    c_out = 4 * width
+    body = nn.Sequential(
+        nn.Conv2d(c_in, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.Conv2d(width, c_out, 1, bias=False), nn.BatchNorm2d(c_out),
+    )  # fmt: skip
+    return _Residual(body, c_in, c_out, stride)
 
 
 def resnet18(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
@@ -175,9 +198,29 @@ def resnet18(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) 
     ]
     c_in = 64
     for c_out, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
-        layers += [_BasicBlock(c_in, c_out, stride), _BasicBlock(c_out, c_out, 1)]
+        layers += [_basic_block(c_in, c_out, stride), _basic_block(c_out, c_out, 1)]
         c_in = c_out
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def resnet50(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224) -> nn.Module:
+    """ResNet-50, ImageNet layout (7×7 stride-2 stem, max-pool, bottlenecks [3, 4, 6, 3]).
+
+    The shape users bring at ImageNet scale (25.6 M parameters at 1,000 classes, as
+    torchvision's); no weights ship with it.
+    """
+    del image_size
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+    ]  # fmt: skip
+    c_in = 64
+    for width, blocks, stride in [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)]:
+        for i in range(blocks):
+            layers.append(_bottleneck(c_in, width, stride if i == 0 else 1))
+            c_in = 4 * width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)]
     return nn.Sequential(*layers)
 
 
@@ -189,4 +232,5 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
     "nin": nin,
     "resnet18": resnet18,
+    "resnet50": resnet50,
 }
