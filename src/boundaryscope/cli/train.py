@@ -94,8 +94,9 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
         type=nonnegative_float,
         default=None,
         help="learning rate (default: 0.05 from scratch; with --defense a "
-        "fraction of the base model's: 1/2 for the §3.3 fine-tunings, 1/5 "
-        "for pgd and cure)",
+        "fraction of the base model's SGD rate from its card: 1/2 for the §3.3 "
+        "fine-tunings, 1/5 for pgd, trades and fgsm-rs; Adam at 1e-4 for a model "
+        "without a card; cure: Adam 1e-4 to 1e-6, the seed's recipe)",
     )
     train.add_argument(
         "--momentum", type=nonnegative_float, default=0.9, help="SGD momentum (default: 0.9)"
@@ -107,7 +108,10 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
         "--batch-size", type=positive_int, default=64, help="images per step (default: 64)"
     )
     train.add_argument(
-        "--optimizer", choices=["sgd", "adam"], default="sgd", help="optimiser (default: sgd)"
+        "--optimizer",
+        choices=["sgd", "adam"],
+        default=None,
+        help="optimiser (default: sgd from scratch; with --defense the recipe's, see --lr)",
     )
     train.add_argument(
         "--schedule",
@@ -120,12 +124,16 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
         "--eps",
         type=nonnegative_float,
         default=None,
-        help="fgsm: step (default: FGSM's 90%% fooling ε); pgd: radius "
-        "(default: 0.2 of the box width)",
+        help="fgsm: step (default: the median l∞ minimal perturbation of the training "
+        "images); pgd, trades, fgsm-rs: l∞ radius (default: 0.2 of the box width)",
     )
     train.add_argument(
-        "--steps", type=positive_int, default=10, help="pgd: PGD iterations (default: 10)"
+        "--steps",
+        type=positive_int,
+        default=10,
+        help="pgd, trades: inner iterations (default: 10)",
     )
+    train.add_argument("--beta", type=nonnegative_float, default=6.0, help="trades: β (default: 6)")
     train.add_argument(
         "--alpha",
         type=nonnegative_float,
@@ -136,14 +144,14 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--h",
         type=nonnegative_float,
-        default=1.0,
-        help="cure: final finite-difference scale, l2 input units (default 1)",
+        default=None,
+        help="cure: final finite-difference scale, l2 input units (default: the box width)",
     )
     train.add_argument(
         "--ramp-epochs",
         type=nonnegative_float,
-        default=2.0,
-        help="cure: epochs over which h grows from 0 (default 2)",
+        default=5.0,
+        help="cure: epochs over which h grows from 0 (default 5, the seed's)",
     )
     train.add_argument(
         "--xi",
@@ -196,7 +204,7 @@ def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         config = TrainConfig(
             epochs=args.epochs or 15, lr=args.lr or 0.05, momentum=args.momentum,
             weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed,
-            optimizer=args.optimizer, schedule=args.schedule or "cosine",
+            optimizer=args.optimizer or "sgd", schedule=args.schedule or "cosine",
         )  # fmt: skip
         weights = output_dir(args) / "model.pt"
         card = train_and_save(args.arch, args.data, config, weights, command=command, progress=None)
@@ -213,7 +221,7 @@ def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         overrides={k: v for k, v in chosen.items() if v is not None}, train_n=args.train_n,
         monitor_n=args.monitor_n, monitor_eps=args.monitor_eps,
         resume=args.resume, device=args.device, command=command, progress=None, eps=args.eps,
-        alpha=args.alpha, steps=args.steps, lam=args.lam, h=args.h,
+        alpha=args.alpha, steps=args.steps, beta=args.beta, lam=args.lam, h=args.h,
         ramp_epochs=args.ramp_epochs, xi=args.xi, seed=args.seed,
         on_epoch_end=None if sys.stderr.isatty() else _epoch_line(args.defense),
     )  # fmt: skip
@@ -231,6 +239,13 @@ def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
             f"WARNING: the held-out accuracy collapsed at epoch(s) {watch['collapsed_epochs']}; "
             f"the best epoch ({watch['best_epoch']}, {watch['best_test_accuracy']:.4f}) is "
             f"kept in {(Path(args.out) / 'best.pt').resolve()} (usable as --model).",
+            file=sys.stderr,
+        )
+    stopped = [int(r["epoch"]) for r in run_card["history"] if r.get("overfitting")]
+    if stopped:
+        print(
+            f"WARNING: catastrophic overfitting at epoch {stopped[0]} (PGD accuracy on the check "
+            "batch collapsed); training stopped there and kept the weights of the epoch before.",
             file=sys.stderr,
         )
     return _chance_verdict(run_card)

@@ -12,42 +12,46 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from boundaryscope.defenses.adversarial_training import FGSMRS, TRADES, PGDTraining
     from boundaryscope.defenses.objectives import (
         CURE,
         DeepFoolFinetune,
         FGSMFinetune,
         Objective,
         PerturbedSet,
-        PGDTraining,
         Standard,
         cure_penalty,
         cure_step_size,
     )
     from boundaryscope.defenses.training import (
         FitResult,
-        Monitor,
         TrainConfig,
         TrainHistory,
         accuracy,
         fit,
+        recalibrate_batchnorm,
     )
     from boundaryscope.defenses.universal_pool import (
         UniversalFinetune,
         UniversalPool,
         universal_finetune,
     )
+    from boundaryscope.defenses.watch import Monitor, OverfittingCheck
 
 _HOMES = {
     "CURE": "boundaryscope.defenses.objectives",
     "DeepFoolFinetune": "boundaryscope.defenses.objectives",
     "FGSMFinetune": "boundaryscope.defenses.objectives",
+    "FGSMRS": "boundaryscope.defenses.adversarial_training",
     "FitResult": "boundaryscope.defenses.training",
-    "Monitor": "boundaryscope.defenses.training",
+    "Monitor": "boundaryscope.defenses.watch",
     "Objective": "boundaryscope.defenses.objectives",
-    "PGDTraining": "boundaryscope.defenses.objectives",
+    "OverfittingCheck": "boundaryscope.defenses.watch",
+    "PGDTraining": "boundaryscope.defenses.adversarial_training",
     "PerturbedSet": "boundaryscope.defenses.objectives",
     "Standard": "boundaryscope.defenses.objectives",
     "TrainConfig": "boundaryscope.defenses.training",
+    "TRADES": "boundaryscope.defenses.adversarial_training",
     "TrainHistory": "boundaryscope.defenses.training",
     "UniversalFinetune": "boundaryscope.defenses.universal_pool",
     "UniversalPool": "boundaryscope.defenses.universal_pool",
@@ -55,16 +59,20 @@ _HOMES = {
     "cure_penalty": "boundaryscope.defenses.objectives",
     "cure_step_size": "boundaryscope.defenses.objectives",
     "fit": "boundaryscope.defenses.training",
+    "recalibrate_batchnorm": "boundaryscope.defenses.training",
     "universal_finetune": "boundaryscope.defenses.universal_pool",
 }
 
 __all__ = [
     "CURE",
+    "FGSMRS",
+    "TRADES",
     "DeepFoolFinetune",
     "FGSMFinetune",
     "FitResult",
     "Monitor",
     "Objective",
+    "OverfittingCheck",
     "PGDTraining",
     "PerturbedSet",
     "Standard",
@@ -76,6 +84,7 @@ __all__ = [
     "cure_penalty",
     "cure_step_size",
     "fit",
+    "recalibrate_batchnorm",
     "universal_finetune",
 ]
 

@@ -12,23 +12,38 @@ from typing import Literal
 __all__ = ["DEFENSES", "DefenseRecipe"]
 
 
+# The fine-tuning rate when the base model's own training rate is unknown (a user's model
+# without a card): Adam at CURE's paper's 1e-4 (thesis §8.4). A guessed SGD rate (0.05 × a
+# factor) took a small BatchNorm CNN from 87% to 56% in 3 epochs of plain fine-tuning;
+# Adam at 1e-4 kept it (benchmarks/defense_collapse.py).
+UNKNOWN_BASE_OPTIMIZER: Literal["adam"] = "adam"
+UNKNOWN_BASE_LR = 1e-4
+
+
 @dataclass(frozen=True)
 class DefenseRecipe:
     """A named defence: its objective and the schedule it fine-tunes with by default.
 
     Attributes:
         summary: One line for ``--help`` and the run card.
-        lr_factor: Learning rate as a multiple of the base model's own training rate (its
-            card's ``config.lr``; 0.05 when unknown): §3.3 fine-tunes "with a 50%
-            decreased learning rate".
+        lr_factor: Learning rate as a multiple of the base model's own (SGD) training rate,
+            from its card: §3.3 fine-tunes "with a 50% decreased learning rate". Without a
+            card the run uses Adam at `UNKNOWN_BASE_LR`.
         schedule: Learning-rate schedule.
         epochs: Default number of extra epochs.
+        optimizer: ``"adam"`` with `lr` fixes the optimiser and rate whatever the base
+            model (CURE's paper recipe); ``None`` follows the rule above.
+        lr: Fixed initial rate (with `optimizer`).
+        final_lr: Where the cosine schedule ends.
     """
 
     summary: str
     lr_factor: float
     schedule: Literal["cosine", "constant"]
     epochs: int
+    optimizer: Literal["sgd", "adam"] | None = None
+    lr: float | None = None
+    final_lr: float = 0.0
 
 
 DEFENSES: dict[str, DefenseRecipe] = {
@@ -44,5 +59,20 @@ DEFENSES: dict[str, DefenseRecipe] = {
         "fine-tune on a pool of universal perturbations (§4.5)", 0.5, "constant", 5
     ),
     "pgd": DefenseRecipe("PGD adversarial training, Madry et al. (the baseline)", 0.2, "cosine", 5),
-    "cure": DefenseRecipe("CURE curvature regularisation (§8.4)", 0.2, "cosine", 5),
+    "trades": DefenseRecipe("TRADES, Zhang et al. 2019 (β = 6)", 0.2, "cosine", 5),
+    "fgsm-rs": DefenseRecipe(
+        "FGSM with random start, Wong et al. 2020, with the catastrophic-overfitting check",
+        0.2,
+        "cosine",
+        5,
+    ),
+    "cure": DefenseRecipe(
+        "CURE curvature regularisation, the seed's recipe (§8.4: Adam 1e-4 to 1e-6)",
+        0.2,
+        "cosine",
+        20,
+        optimizer="adam",
+        lr=1e-4,
+        final_lr=1e-6,
+    ),
 }

@@ -19,13 +19,18 @@ import torch
 
 from boundaryscope._io import output_lock
 from boundaryscope.classifier import Classifier, resolve_device
-from boundaryscope.defenses.catalogue import DEFENSES, DefenseRecipe
+from boundaryscope.defenses.adversarial_training import FGSMRS, TRADES, PGDTraining
+from boundaryscope.defenses.catalogue import (
+    DEFENSES,
+    UNKNOWN_BASE_LR,
+    UNKNOWN_BASE_OPTIMIZER,
+    DefenseRecipe,
+)
 from boundaryscope.defenses.objectives import (
     CURE,
     DeepFoolFinetune,
     FGSMFinetune,
     Objective,
-    PGDTraining,
     Standard,
 )
 from boundaryscope.defenses.training import BEST, Monitor, TrainConfig, accuracy, fit
@@ -35,6 +40,7 @@ __all__ = [
     "DefenseRecipe",
     "chance_check",
     "defense_objective",
+    "recipe_config",
     "train_and_save",
     "train_defense",
 ]
@@ -109,9 +115,10 @@ def defense_objective(
     eps: float | None = None,
     alpha: float = 2.0,
     steps: int = 10,
+    beta: float = 6.0,
     lam: float = 4.0,
-    h: float = 1.0,
-    ramp_epochs: float = 2.0,
+    h: float | None = None,
+    ramp_epochs: float = 5.0,
     xi: float = 0.3,
     seed: int = 0,
     box_width: float = 1.0,
@@ -120,25 +127,33 @@ def defense_objective(
 
     Args:
         name: A key of `DEFENSES`.
-        eps: FGSM's step (default: its 90% fooling ε) or PGD-AT's radius (default 0.2 of
-            the box width: Madry et al.'s 0.3 collapsed the shipped LeNet to a constant
-            classifier when fine-tuned at lr 0.01, measured in benchmarks/robust_training.py).
+        eps: FGSM fine-tuning's step (default: the median l∞ minimal perturbation of the
+            training images, `FGSMFinetune`) or the adversarial trainings' radius (default
+            0.2 of the box width: Madry et al.'s 0.3 collapsed the shipped LeNet to a
+            constant classifier when fine-tuned at lr 0.01, measured in
+            benchmarks/robust_training.py).
         alpha: DeepFool magnification of ``deepfool-alpha``.
-        steps: PGD-AT's iterations.
+        steps: PGD-AT's and TRADES' inner iterations.
+        beta: TRADES' ``β``.
         lam: CURE's ``λ``.
-        h: CURE's final ``h`` (l2, input units; scaled by nothing — see the README).
+        h: CURE's final ``h`` (l2, input units); default `CURE_H` of the box width.
         ramp_epochs: Epochs of CURE's ``h`` ramp.
         xi: Radius of the universal pool.
         seed: Seed of the universal pool.
-        box_width: ``hi − lo`` of the input box (scales PGD-AT's default radius).
+        box_width: ``hi − lo`` of the input box (scales the default radii and ``h``).
     """
+    radius = eps if eps is not None else 0.2 * box_width
     factories: dict[str, Callable[[], Objective]] = {
         "standard": Standard,
         "deepfool": DeepFoolFinetune,
         "deepfool-alpha": lambda: DeepFoolFinetune(alpha=alpha),
         "fgsm": lambda: FGSMFinetune(eps=eps),
-        "pgd": lambda: PGDTraining(eps=eps if eps is not None else 0.2 * box_width, steps=steps),
-        "cure": lambda: CURE(lam=lam, h=h, ramp_epochs=ramp_epochs),
+        "pgd": lambda: PGDTraining(eps=radius, steps=steps),
+        "trades": lambda: TRADES(eps=radius, beta=beta, steps=steps),
+        "fgsm-rs": lambda: FGSMRS(eps=radius),
+        "cure": lambda: CURE(
+            lam=lam, h=h if h is not None else CURE_H * box_width, ramp_epochs=ramp_epochs
+        ),
     }
     if name == "universal":
         from boundaryscope.defenses.universal_pool import UniversalPool
@@ -220,11 +235,8 @@ def train_defense(
     else:
         objective = defense
     if config is None:
-        base_lr = float(loaded.card.get("config", {}).get("lr", 0.05))
-        config = TrainConfig(
-            epochs=recipe.epochs, lr=base_lr * recipe.lr_factor, schedule=recipe.schedule
-        )
-    config = dataclasses.replace(config, **(overrides or {}))
+        config = recipe_config(recipe, loaded.card)
+    config = _with_overrides(config, overrides or {})
     train = load_dataset(data, "train").subset(train_n)
     test = load_dataset(data, "test")
     monitored = test.subset(monitor_n)
@@ -274,6 +286,38 @@ def train_defense(
         }
         dump_json(directory / "train.json", card)
     return card
+
+
+CURE_H = 1.0  # CURE's final h as a fraction of the box width; see the README's CURE table
+
+
+def recipe_config(recipe: DefenseRecipe, card: Mapping[str, Any]) -> TrainConfig:
+    """The optimisation settings a recipe fine-tunes a model with, given the model's card.
+
+    A recipe with a fixed optimiser (CURE's Adam at 1e-4 → 1e-6) uses it. Otherwise a
+    model whose card records an SGD training rate is fine-tuned with SGD at
+    ``lr_factor`` times that rate (thesis §3.3); a model without one (a user's model) with
+    Adam at `UNKNOWN_BASE_LR`, because a guessed SGD rate can destroy it.
+    """
+    schedule = TrainConfig(epochs=recipe.epochs, schedule=recipe.schedule)
+    if recipe.optimizer is not None and recipe.lr is not None:
+        return dataclasses.replace(
+            schedule, optimizer=recipe.optimizer, lr=recipe.lr, final_lr=recipe.final_lr
+        )
+    base = card.get("config", {}) if isinstance(card, Mapping) else {}
+    base_lr = base.get("lr") if isinstance(base, Mapping) else None
+    if isinstance(base_lr, int | float) and base.get("optimizer", "sgd") == "sgd" and base_lr > 0:
+        return dataclasses.replace(schedule, lr=float(base_lr) * recipe.lr_factor)
+    return dataclasses.replace(schedule, optimizer=UNKNOWN_BASE_OPTIMIZER, lr=UNKNOWN_BASE_LR)
+
+
+def _with_overrides(config: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
+    """`config` with the user's fields; a new ``lr`` drops a recipe's ``final_lr`` above it."""
+    changed = dataclasses.replace(config, **{k: v for k, v in overrides.items() if k != "lr"})
+    if "lr" in overrides:
+        lr = float(overrides["lr"])
+        changed = dataclasses.replace(changed, lr=lr, final_lr=min(changed.final_lr, lr))
+    return changed
 
 
 CHANCE_MARGIN = 0.02

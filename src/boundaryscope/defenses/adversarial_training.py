@@ -1,0 +1,204 @@
+"""Adversarial training, the baselines users know: PGD-AT, TRADES and FGSM-RS.
+
+Each is an `Objective` of the one loop (`boundaryscope.defenses.training.fit`); the inner
+attack runs with the model in eval mode (the classifier's session) and the loss on its
+points in train mode. Every random draw comes from the run's generator, so a resumed run
+is bit-identical to an uninterrupted one.
+
+- `PGDTraining` (Madry et al., ICLR 2018): cross-entropy at the PGD maximiser.
+- `TRADES` (Zhang et al., ICML 2019): ``CE(f(x), y) + β KL(p(x) ‖ p(x'))`` with ``x'`` the
+  KL maximiser in the ball.
+- `FGSMRS` (Wong, Rice & Kolter, "Fast is better than free", ICLR 2020): one FGSM step of
+  ``1.25 ε`` from a uniform random point of the ball, with the catastrophic-overfitting
+  check of `boundaryscope.defenses.watch.OverfittingCheck`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from boundaryscope.attacks import PGD
+from boundaryscope.classifier import Classifier
+from boundaryscope.defenses.objectives import Objective, TrainingStep
+from boundaryscope.defenses.watch import OverfittingCheck
+from boundaryscope.norms import project_lp_ball, steepest_direction
+
+__all__ = ["FGSMRS", "TRADES", "PGDTraining", "trades_kl"]
+
+
+def _check_ball(owner: str, eps: float, steps: int, p: float) -> None:
+    if not (eps > 0 and math.isfinite(eps)) or steps < 1 or p not in (2.0, math.inf):
+        raise ValueError(
+            f"{owner} needs eps > 0, steps >= 1 and p = 2 or inf; got eps={eps!r}, "
+            f"steps={steps!r}, p={p!r}."
+        )
+
+
+def _batch_seed(step: TrainingStep) -> int:
+    """A seed for the batch's attack, drawn from the run's generator."""
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=step.generator))
+
+
+@dataclass(frozen=True)
+class PGDTraining(Objective):
+    """Adversarial training (Madry et al. 2018): cross-entropy at the PGD maximiser.
+
+    Every batch is replaced by ``argmax_{||δ||_p ≤ ε, x+δ ∈ box} ℓ(x + δ)`` found by PGD from a
+    random start, all `steps` steps taken (no early stop), the model in eval mode for the
+    attack and in train mode for the update.
+
+    Attributes:
+        eps: Radius of the threat model (input units).
+        steps: PGD iterations.
+        step_size: ``None``: ``2.5 ε / steps`` (Madry et al.'s rule).
+        p: ``inf`` or 2.
+    """
+
+    name: ClassVar[str] = "pgd"
+    eps: float = 0.1
+    steps: int = 10
+    step_size: float | None = None
+    p: float = math.inf
+
+    def __post_init__(self) -> None:
+        _check_ball("PGDTraining", self.eps, self.steps, self.p)
+
+    def attack(self, seed: int) -> PGD:
+        """The inner attack (one seed per batch, drawn from the run's generator)."""
+        return PGD(
+            eps=self.eps,
+            p=self.p,
+            steps=self.steps,
+            step_size=self.step_size,
+            seed=seed,
+            early_stop=False,
+        )
+
+    def batch_loss(self, step: TrainingStep) -> tuple[Tensor, Tensor]:
+        """Cross-entropy at the batch's PGD points."""
+        seed = _batch_seed(step)
+        before = step.clf.counter.backward_rows
+        adversarial = self.attack(seed)(step.clf, step.x, step.y).adversarial.detach()
+        step.backward_rows += step.clf.counter.backward_rows - before
+        logits = step.logits(adversarial)
+        return nn.functional.cross_entropy(logits, step.y, reduction="none"), logits
+
+
+@dataclass(frozen=True)
+class FGSMRS(Objective):
+    """FGSM adversarial training with a random start (Wong et al., ICLR 2020, Alg. 3).
+
+    ``δ ~ U(B_p(0, ε))``, ``δ ← Π_{B_p(0, ε)}(δ + α u_p(∇_δ ℓ(x + δ)))`` with ``α = 1.25 ε``
+    (the paper's step), ``x + δ`` clipped to the box; cross-entropy at ``x + δ``. One
+    attack gradient per image instead of PGD-10's ten. Its known failure, catastrophic
+    overfitting, is watched after every epoch (`overfitting_check`): PGD(10) on 128 fixed
+    training images; a fall of more than 20 points stops the run with the previous
+    epoch's weights.
+
+    Attributes:
+        eps: Radius of the threat model (input units).
+        step_ratio: ``α / ε``.
+        p: ``inf`` or 2.
+        check: Run the catastrophic-overfitting check.
+    """
+
+    name: ClassVar[str] = "fgsm-rs"
+    eps: float = 0.1
+    step_ratio: float = 1.25
+    p: float = math.inf
+    check: bool = True
+
+    def __post_init__(self) -> None:
+        _check_ball("FGSMRS", self.eps, 1, self.p)
+        if not (self.step_ratio > 0 and math.isfinite(self.step_ratio)):
+            raise ValueError(f"FGSMRS.step_ratio must be > 0; got {self.step_ratio!r}.")
+
+    def attack(self, seed: int) -> PGD:
+        """One PGD step of ``α = step_ratio · ε`` from a uniform point of the ball."""
+        return PGD(
+            eps=self.eps,
+            p=self.p,
+            steps=1,
+            step_size=self.step_ratio * self.eps,
+            random_start=True,
+            seed=seed,
+            early_stop=False,
+        )
+
+    def overfitting_check(self) -> OverfittingCheck | None:
+        """PGD(10) on 128 training images after every epoch (Wong et al.'s early stop)."""
+        return OverfittingCheck(eps=self.eps, p=self.p) if self.check else None
+
+    def batch_loss(self, step: TrainingStep) -> tuple[Tensor, Tensor]:
+        """Cross-entropy at the batch's FGSM-RS points."""
+        before = step.clf.counter.backward_rows
+        adversarial = self.attack(_batch_seed(step))(step.clf, step.x, step.y).adversarial
+        step.backward_rows += step.clf.counter.backward_rows - before
+        logits = step.logits(adversarial.detach())
+        return nn.functional.cross_entropy(logits, step.y, reduction="none"), logits
+
+
+def trades_kl(natural_logits: Tensor, adversarial_logits: Tensor) -> Tensor:
+    """``KL(p(x) ‖ p(x')) = Σ_c p_c(x) (log p_c(x) − log p_c(x'))`` per sample, ``(B,)``."""
+    log_natural = nn.functional.log_softmax(natural_logits, dim=1)
+    log_adversarial = nn.functional.log_softmax(adversarial_logits, dim=1)
+    return (log_natural.exp() * (log_natural - log_adversarial)).sum(dim=1)
+
+
+@dataclass(frozen=True)
+class TRADES(Objective):
+    """TRADES (Zhang et al., ICML 2019, eq. 5): ``CE(f(x), y) + β KL(p(x) ‖ p(x'))``.
+
+    ``x' = argmax_{x' ∈ B_p(x, ε) ∩ box} KL(p(x) ‖ p(x'))`` by `steps` signed-gradient
+    (l∞) or normalised-gradient (l2) ascent steps of `step_size`, from
+    ``x + 0.001 N(0, I)`` (the paper's start), with ``p(x)`` held fixed and the model in
+    eval mode; the outer loss is computed in train mode, with gradients through both
+    terms. ``β = 6`` is the paper's CIFAR-10 and headline setting (``1/λ``).
+
+    Attributes:
+        eps: Radius of the ball (input units).
+        beta: Weight of the robustness term.
+        steps: Inner ascent steps.
+        step_size: ``None``: ``2.5 ε / steps``.
+        p: ``inf`` or 2.
+    """
+
+    name: ClassVar[str] = "trades"
+    eps: float = 0.1
+    beta: float = 6.0
+    steps: int = 10
+    step_size: float | None = None
+    p: float = math.inf
+
+    def __post_init__(self) -> None:
+        _check_ball("TRADES", self.eps, self.steps, self.p)
+        if not (self.beta >= 0 and math.isfinite(self.beta)):
+            raise ValueError(f"TRADES.beta must be >= 0; got {self.beta!r}.")
+
+    def maximise_kl(self, clf: Classifier, x: Tensor, generator: torch.Generator) -> Tensor:
+        """The inner maximiser ``x'`` ``(B, *shape)`` (detached), model in eval mode."""
+        alpha = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        current = clf.clip(x + 0.001 * noise)
+        natural = clf.forward_scores(x)
+        for _ in range(self.steps):
+            _, grad = clf.value_and_gradient(current, lambda scores: trades_kl(natural, scores))
+            moved = current + alpha * steepest_direction(grad, self.p)
+            current = clf.clip(x + project_lp_ball(moved - x, self.eps, self.p))
+        return current
+
+    def batch_loss(self, step: TrainingStep) -> tuple[Tensor, Tensor]:
+        """Per-sample TRADES loss and the natural logits."""
+        before = step.clf.counter.backward_rows
+        adversarial = self.maximise_kl(step.clf, step.x, step.generator)
+        step.backward_rows += step.clf.counter.backward_rows - before
+        natural = step.logits(step.x)
+        loss = nn.functional.cross_entropy(natural, step.y, reduction="none")
+        if self.beta > 0:
+            loss = loss + self.beta * trades_kl(natural, step.logits(adversarial))
+        return loss, natural
