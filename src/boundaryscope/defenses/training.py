@@ -591,6 +591,7 @@ def recalibrate_batchnorm(
     if not tracked:
         return 0
     momenta = [m.momentum for m in tracked]
+    clf.predict(x[:1])  # the classifier's first-call checks run now, in eval mode
     model.eval()
     for layer in tracked:
         layer.reset_running_stats()

@@ -1,0 +1,262 @@
+"""Robust training on the models users bring (issue: defences that keep the model).
+
+BatchNorm statistics recalibrated after every epoch (the stale-statistics failure reproduced
+on a tiny BatchNorm model and shown fixed), TRADES against a hand computation, FGSM-RS's
+uniform start and its catastrophic-overfitting check, bit-identical resume for every new
+objective, and every defence run on a CIFAR-shaped BatchNorm CNN.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from boundaryscope import Classifier
+from boundaryscope.attacks.gradient import _random_ball
+from boundaryscope.defenses import (
+    CURE,
+    FGSMRS,
+    TRADES,
+    DeepFoolFinetune,
+    FGSMFinetune,
+    Monitor,
+    Objective,
+    OverfittingCheck,
+    PGDTraining,
+    Standard,
+    TrainConfig,
+    fit,
+    recalibrate_batchnorm,
+)
+from boundaryscope.defenses.objectives import TrainingStep
+from tests.test_training import _blobs
+
+
+def _bn_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3)).double()
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((Classifier(model).predict(x) == y).float().mean())
+
+
+@pytest.fixture(scope="module")
+def trained_bn_mlp():
+    x, y = _blobs(96)
+    base = fit(_bn_mlp(), x, y, TrainConfig(epochs=20, lr=0.05, batch_size=16), progress=False)
+    return base.model, x, y
+
+
+def test_stale_batchnorm_statistics_reproduced_and_fixed(trained_bn_mlp):
+    """SGD fine-tuning moves the weights faster than BatchNorm's moving averages follow.
+
+    With the moving averages kept ("running") the eval-mode model loses most of its
+    accuracy in one epoch; with the statistics recalibrated it keeps it (same weights: the
+    training itself runs on batch statistics and is identical in both runs).
+    """
+    base, x, y = trained_bn_mlp
+    assert _accuracy(base, x, y) > 0.95
+    config = TrainConfig(epochs=1, lr=0.1, batch_size=8, schedule="constant")
+    running = dataclasses.replace(config, batchnorm="running")
+    stale = fit(Classifier(base), x, y, running, progress=False)
+    fixed = fit(Classifier(base), x, y, config, progress=False)
+    for name, weight in stale.model.named_parameters():
+        assert torch.equal(weight, dict(fixed.model.named_parameters())[name])
+    assert _accuracy(stale.model, x, y) < 0.6
+    assert _accuracy(fixed.model, x, y) > 0.9
+
+
+def test_recalibrated_statistics_are_the_batch_averages(trained_bn_mlp):
+    """running_mean/var = average over batches of the layer input's batch mean/variance."""
+    base, x, _ = trained_bn_mlp
+    model = copy.deepcopy(base)
+    model[1].running_mean.fill_(5.0)
+    with torch.no_grad():
+        hidden = model[0](x[:40])
+    batches = hidden.split(16)
+    expected_mean = torch.stack([b.mean(0) for b in batches]).mean(0)
+    expected_var = torch.stack([b.var(0, unbiased=True) for b in batches]).mean(0)
+    momentum = model[1].momentum
+    assert recalibrate_batchnorm(Classifier(model), x[:40], 16) == 1
+    torch.testing.assert_close(model[1].running_mean, expected_mean)
+    torch.testing.assert_close(model[1].running_var, expected_var)
+    assert model[1].momentum == momentum and not model.training
+    assert (
+        recalibrate_batchnorm(Classifier(nn.Sequential(nn.Linear(6, 3)).double().eval()), x, 8) == 0
+    )
+
+
+def test_trades_kl_and_loss_match_a_hand_computation():
+    from boundaryscope.defenses.adversarial_training import trades_kl
+
+    torch.manual_seed(1)
+    a, b = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    p, q = a.softmax(1).numpy(), b.softmax(1).numpy()
+    expected = torch.tensor([stats.entropy(p[i], q[i]) for i in range(5)], dtype=torch.float64)
+    torch.testing.assert_close(trades_kl(a, b), expected)
+
+    x, y = _blobs(12)
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double().eval()
+    clf = Classifier(model, bounds=(0, 1))
+    objective = TRADES(eps=0.1, beta=3.0, steps=4)
+    generator = torch.Generator().manual_seed(9)
+    replay = torch.Generator().manual_seed(9)
+    loss, logits = objective.batch_loss(TrainingStep(clf, x, y, 0.0, generator))
+    adversarial = objective.maximise_kl(clf, x, replay)
+    assert (adversarial - x).abs().max() <= 0.1 + 1e-12
+    assert adversarial.min() >= 0 and adversarial.max() <= 1
+    with torch.no_grad():
+        natural, perturbed = model(x), model(adversarial)
+        log_p, log_q = natural.log_softmax(1), perturbed.log_softmax(1)
+        hand = -log_p[torch.arange(12), y] + 3.0 * (log_p.exp() * (log_p - log_q)).sum(1)
+    torch.testing.assert_close(loss.detach(), hand)
+    torch.testing.assert_close(logits.detach(), natural)
+    # The inner maximiser raises the divergence well above the start's.
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(9), dtype=x.dtype)
+    start = clf.clip(x + 0.001 * noise)
+    with torch.no_grad():
+        assert (
+            trades_kl(natural, model(adversarial)).sum()
+            > 10 * trades_kl(natural, model(start)).sum()
+        )
+
+
+def test_fgsm_rs_start_is_uniform_in_the_ball_and_the_step_is_the_papers(seed):
+    from boundaryscope._random import image_generators
+
+    x = torch.rand(400, 5, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    start = _random_ball(image_generators(x, 3), 0.2, math.inf, x)
+    assert start.abs().max() <= 0.2
+    assert stats.kstest(((start + 0.2) / 0.4).flatten().numpy(), "uniform").pvalue > 1e-3
+    # One step of 1.25 ε along sign ∇ℓ from that start, projected back into the ball.
+    x, y = _blobs(30, d=5)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(5, 3)).double().eval()
+    clf = Classifier(model, bounds=(0, 1))
+    objective = FGSMRS(eps=0.1)
+    result = objective.attack(seed=3)(clf, x, y)
+    begin = clf.clip(x + _random_ball(image_generators(x, 3), 0.1, math.inf, x))
+    _, grad = clf.loss_gradient(begin, y)
+    expected = clf.clip(x + (begin - x + 0.125 * grad.sign()).clamp(-0.1, 0.1))
+    torch.testing.assert_close(result.adversarial, expected)
+
+
+class _Sabotage(Objective):
+    """Cross-entropy for one epoch, then on flipped labels: robustness falls at epoch 2."""
+
+    name = "sabotage"
+
+    def overfitting_check(self) -> OverfittingCheck | None:
+        return OverfittingCheck(eps=0.02, steps=3, n=24)
+
+    def batch_loss(self, step: TrainingStep) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = step.logits(step.x)
+        labels = step.y if step.progress < 1 else (step.y + 1) % 3
+        return nn.functional.cross_entropy(logits, labels, reduction="none"), logits
+
+
+def test_overfitting_check_fires_rolls_back_and_stops(tmp_path):
+    x, y = _blobs(48)
+    torch.manual_seed(0)
+    untrained = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)).double().eval()
+    model = fit(untrained, x, y, TrainConfig(epochs=20, lr=0.1, batch_size=8), progress=False).model
+    config = TrainConfig(epochs=4, lr=0.2, batch_size=8, schedule="constant")
+    with pytest.warns(UserWarning, match="catastrophic overfitting at epoch 2"):
+        run = fit(model, x, y, config, objective=_Sabotage(), run_dir=tmp_path / "r")
+    records = run.history.records
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[1]["overfitting"] == 1.0
+    assert records[1]["check_pgd_accuracy"] < records[0]["check_pgd_accuracy"] - 0.2
+    one = dataclasses.replace(config, epochs=1)
+    after_one = fit(model, x, y, one, objective=_Sabotage(), progress=False)
+    for key, value in after_one.model.state_dict().items():
+        assert torch.equal(value, run.model.state_dict()[key]), key
+    resumed = fit(model, x, y, config, objective=_Sabotage(), run_dir=tmp_path / "r", resume=True)
+    assert resumed.resumed_from == 4 and len(resumed.history.records) == 2
+    assert OverfittingCheck(eps=0.1).fired([{"check_pgd_accuracy": 0.5}], 0.29)
+    assert not OverfittingCheck(eps=0.1).fired([{"check_pgd_accuracy": 0.5}], 0.31)
+    assert not OverfittingCheck(eps=0.1).fired([], 0.0)
+
+
+@pytest.mark.parametrize(
+    "objective",
+    [TRADES(eps=0.05, steps=2), FGSMRS(eps=0.05), CURE(lam=1.0, h=0.1, ramp_epochs=1.0)],
+    ids=["trades", "fgsm-rs", "cure"],
+)
+def test_resume_is_bit_identical_for_the_new_objectives_on_a_batchnorm_model(tmp_path, objective):
+    x, y = _blobs(32)
+    config = TrainConfig(epochs=3, lr=0.05, batch_size=8, seed=4)
+    monitor = Monitor(x[:8], y[:8], rho_p=None)
+    clf = Classifier(_bn_mlp().eval(), bounds=(0, 1))
+    settings = {"objective": objective, "monitor": monitor, "progress": False}
+    full = fit(clf, x, y, config, run_dir=tmp_path / "a", **settings)
+
+    class StopError(Exception):
+        pass
+
+    def stop(epoch: int, record: dict[str, float]) -> None:
+        if epoch == 1:
+            raise StopError
+
+    with pytest.raises(StopError):
+        fit(clf, x, y, config, run_dir=tmp_path / "b", on_epoch_end=stop, **settings)
+    resumed = fit(clf, x, y, config, run_dir=tmp_path / "b", resume=True, **settings)
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in full.history.records]
+    assert strip == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in resumed.history.records
+    ]
+
+
+def _cifar_bn_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(4),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "objective",
+    [
+        Standard(),
+        DeepFoolFinetune(steps=5),
+        FGSMFinetune(),
+        PGDTraining(eps=0.03, steps=2),
+        TRADES(eps=0.03, steps=2),
+        FGSMRS(eps=0.03),
+        CURE(lam=1.0, h=0.5, ramp_epochs=0.5),
+    ],
+    ids=lambda o: o.name,
+)
+def test_every_defence_runs_on_a_cifar_shaped_batchnorm_cnn(objective):
+    """One short epoch each: finite loss, user's module untouched, statistics recalibrated."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, 32, 32, generator=generator)
+    y = torch.arange(16) % 10
+    model = _cifar_bn_cnn().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = TrainConfig(epochs=1, lr=1e-3, batch_size=8, optimizer="adam")
+    run = fit(model, x, y, config, objective=objective, progress=False)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    record = run.history.records[-1]
+    assert math.isfinite(record["loss"]) and record["backward_per_image"] >= 1
+    trained = run.model
+    changed = any(
+        not torch.equal(v, before[k]) for k, v in trained.state_dict().items() if "weight" in k
+    )
+    assert changed and not trained.training
+    expected = trained[0](x)  # the first BatchNorm's input, batches of 8
+    mean = torch.stack([b.mean((0, 2, 3)) for b in expected.detach().split(8)]).mean(0)
+    torch.testing.assert_close(trained[1].running_mean, mean, rtol=1e-4, atol=1e-5)
