@@ -260,3 +260,26 @@ def test_every_defence_runs_on_a_cifar_shaped_batchnorm_cnn(objective):
     expected = trained[0](x)  # the first BatchNorm's input, batches of 8
     mean = torch.stack([b.mean((0, 2, 3)) for b in expected.detach().split(8)]).mean(0)
     torch.testing.assert_close(trained[1].running_mean, mean, rtol=1e-4, atol=1e-5)
+
+
+def test_monitor_tracks_fgsm_estimate_and_loss_curvature_beside_rho():
+    """Fig. 3.9's FGSM estimate and Fig. 8.10's curvature, each from its own reference."""
+    from boundaryscope.attacks import smallest_fooling_epsilon
+    from boundaryscope.geometry.curvature import loss_curvature
+
+    x, y = _blobs(24)
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(6, 12), nn.Softplus(), nn.Linear(12, 3)).double().eval()
+    clf = Classifier(model, bounds=(0, 1))
+    record = Monitor(x, y, rho_p=2.0, curvature_n=6, fgsm_rho=True)(clf)
+    correct = clf.predict(x) == y
+    search = smallest_fooling_epsilon(clf, x[correct], y[correct])
+    assert record["rho_fgsm"] == pytest.approx(
+        search.epsilon / float(x[correct].abs().amax(1).mean())
+    )
+    profile = loss_curvature(clf, x[:6], y[:6], k=1)
+    top = profile.eigenvalues[:, 0]
+    assert record["loss_curvature_top"] == pytest.approx(float(top.median()))
+    relative = float((top / profile.gradient_norm).median())
+    assert record["loss_curvature_relative"] == pytest.approx(relative)
+    assert 0 <= record["loss_alignment"] <= 1

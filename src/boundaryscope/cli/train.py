@@ -180,6 +180,19 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
         "(default: none)",
     )
     train.add_argument(
+        "--monitor-curvature",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="track the loss curvature (top Hessian eigenvalue, its ratio to the gradient "
+        "norm, alignment; thesis Fig. 8.10) on N monitored images per epoch (default: off)",
+    )
+    train.add_argument(
+        "--monitor-fgsm",
+        action="store_true",
+        help="track FGSM's robustness estimate beside DeepFool's ρ_adv (thesis Fig. 3.9)",
+    )
+    train.add_argument(
         "--resume", action="store_true", help="with --defense: continue the run in --out"
     )
     train.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
@@ -220,6 +233,7 @@ def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         args.model, args.defense, output_dir(args), data=args.data, arch=args.arch,
         overrides={k: v for k, v in chosen.items() if v is not None}, train_n=args.train_n,
         monitor_n=args.monitor_n, monitor_eps=args.monitor_eps,
+        monitor_curvature_n=args.monitor_curvature or 0, monitor_fgsm=args.monitor_fgsm,
         resume=args.resume, device=args.device, command=command, progress=None, eps=args.eps,
         alpha=args.alpha, steps=args.steps, beta=args.beta, lam=args.lam, h=args.h,
         ramp_epochs=args.ramp_epochs, xi=args.xi, seed=args.seed,
@@ -259,7 +273,8 @@ def _epoch_line(defense: str) -> Callable[[int, dict[str, float]], None]:
     start = time.perf_counter()
 
     def report(epoch: int, record: dict[str, float]) -> None:
-        shown = ("loss", "test_accuracy", "rho_adv")
+        shown = ("loss", "test_accuracy", "rho_adv", "rho_fgsm", "loss_curvature_relative",
+                 "check_pgd_accuracy")  # fmt: skip
         numbers = ", ".join(f"{k} {record[k]:.4g}" for k in shown if k in record)
         elapsed = time.perf_counter() - start
         print(f"{defense}: epoch {epoch} done ({numbers}; {elapsed:.0f} s)", file=sys.stderr,

@@ -176,6 +176,8 @@ def train_defense(
     train_n: int | None = None,
     monitor_n: int = 500,
     monitor_eps: Sequence[float] = (),
+    monitor_curvature_n: int = 0,
+    monitor_fgsm: bool = False,
     resume: bool = False,
     device: str | None = None,
     command: str | None = None,
@@ -204,6 +206,8 @@ def train_defense(
         train_n: Train on the first `train_n` images of the (shuffled) train split only.
         monitor_n: Test images monitored per epoch (accuracy, ρ_adv).
         monitor_eps: l∞ budgets of a per-epoch PGD(20) robust accuracy.
+        monitor_curvature_n: Monitored images whose loss curvature is tracked (Fig. 8.10).
+        monitor_fgsm: Track FGSM's robustness estimate beside ρ_adv (Fig. 3.9).
         resume: Continue the run in `out`.
         device: ``cpu``, ``cuda``, … (default: CUDA when available).
         command: The command line, recorded in the card.
@@ -240,7 +244,10 @@ def train_defense(
     train = load_dataset(data, "train").subset(train_n)
     test = load_dataset(data, "test")
     monitored = test.subset(monitor_n)
-    monitor = Monitor(monitored.x, monitored.y, pgd_eps=tuple(monitor_eps))
+    monitor = Monitor(
+        monitored.x, monitored.y, pgd_eps=tuple(monitor_eps),
+        curvature_n=monitor_curvature_n, fgsm_rho=monitor_fgsm,
+    )  # fmt: skip
     directory = Path(out)
     with output_lock(directory):  # one run per directory, from the first epoch to the card
         start = time.perf_counter()

@@ -116,6 +116,13 @@ class Monitor:
         x: Held-out inputs ``(N, *shape)``.
         y: Labels ``(N,)``.
         rho_p: Norm of the DeepFool ρ_adv (2 as Fig. 3.6; ``None`` skips it).
+        curvature_n: Also record the loss curvature on the first `curvature_n` images
+            (thesis Fig. 8.10: curvature falls while robustness rises under CURE): the
+            median top eigenvalue ``ν`` of the input Hessian of the loss
+            (``loss_curvature_top``), the median ``ν / ‖∇ℓ‖`` (``loss_curvature_relative``;
+            the raw ``ν`` grows when a saturated loss wakes up) and the median
+            gradient–eigenvector alignment. 0 skips it (Lanczos, ~2×120 Hessian-vector
+            products per image).
         fgsm_rho: Also record FGSM's robustness estimate ``rho_fgsm`` (thesis §3.2.3: the
             smallest l∞ ε fooling 90% of the correctly classified images, over the mean
             l∞ norm of the images), to set beside ρ_adv as Fig. 3.9 does.
@@ -131,6 +138,7 @@ class Monitor:
     x: Tensor
     y: Tensor
     rho_p: float | None = 2.0
+    curvature_n: int = 0
     fgsm_rho: bool = False
     pgd_eps: tuple[float, ...] = ()
     pgd_steps: int = 20
@@ -146,6 +154,8 @@ class Monitor:
             result = DeepFool(p=self.rho_p, batch_size=self.batch_size)(clf, x, y)
             inputs = lp_norm(x, result.p)
             out["rho_adv"] = rho_adv(result.norms, inputs, correct)
+        if self.curvature_n > 0:
+            out.update(_curvature_numbers(clf, x[: self.curvature_n], y[: self.curvature_n]))
         if self.fgsm_rho and bool(correct.any()):
             search = smallest_fooling_epsilon(clf, x[correct], y[correct])
             scale = float(lp_norm(x[correct], math.inf).mean())
@@ -168,10 +178,25 @@ class Monitor:
             "n": int(self.x.shape[0]),
             "rho_p": self.rho_p,
             "fgsm_rho": self.fgsm_rho,
+            "curvature_n": self.curvature_n,
             "pgd_eps": list(self.pgd_eps),
             "pgd_steps": self.pgd_steps,
             "evaluation": self.evaluation,
         }
+
+
+def _curvature_numbers(clf: Classifier, x: Tensor, y: Tensor) -> dict[str, float]:
+    """Median top eigenvalue, its ratio to the gradient norm and the alignment (§8.2)."""
+    from boundaryscope.geometry.curvature import loss_curvature
+
+    profile = loss_curvature(clf, x, y, k=1)
+    top = profile.eigenvalues[:, 0]
+    relative = top / profile.gradient_norm.clamp_min(1e-30)
+    return {
+        "loss_curvature_top": float(top.median()),
+        "loss_curvature_relative": float(relative.median()),
+        "loss_alignment": float(profile.alignment.median()),
+    }
 
 
 @dataclass(frozen=True)
