@@ -96,7 +96,7 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
         help="learning rate (default: 0.05 from scratch; with --defense a "
         "fraction of the base model's SGD rate from its card: 1/2 for the §3.3 "
         "fine-tunings, 1/5 for pgd, trades and fgsm-rs; Adam at 1e-4 for a model "
-        "without a card; cure: Adam 1e-4 to 1e-6, the seed's recipe)",
+        "without a card; cure: Adam 1e-3 to 1e-5, the seed's recipe at 10x its rate)",
     )
     train.add_argument(
         "--momentum", type=nonnegative_float, default=0.9, help="SGD momentum (default: 0.9)"

@@ -66,13 +66,17 @@ DEFENSES: dict[str, DefenseRecipe] = {
         "cosine",
         5,
     ),
+    # The seed's recipe (§8.4: Adam, 20 epochs, rate decayed 100×, h ramped over 5 epochs)
+    # at 10× its initial rate: on the shipped LeNet (4,000 images) Adam 1e-4 → 1e-6 kept the
+    # accuracy but raised PGD(20) accuracy at ε = 0.1 only from 77% to 82% (500 test images),
+    # 1e-3 → 1e-5 to 91% with clean accuracy 97.6% → 98.4% (benchmarks/robust_training.py).
     "cure": DefenseRecipe(
-        "CURE curvature regularisation, the seed's recipe (§8.4: Adam 1e-4 to 1e-6)",
+        "CURE curvature regularisation, the seed's recipe (§8.4: Adam, 20 epochs)",
         0.2,
         "cosine",
         20,
         optimizer="adam",
-        lr=1e-4,
-        final_lr=1e-6,
+        lr=1e-3,
+        final_lr=1e-5,
     ),
 }
