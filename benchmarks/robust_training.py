@@ -16,7 +16,8 @@ PGD-AT (10 steps, ε = 0.2; Madry et al.'s 0.3 collapses the LeNet to a constant
 when fine-tuned, measured), TRADES (β = 6, 10 steps, ε = 0.2) and FGSM-RS (ε = 0.2, step
 1.25 ε, catastrophic-overfitting check) with their recipe's defaults (SGD at 1/5 of the
 shipped rate, cosine, 5 epochs), CURE as it was (λ = 4, h = 1, ramp 2 epochs, SGD 0.01, 5
-epochs) and at the seed's recipe (Adam, 20 epochs, h ramped over 5; at 10× its rate, 1e-3 → 1e-5). Then
+epochs) and at the seed's recipe (Adam, 20 epochs, h ramped over 5; at 10× its rate,
+1e-3 → 1e-5). Then
 `compare_models` on the first ``--n`` test images: clean accuracy, the trusted robust
 accuracy, the weaker FGSM / l∞ DeepFool / PGD(20) numbers kept as upper bounds, SPSA on
 100 images as the gradient-masking check, loss curvature (50 images) with alignment and
