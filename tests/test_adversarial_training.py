@@ -283,3 +283,46 @@ def test_monitor_tracks_fgsm_estimate_and_loss_curvature_beside_rho():
     relative = float((top / profile.gradient_norm).median())
     assert record["loss_curvature_relative"] == pytest.approx(relative)
     assert 0 <= record["loss_alignment"] <= 1
+
+
+def test_recipe_settings_follow_the_base_models_card():
+    """SGD at a fraction of a known rate; Adam 1e-4 without a card; CURE's own Adam."""
+    from boundaryscope.defenses.catalogue import DEFENSES
+    from boundaryscope.defenses.recipes import defense_objective, recipe_config
+
+    card = {"config": {"lr": 0.05, "optimizer": "sgd"}}
+    pgd = recipe_config(DEFENSES["pgd"], card)
+    assert (pgd.optimizer, pgd.lr, pgd.epochs) == ("sgd", pytest.approx(0.01), 5)
+    unknown = recipe_config(DEFENSES["trades"], {})
+    assert (unknown.optimizer, unknown.lr) == ("adam", 1e-4)
+    adam_card = {"config": {"lr": 0.01, "optimizer": "adam"}}
+    assert recipe_config(DEFENSES["standard"], adam_card).optimizer == "adam"
+    cure = recipe_config(DEFENSES["cure"], card)
+    assert (cure.optimizer, cure.lr, cure.final_lr, cure.epochs) == ("adam", 1e-3, 1e-5, 20)
+    assert defense_objective("cure", box_width=2.0) == CURE(lam=4.0, h=2.0, ramp_epochs=5.0)
+    assert defense_objective("trades", box_width=2.0) == TRADES(eps=0.4)
+    assert defense_objective("fgsm-rs", eps=0.1) == FGSMRS(eps=0.1)
+    with pytest.raises(ValueError, match="final_lr"):
+        TrainConfig(lr=1e-3, final_lr=1e-2)
+    with pytest.raises(ValueError, match="batchnorm"):
+        TrainConfig(batchnorm="frozen")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="eps_rule"):
+        FGSMFinetune(eps_rule="half")  # type: ignore[arg-type]
+
+
+def test_cli_trains_trades_and_fgsm_rs_runs(tmp_path, capsys):
+    import json
+
+    from boundaryscope.cli import main
+
+    for defence in ("trades", "fgsm-rs"):
+        run = tmp_path / defence
+        argv = ["train", "--defense", defence, "--model", "zoo:fc500-150-10-mnist",
+                "--epochs", "1", "--train-n", "32", "--monitor-n", "16",
+                "--out", str(run)]  # fmt: skip
+        assert main(argv) == 0
+        card = json.loads((run / "train.json").read_text())
+        assert card["objective"]["objective"] == defence and card["objective"]["eps"] == 0.2
+        assert card["config"]["optimizer"] == "sgd" and card["config"]["lr"] == pytest.approx(0.01)
+        assert card["config"]["batchnorm"] == "recalibrate"
+    assert "check_pgd_accuracy" in card["history"][-1]
