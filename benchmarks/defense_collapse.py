@@ -130,7 +130,7 @@ def run_one(entry: dict[str, Any], n: int, config: TrainConfig, objective: Any) 
             clf, entry["x"][:n], entry["y"][:n], config, objective=objective,
             monitor=Monitor(test_x, test_y, rho_p=None), progress=False,
         )  # fmt: skip
-    except ValueError as error:  # FGSM's 90%-fooling ε may not exist
+    except (ValueError, FloatingPointError) as error:  # no 90%-fooling ε; a NaN loss
         return {"error": str(error).split(";")[0], "seconds": time.perf_counter() - start}
     accuracies = [r["test_accuracy"] for r in result.history.records]
     return {

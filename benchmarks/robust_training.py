@@ -13,7 +13,7 @@ baseline).
 the trusted evaluator (`boundaryscope.evaluation`, `fast` profile: l∞ DeepFool minimal
 norms, then APGD-CE → APGD-T → FAB-T → Square on the survivors) at ε = 0.1, 0.2, 0.3:
 PGD-AT (10 steps, ε = 0.2; Madry et al.'s 0.3 collapses the LeNet to a constant classifier
-when fine-tuned, measured), TRADES (β = 6, 10 steps, ε = 0.2) and FGSM-RS (ε = 0.2, step
+when fine-tuned, measured), TRADES (β = 1, 10 steps, ε = 0.2) and FGSM-RS (ε = 0.2, step
 1.25 ε, catastrophic-overfitting check) with their recipe's defaults (SGD at 1/5 of the
 shipped rate, cosine, 5 epochs), CURE as it was (λ = 4, h = 1, ramp 2 epochs, SGD 0.01, 5
 epochs) and at the seed's recipe (Adam, 20 epochs, h ramped over 5; at 10× its rate,

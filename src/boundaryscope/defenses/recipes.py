@@ -115,7 +115,7 @@ def defense_objective(
     eps: float | None = None,
     alpha: float = 2.0,
     steps: int = 10,
-    beta: float = 6.0,
+    beta: float = 1.0,
     lam: float = 4.0,
     h: float | None = None,
     ramp_epochs: float = 5.0,
