@@ -59,7 +59,7 @@ DEFENSES: dict[str, DefenseRecipe] = {
         "fine-tune on a pool of universal perturbations (§4.5)", 0.5, "constant", 5
     ),
     "pgd": DefenseRecipe("PGD adversarial training, Madry et al. (the baseline)", 0.2, "cosine", 5),
-    "trades": DefenseRecipe("TRADES, Zhang et al. 2019 (β = 1, their MNIST setting)", 0.2, "cosine", 5),
+    "trades": DefenseRecipe("TRADES, Zhang et al. 2019 (β = 1)", 0.2, "cosine", 5),
     "fgsm-rs": DefenseRecipe(
         "FGSM with random start, Wong et al. 2020, with the catastrophic-overfitting check",
         0.2,
