@@ -326,3 +326,37 @@ def test_cli_trains_trades_and_fgsm_rs_runs(tmp_path, capsys):
         assert card["config"]["optimizer"] == "sgd" and card["config"]["lr"] == pytest.approx(0.01)
         assert card["config"]["batchnorm"] == "recalibrate"
     assert "check_pgd_accuracy" in card["history"][-1]
+
+
+class _SabotageUnchecked(_Sabotage):
+    def overfitting_check(self) -> OverfittingCheck | None:
+        return None
+
+
+def test_accuracy_budget_stops_and_keeps_the_epoch_before(tmp_path):
+    """max_accuracy_drop: the first epoch more than the budget below the start is undone."""
+    x, y = _blobs(48)
+    torch.manual_seed(0)
+    untrained = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)).double().eval()
+    model = fit(untrained, x, y, TrainConfig(epochs=20, lr=0.1, batch_size=8), progress=False).model
+    monitor = Monitor(x, y, rho_p=None)
+    config = TrainConfig(
+        epochs=4, lr=0.2, batch_size=8, schedule="constant", max_accuracy_drop=0.03
+    )
+    with pytest.warns(UserWarning, match="more than 3% below"):
+        run = fit(model, x, y, config, objective=_SabotageUnchecked(), monitor=monitor)
+    records = run.history.records
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    assert records[2]["over_budget"] == 1.0 and records[2]["rolled_back"] == 1.0
+    assert records[2]["test_accuracy"] < records[0]["test_accuracy"] - 0.03
+    one = dataclasses.replace(config, epochs=1)
+    after_one = fit(model, x, y, one, objective=_SabotageUnchecked(), progress=False)
+    for key, value in after_one.model.state_dict().items():
+        assert torch.equal(value, run.model.state_dict()[key]), key
+    gentle = dataclasses.replace(config, lr=0.01)
+    steady = fit(model, x, y, gentle, objective=Standard(), monitor=monitor, progress=False)
+    assert len(steady.history.records) == 5 and not any(
+        "over_budget" in r for r in steady.history.records
+    )
+    with pytest.raises(ValueError, match="max_accuracy_drop"):
+        TrainConfig(max_accuracy_drop=0.0)

@@ -180,6 +180,14 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
         "(default: none)",
     )
     train.add_argument(
+        "--max-accuracy-drop",
+        type=nonnegative_float,
+        default=None,
+        metavar="FRACTION",
+        help="with --defense: stop when the monitored clean accuracy falls more than this "
+        "below the model's own, keeping the epoch before (default: 0.03; 1 disables it)",
+    )
+    train.add_argument(
         "--monitor-curvature",
         type=positive_int,
         default=None,
@@ -227,6 +235,7 @@ def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         "epochs": args.epochs, "lr": args.lr, "momentum": args.momentum,
         "weight_decay": args.weight_decay, "batch_size": args.batch_size, "seed": args.seed,
         "optimizer": args.optimizer, "schedule": args.schedule,
+        "max_accuracy_drop": args.max_accuracy_drop,
     }  # fmt: skip
     start = time.perf_counter()
     run_card = train_defense(
@@ -255,13 +264,19 @@ def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
             f"kept in {(Path(args.out) / 'best.pt').resolve()} (usable as --model).",
             file=sys.stderr,
         )
-    stopped = [int(r["epoch"]) for r in run_card["history"] if r.get("overfitting")]
-    if stopped:
-        print(
-            f"WARNING: catastrophic overfitting at epoch {stopped[0]} (PGD accuracy on the check "
-            "batch collapsed); training stopped there and kept the weights of the epoch before.",
-            file=sys.stderr,
-        )
+    for record in run_card["history"]:
+        if record.get("rolled_back"):
+            reason = (
+                "catastrophic overfitting (PGD accuracy on the check batch collapsed)"
+                if record.get("overfitting")
+                else f"held-out accuracy more than {run_card['config']['max_accuracy_drop']:.0%} "
+                "below the model's own (--max-accuracy-drop)"
+            )
+            print(
+                f"WARNING: {reason} at epoch {int(record['epoch'])}; training stopped there "
+                "and kept the weights of the epoch before.",
+                file=sys.stderr,
+            )
     return _chance_verdict(run_card)
 
 

@@ -18,6 +18,9 @@ __all__ = ["DEFENSES", "DefenseRecipe"]
 # Adam at 1e-4 kept it (benchmarks/defense_collapse.py).
 UNKNOWN_BASE_OPTIMIZER: Literal["adam"] = "adam"
 UNKNOWN_BASE_LR = 1e-4
+# A named defence stops before the monitored clean accuracy falls more than 3 points below
+# the model's own, keeping the epoch before (`TrainConfig.max_accuracy_drop`).
+ACCURACY_BUDGET = 0.03
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from boundaryscope._io import output_lock
 from boundaryscope.classifier import Classifier, resolve_device
 from boundaryscope.defenses.adversarial_training import FGSMRS, TRADES, PGDTraining
 from boundaryscope.defenses.catalogue import (
+    ACCURACY_BUDGET,
     DEFENSES,
     UNKNOWN_BASE_LR,
     UNKNOWN_BASE_OPTIMIZER,
@@ -301,12 +302,15 @@ CURE_H = 1.0  # CURE's final h as a fraction of the box width; see the README's 
 def recipe_config(recipe: DefenseRecipe, card: Mapping[str, Any]) -> TrainConfig:
     """The optimisation settings a recipe fine-tunes a model with, given the model's card.
 
-    A recipe with a fixed optimiser (CURE's Adam at 1e-4 → 1e-6) uses it. Otherwise a
+    Every recipe stops within `ACCURACY_BUDGET` of the model's monitored clean accuracy.
+    A recipe with a fixed optimiser (CURE's Adam at 1e-3 → 1e-5) uses it. Otherwise a
     model whose card records an SGD training rate is fine-tuned with SGD at
     ``lr_factor`` times that rate (thesis §3.3); a model without one (a user's model) with
     Adam at `UNKNOWN_BASE_LR`, because a guessed SGD rate can destroy it.
     """
-    schedule = TrainConfig(epochs=recipe.epochs, schedule=recipe.schedule)
+    schedule = TrainConfig(
+        epochs=recipe.epochs, schedule=recipe.schedule, max_accuracy_drop=ACCURACY_BUDGET
+    )
     if recipe.optimizer is not None and recipe.lr is not None:
         return dataclasses.replace(
             schedule, optimizer=recipe.optimizer, lr=recipe.lr, final_lr=recipe.final_lr

@@ -75,6 +75,11 @@ class TrainConfig:
             ``"constant"``.
         final_lr: Where the cosine schedule ends (CURE's paper decays Adam's rate from
             1e-4 to 1e-6).
+        max_accuracy_drop: With a monitor: an epoch whose held-out accuracy is more than this
+            (a fraction) below the accuracy before training stops the run, and the weights
+            of the epoch before are kept — the most robust model within the accuracy
+            budget, never a destroyed one. 1 disables it (the default of `fit`; the named
+            defences use 0.03).
         batchnorm: ``"recalibrate"``: after every epoch, BatchNorm running statistics are
             recomputed on the clean training images with the epoch's final weights
             (`recalibrate_batchnorm`); ``"running"``: the moving averages are kept as
@@ -93,6 +98,7 @@ class TrainConfig:
     optimizer: Literal["sgd", "adam"] = "sgd"
     schedule: Literal["cosine", "constant"] = "cosine"
     final_lr: float = 0.0
+    max_accuracy_drop: float = 1.0
     batchnorm: Literal["recalibrate", "running"] = "recalibrate"
 
     def __post_init__(self) -> None:
@@ -111,6 +117,10 @@ class TrainConfig:
         if not (0 <= self.final_lr <= self.lr):
             raise ValueError(
                 f"TrainConfig.final_lr must be in [0, lr={self.lr!r}]; got {self.final_lr!r}."
+            )
+        if not 0 < self.max_accuracy_drop <= 1:
+            raise ValueError(
+                f"TrainConfig.max_accuracy_drop must be in (0, 1]; got {self.max_accuracy_drop!r}."
             )
         if self.batchnorm not in ("recalibrate", "running"):
             raise ValueError(
@@ -416,27 +426,32 @@ def _fit_into(
             disable=tqdm_disable(progress),
         )
         check = objective.overfitting_check()
+        guarded = check is not None or (monitor is not None and config.max_accuracy_drop < 1)
         for epoch in bar:
-            before = _state_copy(trained) if check is not None else None
+            before = _state_copy(trained) if guarded else None
             record = _train_epoch(clf, trained, inputs, y, config, objective, state, epoch, x)
-            overfitted = check is not None and _overfitted(
+            stop = check is not None and _overfitted(
                 check, clf, x, y, config.seed, state.history.records, record
             )
-            if overfitted and before is not None:
-                trained.load_state_dict(before)  # the epoch before: not yet overfitted
             if monitor is not None:
                 record.update(monitor(clf))
-                _keep_if_best(watch, epoch + 1, record, trained, directory)
+                stop = stop or _over_budget(config, watch, record)
+                if not stop:
+                    _keep_if_best(watch, epoch + 1, record, trained, directory)
+            if stop and before is not None:
+                # The epoch's numbers stay in the history as evidence; its weights go.
+                trained.load_state_dict(before)
+                record["rolled_back"] = 1.0
             state.history.records.append(record)
-            # A run stopped for overfitting is finished: resume does not train further.
-            state.epoch = config.epochs if overfitted else epoch + 1
+            # A stopped run is finished: resume does not train further.
+            state.epoch = config.epochs if stop else epoch + 1
             if checkpoint is not None:
                 state.save(checkpoint, trained, settings)
             bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "epoch"})
             _logger.info("epoch %d: %s", epoch + 1, record)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, record)
-            if overfitted:
+            if stop:
                 break
     trained.eval()
     summary = watch.summary() if monitor is not None else {}
@@ -446,6 +461,23 @@ def _fit_into(
 def _state_copy(model: nn.Module) -> dict[str, Tensor]:
     """A detached copy of the weights and buffers (the roll-back point of a check)."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _over_budget(config: TrainConfig, watch: CollapseWatch, record: dict[str, float]) -> bool:
+    """Whether the monitored accuracy fell more than ``max_accuracy_drop`` below the start."""
+    start, accuracy = watch.start_accuracy, record.get("test_accuracy")
+    if start is None or accuracy is None or accuracy >= start - config.max_accuracy_drop:
+        return False
+    record["over_budget"] = 1.0
+    message = (
+        f"held-out accuracy {accuracy:.1%} at epoch {int(record['epoch'])} is more than "
+        f"{config.max_accuracy_drop:.0%} below the {start:.1%} the model started with: training "
+        "stops and the weights of the epoch before are kept (raise max_accuracy_drop, "
+        "--max-accuracy-drop, to trade more accuracy for robustness)."
+    )
+    _logger.warning(message)
+    warnings.warn(message, UserWarning, stacklevel=4)
+    return True
 
 
 def _overfitted(
