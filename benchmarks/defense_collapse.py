@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from typing import Any
 
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from _common import machine, table, write
+from _common import RESULTS, machine, table, write
 from boundaryscope import Classifier
 from boundaryscope.data import load_mnist5k
 from boundaryscope.defenses import CURE, FGSMFinetune, Monitor, TrainConfig, fit
@@ -166,6 +167,10 @@ def main() -> None:
     columns = ["model", "train images", "defence", "settings", "optimizer", "clean before (%)",
                "clean after (%)", "drop (points)", "seconds", "error"]  # fmt: skip
     print(table(rows, columns))
+    # A run on some models replaces only their rows.
+    path = RESULTS / "defense_collapse.json"
+    kept = json.loads(path.read_text())["rows"] if path.exists() else []
+    rows = [r for r in kept if r["model"] not in {row["model"] for row in rows}] + rows
     write("defense_collapse.json", {"machine": machine(), "rows": rows})
 
 
