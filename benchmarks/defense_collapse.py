@@ -171,7 +171,7 @@ def main() -> None:
     path = RESULTS / "defense_collapse.json"
     kept = json.loads(path.read_text())["rows"] if path.exists() else []
     rows = [r for r in kept if r["model"] not in {row["model"] for row in rows}] + rows
-    write("defense_collapse.json", {"machine": machine(), "rows": rows})
+    write("defense_collapse", {"machine": machine(), "rows": rows})
 
 
 if __name__ == "__main__":
