@@ -133,12 +133,16 @@ def run_one(entry: dict[str, Any], n: int, config: TrainConfig, objective: Any) 
         )  # fmt: skip
     except (ValueError, FloatingPointError) as error:  # no 90%-fooling ε; a NaN loss
         return {"error": str(error).split(";")[0], "seconds": time.perf_counter() - start}
-    accuracies = [r["test_accuracy"] for r in result.history.records]
+    records = result.history.records
+    kept = [r for r in records if not r.get("rolled_back")]  # a stopped run undoes its last
     return {
-        "clean before (%)": 100 * accuracies[0],
-        "clean after (%)": 100 * accuracies[-1],
-        "drop (points)": 100 * (accuracies[0] - accuracies[-1]),
-        "epochs": len(accuracies) - 1,
+        "clean before (%)": 100 * records[0]["test_accuracy"],
+        "clean after (%)": 100 * kept[-1]["test_accuracy"],
+        "drop (points)": 100 * (records[0]["test_accuracy"] - kept[-1]["test_accuracy"]),
+        "epochs": len(kept) - 1,
+        "stopped": "budget"
+        if records[-1].get("over_budget")
+        else ("overfitting" if records[-1].get("overfitting") else ""),
         "optimizer": f"{config.optimizer} {config.lr:g}",
         "seconds": time.perf_counter() - start,
     }
@@ -165,7 +169,8 @@ def main() -> None:
                     rows.append(row)
                     print(row, flush=True)
     columns = ["model", "train images", "defence", "settings", "optimizer", "clean before (%)",
-               "clean after (%)", "drop (points)", "seconds", "error"]  # fmt: skip
+               "clean after (%)", "drop (points)", "epochs", "stopped", "seconds",
+               "error"]  # fmt: skip
     print(table(rows, columns))
     # A run on some models replaces only their rows.
     path = RESULTS / "defense_collapse.json"
