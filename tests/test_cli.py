@@ -324,7 +324,8 @@ def test_geometry_sections_paths_angles_cli(tmp_path):
 def test_train_defense_resume_and_compare(tmp_path, capsys):
     run = tmp_path / "run"
     common = ["train", "--defense", "cure", "--model", "zoo:fc500-150-10-mnist", "--epochs",
-              "2", "--train-n", "64", "--monitor-n", "16", "--out", str(run)]  # fmt: skip
+              "2", "--train-n", "64", "--monitor-n", "16", "--max-accuracy-drop", "1",
+              "--out", str(run)]  # fmt: skip
     assert main(common) == 0
     # Piped (not a terminal): a line per epoch instead of silence (issue 25).
     lines = [x for x in capsys.readouterr().err.splitlines() if ": epoch " in x]
