@@ -198,9 +198,15 @@ def test_the_watch_keeps_the_best_epoch_and_warns_when_accuracy_collapses(tmp_pa
 def test_train_exits_non_zero_when_the_defence_leaves_a_model_at_chance(tmp_path, capsys):
     out = tmp_path / "pgd"
     argv = ["train", "--defense", "pgd", "--model", "zoo:mlp-digits", "--data", "digits",
-            "--lr", "1e6", "--epochs", "1", "--train-n", "128", "--monitor-n", "32",
-            "--out", str(out)]  # fmt: skip
-    assert main(argv) == 3
+            "--lr", "1e6", "--epochs", "1", "--train-n", "128", "--monitor-n", "32"]  # fmt: skip
+    # With the default accuracy budget the destroyed epoch is undone: the model comes back
+    # unchanged, with a warning.
+    assert main([*argv, "--out", str(tmp_path / "kept")]) == 0
+    assert "WARNING: held-out accuracy more than 3%" in capsys.readouterr().err
+    kept = json.loads((tmp_path / "kept" / "train.json").read_text())
+    assert kept["test_accuracy"] == pytest.approx(kept["base_test_accuracy"])
+    # Without it, a model left at chance level is written but the command exits 3.
+    assert main([*argv, "--max-accuracy-drop", "1", "--out", str(out)]) == 3
     err = capsys.readouterr().err
     assert "chance level" in err
     card = json.loads((out / "train.json").read_text())
