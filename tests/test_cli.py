@@ -351,7 +351,7 @@ def test_train_defense_resume_and_compare(tmp_path, capsys):
     assert all(0 <= m["clean_accuracy"] <= 1 for m in payload["models"].values())
     for model in payload["models"].values():  # the cascade starts from DeepFool's norms
         for row in model["robust"].values():
-            assert row["evaluated"] <= row["deepfool-linf"] + 1e-9
+            assert row["evaluated"] <= row["deepfool-linf"] + 1e-6  # float32 shares
     assert "trusted: l∞ DeepFool" in html and "pgd5 (upper bound)" in html
     assert main(["attack", "deepfool", "--model", str(run), "--n", "4",
                  "--out", str(tmp_path / "a")]) == 0  # fmt: skip
