@@ -73,6 +73,7 @@ bench: setup-bench
 	$(PY) benchmarks/detection.py
 	$(PY) benchmarks/regions.py
 	$(PY) benchmarks/robust_training.py
+	$(PY) benchmarks/defense_collapse.py
 	$(PY) benchmarks/minimal_norm.py
 	$(PY) benchmarks/evaluation.py
 	$(PY) benchmarks/scaling.py
