@@ -468,16 +468,14 @@ def _over_budget(config: TrainConfig, watch: CollapseWatch, record: dict[str, fl
     start, accuracy = watch.start_accuracy, record.get("test_accuracy")
     if start is None or accuracy is None or accuracy >= start - config.max_accuracy_drop:
         return False
-    record["over_budget"] = 1.0
-    message = (
+    return _stop(
+        record,
+        "over_budget",
         f"held-out accuracy {accuracy:.1%} at epoch {int(record['epoch'])} is more than "
         f"{config.max_accuracy_drop:.0%} below the {start:.1%} the model started with: training "
         "stops and the weights of the epoch before are kept (raise max_accuracy_drop, "
-        "--max-accuracy-drop, to trade more accuracy for robustness)."
+        "--max-accuracy-drop, to trade more accuracy for robustness).",
     )
-    _logger.warning(message)
-    warnings.warn(message, UserWarning, stacklevel=4)
-    return True
 
 
 def _overfitted(
@@ -495,15 +493,21 @@ def _overfitted(
     record["check_backward_rows"] = float(min(check.n, x.shape[0]) * check.steps)
     if not check.fired(history, accuracy):
         return False
-    record["overfitting"] = 1.0
-    message = (
+    return _stop(
+        record,
+        "overfitting",
         f"catastrophic overfitting at epoch {int(record['epoch'])}: PGD({check.steps}) "
         f"accuracy on {min(check.n, x.shape[0])} training images fell to {accuracy:.1%}, more "
         f"than {check.drop:.0%} below its best; training stops and the weights of the epoch "
-        "before are kept (Wong et al. 2020's early stop)."
+        "before are kept (Wong et al. 2020's early stop).",
     )
+
+
+def _stop(record: dict[str, float], reason: str, message: str) -> bool:
+    """Marks the epoch's record with `reason`, logs and warns `message`; returns True."""
+    record[reason] = 1.0
     _logger.warning(message)
-    warnings.warn(message, UserWarning, stacklevel=4)
+    warnings.warn(message, UserWarning, stacklevel=5)
     return True
 
 
