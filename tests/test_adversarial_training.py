@@ -323,6 +323,7 @@ def test_cli_trains_trades_and_fgsm_rs_runs(tmp_path, capsys):
         assert main(argv) == 0
         card = json.loads((run / "train.json").read_text())
         assert card["objective"]["objective"] == defence and card["objective"]["eps"] == 0.2
+        assert card["objective"].get("beta", 1.0) == 1.0  # TRADES' own default, not restated
         assert card["config"]["optimizer"] == "sgd" and card["config"]["lr"] == pytest.approx(0.01)
         assert card["config"]["batchnorm"] == "recalibrate"
     assert "check_pgd_accuracy" in card["history"][-1]

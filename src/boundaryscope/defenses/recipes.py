@@ -116,7 +116,7 @@ def defense_objective(
     eps: float | None = None,
     alpha: float = 2.0,
     steps: int = 10,
-    beta: float = 1.0,
+    beta: float | None = None,
     lam: float = 4.0,
     h: float | None = None,
     ramp_epochs: float = 5.0,
@@ -135,7 +135,7 @@ def defense_objective(
             benchmarks/robust_training.py).
         alpha: DeepFool magnification of ``deepfool-alpha``.
         steps: PGD-AT's and TRADES' inner iterations.
-        beta: TRADES' ``β``.
+        beta: TRADES' ``β`` (default: `TRADES`' own).
         lam: CURE's ``λ``.
         h: CURE's final ``h`` (l2, input units); default `CURE_H` of the box width.
         ramp_epochs: Epochs of CURE's ``h`` ramp.
@@ -150,7 +150,9 @@ def defense_objective(
         "deepfool-alpha": lambda: DeepFoolFinetune(alpha=alpha),
         "fgsm": lambda: FGSMFinetune(eps=eps),
         "pgd": lambda: PGDTraining(eps=radius, steps=steps),
-        "trades": lambda: TRADES(eps=radius, beta=beta, steps=steps),
+        "trades": lambda: TRADES(
+            eps=radius, steps=steps, **({} if beta is None else {"beta": beta})
+        ),
         "fgsm-rs": lambda: FGSMRS(eps=radius),
         "cure": lambda: CURE(
             lam=lam, h=h if h is not None else CURE_H * box_width, ramp_epochs=ramp_epochs
