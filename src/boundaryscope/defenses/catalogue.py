@@ -14,8 +14,8 @@ __all__ = ["DEFENSES", "DefenseRecipe"]
 
 # The fine-tuning rate when the base model's own training rate is unknown (a user's model
 # without a card): Adam at CURE's paper's 1e-4 (thesis §8.4). A guessed SGD rate (0.05 × a
-# factor) took a small BatchNorm CNN from 87% to 56% in 3 epochs of plain fine-tuning;
-# Adam at 1e-4 kept it (benchmarks/defense_collapse.py).
+# factor) took a small BatchNorm CNN from 89.6% to 67.2% in 5 epochs of plain fine-tuning
+# on 300 images; Adam at 1e-4 kept 88.2% (benchmarks/defense_collapse.py, shapes-bn).
 UNKNOWN_BASE_OPTIMIZER: Literal["adam"] = "adam"
 UNKNOWN_BASE_LR = 1e-4
 # A named defence stops before the monitored clean accuracy falls more than 3 points below
@@ -71,8 +71,9 @@ DEFENSES: dict[str, DefenseRecipe] = {
     ),
     # The seed's recipe (§8.4: Adam, 20 epochs, rate decayed 100×, h ramped over 5 epochs)
     # at 10× its initial rate: on the shipped LeNet (4,000 images) Adam 1e-4 → 1e-6 kept the
-    # accuracy but raised PGD(20) accuracy at ε = 0.1 only from 77% to 82% (500 test images),
-    # 1e-3 → 1e-5 to 91% with clean accuracy 97.6% → 98.4% (benchmarks/robust_training.py).
+    # accuracy but raised PGD(20) accuracy at ε = 0.1 only from 77% to 82% (500 test images,
+    # an exploratory run), 1e-3 → 1e-5 to 91% with clean accuracy 97.6% → 98.4%
+    # (benchmarks/robust_training.py, run cure-seed).
     "cure": DefenseRecipe(
         "CURE curvature regularisation, the seed's recipe (§8.4: Adam, 20 epochs)",
         0.2,

@@ -34,7 +34,8 @@ from boundaryscope.defenses.objectives import (
     Objective,
     Standard,
 )
-from boundaryscope.defenses.training import BEST, Monitor, TrainConfig, accuracy, fit
+from boundaryscope.defenses.training import TrainConfig, accuracy, fit
+from boundaryscope.defenses.watch import BEST, Monitor
 
 __all__ = [
     "DEFENSES",
@@ -298,7 +299,8 @@ def train_defense(
     return card
 
 
-CURE_H = 1.0  # CURE's final h as a fraction of the box width; see the README's CURE table
+# CURE's final h as a fraction of the box width; why not the seed's 1.5/255: docs/algorithms.md §10.
+CURE_H = 1.0
 
 
 def recipe_config(recipe: DefenseRecipe, card: Mapping[str, Any]) -> TrainConfig:
