@@ -41,6 +41,23 @@ def lenet_clf() -> Classifier:
     return Classifier(load_model("zoo:lenet-mnist").module)
 
 
+def fashion_mnist_or_skip(split: str = "test"):
+    """Fashion-MNIST from Debian's package, or a skip that says how to install it."""
+    from boundaryscope.data import FASHION_MNIST_DIR, load_fashion_mnist
+
+    if not (FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file():
+        pytest.skip(
+            f"Fashion-MNIST is not installed ({FASHION_MNIST_DIR} is missing): "
+            "apt-get install dataset-fashion-mnist (.ci/run does)"
+        )
+    return load_fashion_mnist(split)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def fashion_test():
+    return fashion_mnist_or_skip("test")
+
+
 @pytest.fixture(scope="session")
 def mnist_test():
     from boundaryscope.data import load_mnist5k

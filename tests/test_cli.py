@@ -145,6 +145,20 @@ def test_attack_cli(tmp_path):
     assert main(["attack", "fgsm", "--n", "16", "--out", str(out)]) == 0
 
 
+def test_data_defaults_to_the_models_own(tmp_path):
+    """A zoo model is evaluated on the data its card names unless --data says otherwise."""
+    out = tmp_path / "digits"
+    assert (
+        main(["attack", "deepfool", "--model", "zoo:mlp-digits", "--n", "8", "--out", str(out)])
+        == 0
+    )
+    payload = json.loads((out / "attack.json").read_text())
+    assert payload["data"] == "digits" and payload["summary"]["success_rate"] == 1.0
+    # Named data wins: the 8×8 model cannot take mnist5k's 28×28 images.
+    assert main(["attack", "deepfool", "--model", "zoo:mlp-digits", "--data", "mnist5k",
+                 "--n", "8", "--out", str(tmp_path / "x")]) == 2  # fmt: skip
+
+
 def test_fmn_and_verify_cli(tmp_path):
     df_out, fmn_out = tmp_path / "df", tmp_path / "fmn"
     assert main(["attack", "deepfool", "--n", "12", "--out", str(df_out)]) == 0

@@ -13,6 +13,7 @@ from boundaryscope.data import (
     load_cifar10,
     load_dataset,
     load_digits,
+    load_fashion_mnist,
     load_idx,
     load_image_folder,
     load_mnist5k,
@@ -123,6 +124,61 @@ def test_idx(tmp_path, gz):
     (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
     with pytest.raises(ValueError, match="not an IDX"):
         load_idx(tmp_path / "bad", tmp_path / "lab")
+
+
+def _write_fashion(root, n_train=6, n_test=4):
+    """The four Fashion-MNIST files (gzip IDX) with tiny random contents."""
+    rng = np.random.default_rng(0)
+    root.mkdir(exist_ok=True)
+    arrays = {}
+    for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images, gz=True)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels, gz=True)
+        arrays[split] = (images, labels)
+    return arrays
+
+
+def test_fashion_mnist_from_a_directory(tmp_path):
+    arrays = _write_fashion(tmp_path / "fm")
+    for split in ("train", "test"):
+        ds = load_dataset(f"fashion-mnist:{tmp_path / 'fm'}", split)
+        images, labels = arrays[split]
+        check(ds, len(labels), (1, 28, 28))
+        # Values and order exactly as in the files (the official split is used as is).
+        assert torch.equal(ds.x[:, 0], torch.from_numpy(images / 255.0).float())
+        assert ds.y.tolist() == labels.tolist()
+        assert ds.classes[0] == "T-shirt/top" and ds.classes[9] == "Ankle boot"
+        assert ds.name == f"fashion-mnist-{split}"
+    both = load_fashion_mnist("all", tmp_path / "fm")
+    assert len(both) == 10 and both.y[:6].tolist() == arrays["train"][1].tolist()
+
+
+def test_fashion_mnist_absent_names_the_package(tmp_path, monkeypatch):
+    import boundaryscope.data as data_module
+
+    monkeypatch.setattr(data_module, "FASHION_MNIST_DIR", tmp_path / "none")
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion-mnist")
+    with pytest.raises(FileNotFoundError, match=r"t10k-images-idx3-ubyte\[\.gz\] in"):
+        load_dataset(f"fashion-mnist:{tmp_path}")
+    (tmp_path / "fm").mkdir()
+    write_idx(tmp_path / "fm" / "t10k-images-idx3-ubyte", np.zeros((2, 8, 8), np.uint8))
+    write_idx(tmp_path / "fm" / "t10k-labels-idx1-ubyte", np.zeros(2, np.uint8))
+    with pytest.raises(ValueError, match=r"\(N, 28, 28\)"):
+        load_fashion_mnist("test", tmp_path / "fm")
+
+
+def test_fashion_mnist_package():
+    from tests.conftest import fashion_mnist_or_skip
+
+    train, test = fashion_mnist_or_skip("train"), fashion_mnist_or_skip("test")
+    assert (len(train), len(test)) == (60_000, 10_000)
+    assert torch.bincount(train.y).tolist() == [6000] * 10
+    assert torch.bincount(test.y).tolist() == [1000] * 10
+    # Not ordered by class: the first 100 test images cover every class.
+    assert len(test.y[:100].unique()) == 10
 
 
 def test_unknown_spec():

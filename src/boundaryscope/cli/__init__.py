@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from boundaryscope.cli.common import resolve_data
 from boundaryscope.cli.registry import COMMANDS, Command, load_commands
 
 __all__ = ["main"]
@@ -82,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:  # --help, or argparse's one-line usage error (status 2)
         return int(done.code or 0)
     args.argv = argv  # `train` records the command that reproduces its model
+    resolve_data(args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -22,6 +22,7 @@ __all__ = [
     "classifier_and_data",
     "load_sample",
     "output_dir",
+    "resolve_data",
 ]
 
 _logger = logging.getLogger("boundaryscope")
@@ -48,14 +49,32 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--data",
-        default="mnist5k",
-        help="mnist5k, digits, npz:PATH, folder:DIR, cifar10:DIR or idx:IMAGES,LABELS; "
-        "the test split is used (default: %(default)s)",
+        default=None,
+        help="mnist5k, digits, fashion-mnist[:DIR], npz:PATH, folder:DIR, cifar10:DIR or "
+        "idx:IMAGES,LABELS; the test split is used (default: the data the model was trained "
+        "on, from its card; else mnist5k)",
     )
     parser.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+
+
+def resolve_data(args: argparse.Namespace) -> None:
+    """Fills ``--data`` left unset with the data the (first) model was trained on.
+
+    A Fashion-MNIST zoo model is evaluated on Fashion-MNIST without the user repeating it;
+    models without a card (the user's own code, bare weights) keep mnist5k.
+    """
+    if getattr(args, "data", "") is not None:
+        return
+    from boundaryscope.zoo import default_data
+
+    models = getattr(args, "models", None) or [getattr(args, "model", None)]
+    if getattr(args, "defense", "") is None:  # `train` from scratch: no model to ask
+        args.data = "mnist5k"
+        return
+    args.data = default_data(models[0]) if isinstance(models[0], str) else "mnist5k"
 
 
 def add_n_arg(parser: argparse.ArgumentParser, default: int) -> None:

@@ -33,7 +33,10 @@ class CompareCommand(Command):
             "models", nargs="+", help="model specs or `train --defense` run directories"
         )
         parser.add_argument(
-            "--data", default="mnist5k", help="data spec, test split (default: %(default)s)"
+            "--data",
+            default=None,
+            help="data spec, test split (default: the data the first model was trained on, "
+            "from its card; else mnist5k)",
         )
         parser.add_argument(
             "--arch", default=None, help="architecture of bare weights files (default: none)"

@@ -76,12 +76,16 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
         "--arch",
         default=None,
         help="architecture to train from scratch (lenet, lenet-smooth, fc500-150-10, mlp, "
-        "lenet-cifar, nin, resnet18), or of a bare --model weights file or run directory "
-        "(a zoo name, or your own code ./net.py:factory); constructor settings after a "
-        "colon: 'lenet:num_classes=10' (default: none)",
+        "lenet-cifar, nin, resnet8, resnet18, resnet50), or of a bare --model weights file or "
+        "run directory (a zoo name, or your own code ./net.py:factory); constructor settings "
+        "after a colon: 'lenet:num_classes=10' (default: none)",
     )
     train.add_argument(
-        "--data", default="mnist5k", help="data spec, train split (default: %(default)s)"
+        "--data",
+        default=None,
+        help="data spec, train split: mnist5k, digits, fashion-mnist[:DIR], npz:PATH, ... "
+        "(default: with --defense the data --model was trained on, from its card; else "
+        "mnist5k)",
     )
     train.add_argument(
         "--epochs",

@@ -46,6 +46,7 @@ __all__ = [
     "ARCHITECTURES",
     "LoadedModel",
     "build",
+    "default_data",
     "is_code_spec",
     "load_model",
     "model_card",
@@ -380,6 +381,38 @@ _CARD_TYPES: dict[str, type | tuple[type, ...]] = {
     "preparation": dict,
     "seconds": (int, float),
 }
+
+
+BUNDLED_DATA = ("mnist5k", "digits", "fashion-mnist")
+"""Data specs that name no file: the only ones a card may choose for the user."""
+
+
+def default_data(spec: str) -> str:
+    """The data a model was trained on, as its card records it; ``"mnist5k"`` otherwise.
+
+    A zoo model's card or a run directory's ``train.json`` names its data set. Only the
+    bundled data sets (`BUNDLED_DATA`) are taken from a card: a card is data, and a path it
+    names is not opened unless the user names it with ``--data``.
+
+    Args:
+        spec: A model spec (`load_model`).
+    """
+    card: dict[str, Any] = {}
+    if spec.startswith("zoo:") and (WEIGHTS_DIR / f"{spec[4:]}.json").is_file():
+        card = model_card(spec[4:])
+    elif not is_code_spec(spec) and (Path(spec) / "train.json").is_file():
+        with contextlib.suppress(ValueError):
+            card = read_run_card(Path(spec) / "train.json")
+    recorded = card.get("data")
+    if isinstance(recorded, str) and recorded in BUNDLED_DATA:
+        return recorded
+    if recorded is not None:
+        _logger.warning(
+            "%s was trained on %r; pass it with --data to evaluate on it (using mnist5k)",
+            spec,
+            str(recorded)[:200],
+        )
+    return "mnist5k"
 
 
 def read_run_card(path: Path) -> dict[str, Any]:

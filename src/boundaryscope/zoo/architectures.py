@@ -19,6 +19,7 @@ __all__ = [
     "lenet_smooth",
     "mlp",
     "nin",
+    "resnet8",
     "resnet18",
     "resnet50",
 ]
@@ -188,6 +189,31 @@ def _bottleneck(c_in: int, width: int, stride: int) -> nn.Module:
     return _Residual(body, c_in, c_out, stride)
 
 
+def resnet8(
+    num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width: int = 16
+) -> nn.Module:
+    """ResNet-8 (He et al. 2016, §4.2's CIFAR family 6n + 2, n = 1): a small BatchNorm ResNet.
+
+    The kind of residual CNN users bring, cheap enough to train on 60,000 images on a CPU.
+
+    3×3 stem of `width` channels, then one basic block per stage at `width`, 2·`width`,
+    4·`width` channels (strides 1, 2, 2), global average pooling, a linear layer: 78 k
+    parameters at the default width.
+    """
+    del image_size  # global pooling: any size of at least 4×4 works
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+    ]
+    c_in = width
+    for c_out, stride in [(width, 1), (2 * width, 2), (4 * width, 2)]:
+        layers.append(_basic_block(c_in, c_out, stride))
+        c_in = c_out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)]
+    return nn.Sequential(*layers)
+
+
 def resnet18(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
     """ResNet-18, CIFAR variant (3×3 stem, no max-pool; He et al.), blocks [2, 2, 2, 2]."""
     del image_size
@@ -231,6 +257,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "lenet-smooth": lenet_smooth,
     "mlp": mlp,
     "nin": nin,
+    "resnet8": resnet8,
     "resnet18": resnet18,
     "resnet50": resnet50,
 }
