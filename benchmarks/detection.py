@@ -1,4 +1,5 @@
-"""Curvature detection (thesis §7.5, Alg. 6, Table 7.2, Fig. 7.9) on the shipped MNIST models.
+"""Curvature detection (thesis §7.5, Alg. 6, Table 7.2, Fig. 7.9) on the shipped MNIST and
+Fashion-MNIST models (each fitted and evaluated on the data its card names).
 
 For each model: the curvature detector as Alg. 6 prints it, the same with Table 7.2's
 signs (``orientation="reversed"``) and the confidence baseline are fitted on clean
@@ -17,12 +18,19 @@ import torch
 
 from _common import table, write
 from boundaryscope import Classifier
-from boundaryscope.data import load_mnist5k
+from boundaryscope.data import load_dataset
 from boundaryscope.defenses.detection import ConfidenceDetector, CurvatureDetector, evaluate
-from boundaryscope.zoo import load_model
+from boundaryscope.zoo import default_data, load_model
 
 N_FIT, N_EVAL, T = 200, 200, 10
-MODELS = [("lenet-mnist", "fd"), ("fc500-150-10-mnist", "fd"), ("lenet-smooth-mnist", "exact")]
+MODELS = [
+    ("lenet-mnist", "fd"),
+    ("fc500-150-10-mnist", "fd"),
+    ("lenet-smooth-mnist", "exact"),
+    ("lenet-fashion", "fd"),
+    ("lenet-smooth-fashion", "exact"),
+    ("resnet8-fashion", "fd"),
+]
 
 
 def scoring_speed(clf, x, method):
@@ -37,9 +45,10 @@ def scoring_speed(clf, x, method):
 
 def main() -> None:
     torch.manual_seed(0)
-    train, test = load_mnist5k("train"), load_mnist5k("test")
     rows, signs, payload = [], [], {}
     for spec, method in MODELS:
+        data = default_data(f"zoo:{spec}")
+        train, test = load_dataset(data, "train"), load_dataset(data, "test")
         clf = Classifier(load_model(f"zoo:{spec}").module)
         start = time.perf_counter()
         detectors = {

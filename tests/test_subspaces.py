@@ -8,10 +8,19 @@ import numpy as np
 import pytest
 import scipy.fft
 import torch
+from torch import nn
 
 from boundaryscope import Classifier
 from boundaryscope.attacks import DeepFool
-from boundaryscope.geometry import corollary1_interval, theorem1_interval, zeta1, zeta2
+from boundaryscope.geometry import (
+    corollary1_interval,
+    excluded_classes,
+    theorem1_interval,
+    theorem2_condition,
+    theorem2_interval,
+    zeta1,
+    zeta2,
+)
 from boundaryscope.noise_robustness import (
     RandomLineSearch,
     line_search,
@@ -166,3 +175,72 @@ def test_random_line_attack_and_spectral_smoke(lenet_clf, mnist_test):
     spectral = spectral_robustness(lenet_clf, x, y, block=7, bands=[0, 3], steps=30)
     assert spectral.m == [49, 49] and len(spectral.zeta) == 2
     assert spectral.zeta[0] < spectral.zeta[1]  # low frequencies are the fragile ones
+
+
+class _Sphere(nn.Module):
+    """Two classes split by the sphere ||x - c|| = R: class 1 inside, class 0 outside.
+
+    Its boundary has curvature κ = 1/R everywhere (thesis §5.5.1).
+    """
+
+    def __init__(self, center: torch.Tensor, radius: float) -> None:
+        super().__init__()
+        self.register_buffer("center", center)
+        self.radius = radius
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inside = self.radius**2 - (x - self.center).pow(2).sum(1)
+        return torch.stack([torch.zeros_like(inside), inside], dim=1)
+
+
+def test_theorem2_interval_contains_beta_on_a_sphere_boundary():
+    """Theorem 2 on a quadratic classifier of known curvature κ = 1/R.
+
+    From a point u = x0 - c outside the ball at distance ρ, the minimal perturbation inside a
+    subspace S is ||P_S u|| - sqrt(R² - ||u_⊥||²) (closed form, the independent reference
+    for subspace DeepFool); β = ||r_S|| / ||r|| must lie in Theorem 2's interval.
+    """
+    d, m, radius, rho, delta = 400, 100, 10.0, 0.2, 0.05
+    kappa = 1 / radius
+    assert theorem2_condition(m, d, rho, kappa, delta)  # ρ/R = 0.02 is flat enough
+    lo, hi = theorem2_interval(m, d, rho, kappa, delta)
+    t_lo, t_hi = theorem1_interval(m, d, delta)
+    assert lo < t_lo and hi > t_hi  # curvature widens Theorem 1's interval
+    generator = torch.Generator().manual_seed(0)
+    center = torch.zeros(d, dtype=torch.float64)
+    u = torch.randn(30, d, dtype=torch.float64, generator=generator)
+    x = center + u / u.norm(dim=1, keepdim=True) * (radius + rho)
+    clf = Classifier(_Sphere(center, radius).double().eval(), bounds=(-1e3, 1e3))
+    assert (clf.predict(x) == 0).all()
+    sub = RandomSubspace(m, seed=3, per_sample=True)
+    attack = DeepFool.as_published(overshoot=0.0, min_step=0.0, subspace=sub, steps=200)
+    result = attack(clf, x)
+    full = DeepFool.as_published(overshoot=0.0, min_step=0.0, steps=200)(clf, x)
+    torch.testing.assert_close(full.norms.double(), torch.full((30,), rho, dtype=torch.float64),
+                               rtol=1e-4, atol=0)  # fmt: skip
+    expected = []
+    for n in range(30):
+        basis = sub.basis(d, n, torch.float64)
+        inside = basis.T @ (x[n] - center)
+        outside = (x[n] - center).norm() ** 2 - inside.norm() ** 2
+        expected.append(float(inside.norm() - torch.sqrt(radius**2 - outside)))
+    measured = result.norms.double()
+    torch.testing.assert_close(measured, torch.tensor(expected, dtype=torch.float64),
+                               rtol=2e-3, atol=0)  # fmt: skip
+    beta = measured / rho
+    inside_share = float(((beta >= lo) & (beta <= hi)).double().mean())
+    assert inside_share >= 1 - 4 * delta  # the theorem's probability; in practice all are
+    # Far from flat, Theorem 2 says nothing and refuses to give an interval.
+    assert not theorem2_condition(m, d, 5.0, kappa, delta)
+    with pytest.raises(ValueError, match=r"eq\. 5\.9"):
+        theorem2_interval(m, d, 5.0, kappa, delta)
+    assert theorem2_interval(m, d, rho, 0.0, delta) == pytest.approx((t_lo, t_hi))
+
+
+def test_excluded_classes_follow_eq_5_11():
+    m, d, delta = 16, 784, 0.05
+    factor = 1.45 * math.sqrt(zeta2(m, delta) * d / m)
+    r = torch.tensor([[1.0, 2.0, factor - 1e-6, factor + 1e-6]], dtype=torch.float64)
+    assert excluded_classes(r, m, d, delta).tolist() == [[False, False, False, True]]
+    with pytest.raises(ValueError, match="shape"):
+        excluded_classes(r[0], m, d, delta)

@@ -37,6 +37,21 @@ def test_shipped_weights_match_their_card(name, mnist_test):
         assert measured >= 0.96
 
 
+@pytest.mark.parametrize("name", ["lenet-fashion", "resnet8-fashion", "lenet-smooth-fashion"])
+def test_shipped_fashion_weights_match_their_card(name, fashion_test):
+    if name not in shipped_models():
+        pytest.skip(f"{name} is not shipped yet")
+    card = model_card(name)
+    model = load_model(f"zoo:{name}").module
+    # All 10,000 test images, as the card measured them on the official split.
+    assert accuracy(model, fashion_test.x, fashion_test.y) == pytest.approx(
+        card["test_accuracy"], abs=1e-9
+    )
+    assert card["data"] == "fashion-mnist" and card["train_size"] == 60_000
+    assert "boundaryscope train" in card["command"] and card["config"]["seed"] == 0
+    assert card["test_accuracy"] >= 0.88  # LeNets reach 0.89-0.92 on Fashion-MNIST
+
+
 def test_shipped_digits_mlp_matches_its_card():
     from boundaryscope.data import load_digits
 

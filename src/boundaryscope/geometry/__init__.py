@@ -1,13 +1,16 @@
 """Geometry of the decision boundary: theory bounds, Hessian-vector products, curvature.
 
-Submodules: `theory` (Theorem 1, Corollary 1, Theorem 5 bounds), `hessian` (batched
+Submodules: `theory` (Theorems 1–2, Corollary 1, eq. 5.11, Theorem 5 bounds), `hessian` (batched
 input-space Hessian-vector products, Lanczos), `curvature` (principal curvatures, shared
 curved directions, S_c, loss curvature).
 """
 
 from boundaryscope.geometry.theory import (
     corollary1_interval,
+    excluded_classes,
     theorem1_interval,
+    theorem2_condition,
+    theorem2_interval,
     theorem5_bounds,
     zeta1,
     zeta2,
@@ -15,7 +18,10 @@ from boundaryscope.geometry.theory import (
 
 __all__ = [
     "corollary1_interval",
+    "excluded_classes",
     "theorem1_interval",
+    "theorem2_condition",
+    "theorem2_interval",
     "theorem5_bounds",
     "zeta1",
     "zeta2",

@@ -7,6 +7,21 @@ with probability at least ``1 − 2(L+1)δ`` (Theorem 1):
 
 and under a curvature condition on the boundaries of the closest classes (Corollary 1,
 probability ``1 − 4(L+2)δ``) the constants widen by 0.875 and 1.45.
+
+For one pair of classes with boundary curvature ``κ`` (§5.5.1: the inverse of the smallest
+radius of the balls inscribed in the regions; ``1/R`` for a sphere of radius ``R``) and
+minimal perturbation ``r^k`` towards class ``k``, Theorem 2 (eqs. 5.9–5.10, probability
+``1 − 4δ``) holds when
+
+    κ  <=  C · m / (ζ2(m, δ) · ||r^k|| · d)                              (5.9, C = 0.2)
+
+and then
+
+    (1 − C1 κ ||r^k|| ζ2 d/m) sqrt(ζ1 d/m)  <=  ||r^k_S|| / ||r^k||
+                                           <=  (1 + C2 κ ||r^k|| ζ2 d/m) sqrt(ζ2 d/m)
+
+with ``C1 = 0.625``, ``C2 = 2.25``. In the multi-class case the classes whose boundary is
+far are excluded (eq. 5.11): ``A = {k : ||r^k|| >= 1.45 sqrt(ζ2) sqrt(d/m) ||r*||}``.
 """
 
 from __future__ import annotations
@@ -18,7 +33,10 @@ from torch import Tensor
 
 __all__ = [
     "corollary1_interval",
+    "excluded_classes",
     "theorem1_interval",
+    "theorem2_condition",
+    "theorem2_interval",
     "theorem5_bounds",
     "zeta1",
     "zeta2",
@@ -54,6 +72,66 @@ def corollary1_interval(m: int, d: int, delta: float = 0.05) -> tuple[float, flo
     """Corollary 1's interval: Theorem 1's widened by the constants 0.875 and 1.45."""
     lo, hi = theorem1_interval(m, d, delta)
     return 0.875 * lo, 1.45 * hi
+
+
+THEOREM2_C, THEOREM2_C1, THEOREM2_C2 = 0.2, 0.625, 2.25
+
+
+def theorem2_condition(m: int, d: int, r_norm: float, kappa: float, delta: float = 0.05) -> bool:
+    """Whether eq. 5.9 holds: ``κ <= C m / (ζ2(m, δ) ||r^k|| d)`` with ``C = 0.2``.
+
+    Args:
+        m: Subspace dimension.
+        d: Input dimension.
+        r_norm: ``||r^k||_2``, the minimal perturbation towards class ``k``.
+        kappa: The boundary's curvature ``κ(B_k)`` (>= 0).
+        delta: Failure probability of the bound.
+    """
+    if r_norm < 0 or kappa < 0:
+        raise ValueError(f"r_norm and kappa must be >= 0; got r_norm={r_norm!r}, kappa={kappa!r}.")
+    return kappa * zeta2(m, delta) * r_norm * d <= THEOREM2_C * m
+
+
+def theorem2_interval(
+    m: int, d: int, r_norm: float, kappa: float, delta: float = 0.05
+) -> tuple[float, float]:
+    """Theorem 2's interval for ``||r^k_S|| / ||r^k||`` on a boundary of curvature `kappa`.
+
+    Equals `theorem1_interval` at ``κ = 0`` (an affine boundary).
+
+    Raises:
+        ValueError: the curvature condition (5.9) does not hold (`theorem2_condition`), so
+            the theorem says nothing.
+    """
+    if not theorem2_condition(m, d, r_norm, kappa, delta):
+        raise ValueError(
+            f"Theorem 2 needs kappa <= C m / (zeta2 ||r|| d) = "
+            f"{THEOREM2_C * m / (zeta2(m, delta) * max(r_norm, 1e-300) * d):.4g} (eq. 5.9); got "
+            f"kappa={kappa:.4g} with ||r||={r_norm:.4g}, m={m}, d={d}."
+        )
+    lo, hi = theorem1_interval(m, d, delta)
+    spread = kappa * r_norm * zeta2(m, delta) * d / m
+    return (1 - THEOREM2_C1 * spread) * lo, (1 + THEOREM2_C2 * spread) * hi
+
+
+def excluded_classes(r_norms: Tensor, m: int, d: int, delta: float = 0.05) -> Tensor:
+    """Eq. 5.11's set ``A``: classes whose boundary is too far to matter for ``r*_S``.
+
+    Args:
+        r_norms: ``(N, L)`` ``||r^k||`` per image and class (``inf`` for the predicted class
+            itself, or for a class with no boundary).
+        m: Subspace dimension.
+        d: Input dimension.
+        delta: Failure probability.
+
+    Returns:
+        ``(N, L)`` bool: ``||r^k|| >= 1.45 sqrt(ζ2(m, δ)) sqrt(d/m) ||r*||`` with
+        ``||r*|| = min_k ||r^k||``.
+    """
+    if r_norms.dim() != 2:
+        raise ValueError(f"r_norms must have shape (N, L); got {tuple(r_norms.shape)}.")
+    r_star = r_norms.min(dim=1, keepdim=True).values
+    return r_norms >= 1.45 * math.sqrt(zeta2(m, delta) * d / m) * r_star
 
 
 def theorem5_bounds(
