@@ -91,6 +91,42 @@ def test_score_is_the_hutchinson_estimate_of_the_analytic_curvature(seed):
     assert np.mean(errors_large) < 0.5 * np.sqrt(np.mean(np.square(block_errors)))
 
 
+class _Sphere(nn.Module):
+    """Class 1 inside the ball ||x|| < R, class 0 outside: F = R² − ||x||² for class 0 inputs."""
+
+    def __init__(self, radius: float) -> None:
+        super().__init__()
+        self.radius = radius
+
+    def forward(self, x: Tensor) -> Tensor:
+        inside = self.radius**2 - x.flatten(1).pow(2).sum(1)
+        return torch.stack([torch.zeros_like(inside), inside], dim=1)
+
+
+def test_snap_steps_measure_the_boundary_not_the_level_set_through_the_input(seed):
+    """Alg. 6 at x sees the level set ||x|| = ρ (curvature 1/ρ); Table 7.2 at z sees 1/R.
+
+    For F = R² − ||x||², G = P H P / ||∇F|| = −P / ||x||: the same directions give scores in
+    the ratio ||x|| / R, whatever the directions are.
+    """
+    radius, d = 2.0, 12
+    clf = Classifier(_Sphere(radius).double().eval(), bounds=(-10, 10))
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(6, d, generator=g, dtype=torch.float64)
+    distance = torch.linspace(2.5, 6.0, 6, dtype=torch.float64)
+    x = u / u.norm(dim=1, keepdim=True) * distance[:, None]
+    at_x = CurvatureDetector(n_directions=16, method="exact", seed=seed).score_samples(clf, x)
+    at_z = CurvatureDetector(n_directions=16, method="exact", seed=seed, snap_steps=8)
+    scores_z = at_z.score_samples(clf, x)
+    torch.testing.assert_close((scores_z / at_x).double(), distance / radius, rtol=1e-5, atol=0)
+    directions = _unit_directions(16, d, seed)
+    normal = x / distance[:, None]
+    expected = -(1 - (normal @ directions.T) ** 2).mean(1) / radius  # v^T (−P/R) v
+    torch.testing.assert_close(scores_z.double(), expected, rtol=1e-5, atol=0)
+    with pytest.raises(ValueError, match="snap_steps"):
+        CurvatureDetector(snap_steps=-1)
+
+
 def test_fitted_threshold_gives_the_target_false_positive_rate(seed):
     d = 6
     model = random_quadratic(d, 3, seed, scale=0.5)

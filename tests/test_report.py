@@ -130,6 +130,14 @@ def test_verdict_leaves_out_what_was_not_run():
     assert only_accuracy.reference_family == "cifar10" and only_accuracy.advice == []
 
 
+def test_fashion_mnist_gets_no_mnist_reference_points():
+    mnist = build_verdict({}, (1, 28, 28), "mnist5k")
+    assert mnist.reference_family == "mnist" and any("LeNet" in r.model for r in mnist.references)
+    for spec in ("fashion-mnist", "fashion-mnist:/data/fm"):
+        fashion = build_verdict({}, (1, 28, 28), spec)
+        assert fashion.reference_family == "fashion-mnist" and fashion.references == []
+
+
 def test_citations_link_known_works_and_refuse_unknown_ones():
     citations = Citations()
     text = citations.link("see [[thesis, §3.2]] and [[balda]] & `make test`")

@@ -153,7 +153,7 @@ def run_report(
             section = ANALYSES[name].render(results["sections"][name], out_dir)
             section.anchor = f"s-{name}"
             rendered.append(section)
-        verdict = build_verdict(results["sections"], tuple(dataset.x.shape[1:]))
+        verdict = build_verdict(results["sections"], tuple(dataset.x.shape[1:]), data)
         return write_html(out_dir, meta, loaded.card, rendered, verdict=verdict)
 
 

@@ -40,14 +40,17 @@ class Verdict:
     references: list[ReferencePoint] = field(default_factory=list)
 
 
-def build_verdict(sections: dict[str, dict[str, Any]], shape: tuple[int, ...]) -> Verdict:
+def build_verdict(
+    sections: dict[str, dict[str, Any]], shape: tuple[int, ...], data: str = ""
+) -> Verdict:
     """The verdict of a report from its sections' results (``results.json["sections"]``).
 
     Args:
         sections: Section name → its JSON result (``accuracy``, ``robustness``, … used).
         shape: Shape of one input ``(C, H, W)``: picks the reference points.
+        data: The data spec (Fashion-MNIST has MNIST's shape but not its references).
     """
-    family, points = reference_points(shape)
+    family, points = reference_points(shape, data)
     verdict = Verdict(reference_family=family, references=points)
     accuracy = sections.get("accuracy")
     if accuracy:
