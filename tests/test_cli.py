@@ -159,6 +159,15 @@ def test_data_defaults_to_the_models_own(tmp_path):
                  "--n", "8", "--out", str(tmp_path / "x")]) == 2  # fmt: skip
 
 
+def test_geometric_attack_cli(tmp_path):
+    out = tmp_path / "rot"
+    assert main(["attack", "geometric", "--n", "4", "--steps", "10", "--out", str(out)]) == 0
+    payload = json.loads((out / "attack.json").read_text())
+    assert "GeometricAttack(transform='rotation'" in payload["attack"]
+    details = payload["details"]
+    assert len(details["params"]) == 4 and len(details["invariance"]) == 4
+
+
 def test_fmn_and_verify_cli(tmp_path):
     df_out, fmn_out = tmp_path / "df", tmp_path / "fmn"
     assert main(["attack", "deepfool", "--n", "12", "--out", str(df_out)]) == 0

@@ -27,6 +27,7 @@ SETTINGS = {
     "apgd-t": {"eps": 0.2, "steps": 5, "targets": 2},
     "fab-t": {"steps": 5, "targets": 2},
     "square": {"eps": 0.2, "queries": 30},
+    "geometric": {"steps": 5, "grid": 16, "bisect_steps": 8},
 }
 # Attacks whose randomness is drawn per batch: a sample's result depends on its batch.
 BATCH_DEPENDENT = {"spsa"}

@@ -27,6 +27,7 @@ from boundaryscope.attacks.convex import (
 from boundaryscope.attacks.deepfool import DeepFool, Projector
 from boundaryscope.attacks.fab import FABT
 from boundaryscope.attacks.fmn import FMN
+from boundaryscope.attacks.geometric import GeometricAttack, warp
 from boundaryscope.attacks.gradient import (
     BIM,
     FGSM,
@@ -63,6 +64,7 @@ __all__ = [
     "BernoulliNoise",
     "DeepFool",
     "EpsilonSearch",
+    "GeometricAttack",
     "Projector",
     "RandomDirection",
     "RandomLineSearch",
@@ -84,4 +86,5 @@ __all__ = [
     "smallest_fooling_epsilon",
     "spsa_gradient",
     "top_singular_direction",
+    "warp",
 ]

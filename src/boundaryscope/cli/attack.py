@@ -28,7 +28,7 @@ __all__ = ["ATTACK_NAMES", "AttackCommand", "attack_name"]
 
 # The attack registry's names (`boundaryscope.attacks.ATTACKS`, checked by a test), plus
 # alg1-N. Minimal-perturbation attacks need no budget; the others take --eps.
-MINIMAL = ("deepfool", "fmn", "lbfgs", "random-line")
+MINIMAL = ("deepfool", "fmn", "lbfgs", "random-line", "geometric")
 BUDGETED = (
     "fgsm",
     "alg1",
@@ -115,6 +115,12 @@ class AttackCommand(Command):
             help="deepfool/fmn: overshoot (default: %(default)s)",
         )
         parser.add_argument(
+            "--transform",
+            choices=["rotation", "translation", "similarity"],
+            default="rotation",
+            help="geometric: the transformation family searched (default: %(default)s)",
+        )
+        parser.add_argument(
             "--paper-exact",
             action="store_true",
             help="deepfool exactly as published (no projected step, landing or polish)",
@@ -185,6 +191,16 @@ def _make_attack(args: argparse.Namespace, clf: Any, data: Any, extra: dict[str,
     from boundaryscope.norms import parse_p
 
     p = args.p or ("2" if args.name in MINIMAL else "1" if args.name == "single-pixel" else "inf")
+    if args.name == "geometric":
+        from boundaryscope.attacks import GeometricAttack
+
+        # Measured by the transformation (details: params, path_length, invariance).
+        return GeometricAttack(
+            transform=args.transform,
+            steps=args.steps or 50,
+            candidates=args.candidates,
+            overshoot=args.overshoot,
+        )
     if args.name in ("lbfgs", "random-line"):
         if parse_p(p) != 2:
             raise ValueError(f"attack {args.name} minimises the l2 norm only; got --p {p}.")
