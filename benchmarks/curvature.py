@@ -16,12 +16,14 @@ Fig. 6.9b, Fig. 8.2). JSON in benchmarks/results/curvature.json.
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 
 import numpy as np
 import torch
 
-from _common import table, write
+from _common import RESULTS, table, write
 from boundaryscope import Classifier
 from boundaryscope.data import load_dataset, load_mnist5k
 from boundaryscope.geometry.curvature import (
@@ -170,7 +172,23 @@ def sensitivity(x):
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--study-only",
+        default=None,
+        metavar="MODELS",
+        help="rerun part (3) only for these comma-separated zoo models, keeping the other "
+        "rows of curvature.json",
+    )
+    args = parser.parse_args()
     torch.manual_seed(0)
+    if args.study_only:
+        previous = json.loads((RESULTS / "curvature.json").read_text())
+        wanted = args.study_only.split(",")
+        studies = previous["studies"]
+        studies.update(run_studies([(s, m) for s, m in STUDY_MODELS if s in wanted]))
+        write("curvature", {**previous, "studies": studies})
+        return
     test = load_mnist5k("test")
     solver_rows = []
     for spec, method, h in MODELS:
@@ -181,8 +199,14 @@ def main() -> None:
     print(table(solver_rows, columns))
     sens = sensitivity(test.x)
     print(table(sens, ["model", "method", "h", "mean top κ", "mean bottom κ"]))
+    write("curvature", {"solvers": solver_rows, "sensitivity": sens,
+                        "studies": run_studies(STUDY_MODELS)})  # fmt: skip
+
+
+def run_studies(models: list[tuple[str, str]]) -> dict:
+    """Part (3): `curvature_study` per model, on the data its card names."""
     studies = {}
-    for spec, method in STUDY_MODELS:
+    for spec, method in models:
         clf = Classifier(load_model(f"zoo:{spec}").module)
         data = default_data(f"zoo:{spec}")
         train, test = load_dataset(data, "train").subset(STUDY_TRAIN), load_dataset(data, "test")
@@ -205,7 +229,7 @@ def main() -> None:
         )
         for key in ("shared_basis", "sc_basis", "curvatures"):
             s.pop(key)
-    write("curvature", {"solvers": solver_rows, "sensitivity": sens, "studies": studies})
+    return studies
 
 
 if __name__ == "__main__":

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import time
 
 import torch
 
-from _common import table, write
+from _common import RESULTS, table, write
 from boundaryscope import Classifier
 from boundaryscope.attacks import DeepFool
 from boundaryscope.data import load_dataset
@@ -203,6 +204,11 @@ def main() -> None:
             "seconds": time.perf_counter() - start,
         }
         print(f"{data}: {payload['datasets'][data]['seconds']:.0f} s", flush=True)
+    previous = RESULTS / "universal_two_datasets.json"
+    if set(args.datasets.split(",")) != set(DATASETS) and previous.exists():
+        # A rerun of some data sets keeps the others' results.
+        kept = json.loads(previous.read_text()).get("datasets", {})
+        payload["datasets"] = {**kept, **payload["datasets"]}
     write("universal_two_datasets", payload)
 
 
