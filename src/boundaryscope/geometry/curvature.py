@@ -679,6 +679,13 @@ def curved_subspace(
     directions, along which the boundary bends towards the images and random vectors are
     universal perturbations (Theorem 4).
 
+    Weighting, and how it differs from the seed: ``G_n = P_n H_n P_n / ||∇F(z_n)||`` is each
+    point's *curvature* matrix (eq. 7.2), so every point weighs by the inverse of its
+    gradient norm; the seed (§6.4.1) averages ``P_n H_n P_n`` itself, which weighs points
+    by ``||∇F||`` (steep boundaries count more). The two agree when the gradient norms are
+    equal; we keep the curvature form because eq. 6.4 and Theorem 4 are stated for
+    curvatures and because it makes models with differently scaled logits comparable.
+
     Returns:
         ``(basis (m, *shape), eigenvalues (m,))``, eigenvalues decreasing.
     """
