@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from boundaryscope.attacks import DeepFool
-from boundaryscope.attacks.base import Attack
+from boundaryscope.attacks.base import Attack, first_change
 from boundaryscope.classifier import Classifier, check_classifier
 from boundaryscope.norms import lp_norm
 
@@ -83,12 +83,6 @@ class TransferResult:
         }
 
 
-def _labels_along(clf: Classifier, x: Tensor, r: Tensor, t: Tensor) -> Tensor:
-    """Target labels of ``clip(x + t_i r_i)``, one multiplier per image."""
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    return clf.predict_unchecked(clf.clip(x + t.to(x.dtype).view(shape) * r))
-
-
 def transfer_scale(
     target: Classifier,
     x: Tensor,
@@ -124,35 +118,22 @@ def transfer_scale(
             f"grid={grid}, bisect_steps={bisect_steps}."
         )
     r = r.to(device=x.device, dtype=x.dtype)
+    multipliers = [t_max * i / grid for i in range(1, grid + 1)]
+    shape = (-1,) + (1,) * (x.dim() - 1)
     out = []
     with target.session():
         for xb, rb in zip(x.split(target.batch_size), r.split(target.batch_size), strict=True):
-            out.append(_scale_batch(target, xb, rb, t_max, grid, bisect_steps))
+            clean = target.predict_unchecked(xb)
+
+            def changed(
+                t: Tensor, xb: Tensor = xb, rb: Tensor = rb, clean: Tensor = clean
+            ) -> Tensor:
+                moved = target.clip(xb + t.to(xb.dtype).view(shape) * rb)
+                return target.predict_unchecked(moved) != clean
+
+            scale = first_change(changed, multipliers, len(xb), bisect_steps, device=x.device)
+            out.append(scale.cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
-
-
-def _scale_batch(
-    clf: Classifier, x: Tensor, r: Tensor, t_max: float, grid: int, bisect_steps: int
-) -> Tensor:
-    n = x.shape[0]
-    clean = clf.predict_unchecked(x)
-    lo = torch.zeros(n, dtype=torch.float64, device=x.device)
-    hi = torch.full((n,), math.inf, dtype=torch.float64, device=x.device)
-    for i in range(1, grid + 1):
-        open_ = torch.isinf(hi)
-        if not open_.any():
-            break
-        t = torch.full((n,), t_max * i / grid, dtype=torch.float64, device=x.device)
-        changed = open_ & (_labels_along(clf, x, r, t) != clean)
-        hi = torch.where(changed, t, hi)
-        lo = torch.where(open_ & ~changed, t, lo)
-    found = torch.isfinite(hi)
-    for _ in range(bisect_steps if found.any() else 0):
-        mid = torch.where(found, (lo + hi) / 2, lo)
-        changed = found & (_labels_along(clf, x, r, mid) != clean)
-        hi = torch.where(changed, mid, hi)
-        lo = torch.where(found & ~changed, mid, lo)
-    return hi.cpu()
 
 
 def transferability(

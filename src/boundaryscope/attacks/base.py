@@ -36,6 +36,7 @@ __all__ = [
     "RawAttack",
     "check_label_shape",
     "check_labels",
+    "first_change",
     "is_adversarial",
     "predicted_labels",
     "register_attack",
@@ -386,6 +387,52 @@ def shrink_to_boundary(
             lo = torch.where(ok, lo, mid)
         shrunk[chunk] = clf.clip(x0 + hi.view(shape) * delta)
     return shrunk
+
+
+def first_change(
+    changed: Callable[[Tensor], Tensor],
+    grid: Sequence[float],
+    n: int,
+    bisect_steps: int,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Per sample, the first scale on `grid` where `changed` holds, refined by bisection.
+
+    The ray searches (`line_search`, `transfer_scale`, the geometric attack's refinement)
+    share this: the increasing `grid` is scanned, one call of `changed` per point, until
+    every sample has a bracket ``(lo, hi]`` with ``changed(hi)``; then `bisect_steps`
+    halvings move ``hi`` down to scales that still change. A change that starts and ends
+    between two grid points is missed: the grid bounds what can be.
+
+    Args:
+        changed: ``t (N,) -> (N,) bool``: whether scale ``t_i`` changes sample ``i``.
+        grid: Increasing positive scales.
+        n: Number of samples.
+        bisect_steps: Halvings of each bracket.
+        dtype: Of the scales passed to `changed` and returned.
+        device: Of the scales.
+
+    Returns:
+        ``(N,)`` the upper end of each final bracket; ``inf`` where no grid point changes.
+    """
+    lo = torch.zeros(n, dtype=dtype, device=device)
+    hi = torch.full((n,), math.inf, dtype=dtype, device=device)
+    for t in grid:
+        open_ = torch.isinf(hi)
+        if not bool(open_.any()):
+            break
+        now = open_ & changed(torch.full((n,), t, dtype=dtype, device=device))
+        hi = torch.where(now, torch.full_like(hi, t), hi)
+        lo = torch.where(open_ & ~now, torch.full_like(lo, t), lo)
+    found = torch.isfinite(hi)
+    for _ in range(bisect_steps if bool(found.any()) else 0):
+        mid = torch.where(found, 0.5 * (lo + hi), lo)
+        now = found & changed(mid)
+        hi = torch.where(now, mid, hi)
+        lo = torch.where(found & ~now, mid, lo)
+    return hi
 
 
 def check_labels(labels: Tensor, x: Tensor, clf: Classifier, name: str) -> Tensor:

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from boundaryscope.attacks.base import Attack, RawAttack, register_attack
+from boundaryscope.attacks.base import Attack, RawAttack, first_change, register_attack
 from boundaryscope.classifier import Classifier
 
 __all__ = ["GeometricAttack", "warp"]
@@ -176,20 +176,13 @@ class GeometricAttack(Attack):
         self, clf: Classifier, x: Tensor, direction: Tensor, reference: Tensor
     ) -> Tensor:
         """Smallest ``t ∈ (0, 1]`` with a changed label at ``t·direction`` (``inf``: none)."""
-        n = x.shape[0]
-        lo = torch.zeros(n, dtype=torch.float64, device=x.device)
-        hi = torch.full((n,), math.inf, dtype=torch.float64, device=x.device)
-        for i in range(1, self.grid + 1):
-            open_ = torch.isinf(hi)
-            t = torch.full((n,), i / self.grid, dtype=torch.float64, device=x.device)
-            changed = open_ & self._changed(clf, x, t[:, None].to(x.dtype) * direction, reference)
-            hi, lo = torch.where(changed, t, hi), torch.where(open_ & ~changed, t, lo)
-        found = torch.isfinite(hi)
-        for _ in range(self.bisect_steps):
-            mid = torch.where(found, (lo + hi) / 2, lo)
-            changed = found & self._changed(clf, x, mid[:, None].to(x.dtype) * direction, reference)
-            hi, lo = torch.where(changed, mid, hi), torch.where(found & ~changed, mid, lo)
-        return hi
+        return first_change(
+            lambda t: self._changed(clf, x, t[:, None].to(x.dtype) * direction, reference),
+            [i / self.grid for i in range(1, self.grid + 1)],
+            x.shape[0],
+            self.bisect_steps,
+            device=x.device,
+        )
 
     def _path_length(self, x: Tensor, theta: Tensor, chords: int = 16) -> Tensor:
         points = [self._warp(x, theta * (i / chords)) for i in range(chords + 1)]

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from boundaryscope._random import draw_per_image, image_generators
-from boundaryscope.attacks.base import Attack, RawAttack, register_attack
+from boundaryscope.attacks.base import Attack, RawAttack, first_change, register_attack
 from boundaryscope.classifier import Classifier
 from boundaryscope.norms import parse_p, steepest_direction
 
@@ -125,27 +125,14 @@ def line_search(
     best = torch.full((n,), math.inf, dtype=x.dtype, device=x.device)
     with clf.session():
         for sign in (1.0, -1.0):
-            upper = torch.full((n,), math.inf, dtype=x.dtype, device=x.device)
-            lower = torch.zeros(n, dtype=x.dtype, device=x.device)
-            for t in grid:
-                open_ = torch.isinf(upper)
-                if not bool(open_.any()):
-                    break
-                moved = clf.clip(x + sign * t * direction)
-                changed = clf.predict_unchecked(moved) != reference
-                upper = torch.where(open_ & changed, torch.full_like(upper, t), upper)
-                lower = torch.where(open_ & ~changed, torch.full_like(lower, t), lower)
-            found = torch.isfinite(upper)
-            lo, hi = torch.where(found, lower, 0.0), torch.where(found, upper, 1.0)
-            for _ in range(bisection_steps):
-                mid = 0.5 * (lo + hi)
-                changed = (
-                    clf.predict_unchecked(clf.clip(x + sign * mid.view(shape) * direction))
-                    != reference
-                )
-                hi = torch.where(changed, mid, hi)
-                lo = torch.where(changed, lo, mid)
-            candidate = torch.where(found, hi, torch.full_like(hi, math.inf))
+
+            def changed(t: Tensor, sign: float = sign) -> Tensor:
+                moved = clf.clip(x + sign * t.view(shape) * direction)
+                return clf.predict_unchecked(moved) != reference
+
+            candidate = first_change(
+                changed, grid, n, bisection_steps, dtype=x.dtype, device=x.device
+            )
             better = candidate < best.abs()
             best = torch.where(better, sign * candidate, best)
     return best
