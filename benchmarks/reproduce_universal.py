@@ -170,7 +170,8 @@ def main() -> None:
         names = DATASETS[data]
         start = time.perf_counter()
         x = load_dataset(data, "train").balanced(args.n_x).x
-        test = load_dataset(data, "test").balanced(args.n_test).x
+        held_out = load_dataset(data, "test").balanced(args.n_test)
+        test = held_out.x
         models = {name: Classifier(load_model(f"zoo:{name}").module) for name in names}
         rows, matrices, _ = universal_rows(models, x, test, args.passes)
         print(table(rows, list(rows[0])))
@@ -185,7 +186,6 @@ def main() -> None:
         diversity_rows = [diversity_row(n, c, x, xi_l2, 2.0) for n, c in models.items()]
         transfers = transfer_rows(models, test[: args.n_transfer])
         randoms = [random_image_row(n, c, test[:200], 0) for n, c in models.items()]
-        held_out = load_dataset(data, "test").balanced(args.n_test)
         defence = [defence_row(first, models[first], data, held_out, args.defense_xi,
                                args.defense_train)]  # fmt: skip
         for part in (diversity_rows, transfers, randoms, defence):
