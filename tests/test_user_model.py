@@ -48,3 +48,69 @@ def test_report_on_a_user_module_from_its_folder_and_class_ordered_data(tmp_path
     universal = results["sections"]["universal"]
     assert universal["n_train"] <= 96 and universal["n_test"] == 24
     assert (tmp_path / "run" / "report.html").stat().st_size > 10_000
+
+
+def _saved_user_model(tmp_path):
+    """The user's module file and safetensors weights that differ from the factory's."""
+    import torch
+    from safetensors.torch import save_file
+
+    (tmp_path / "mymodels.py").write_text(MODULE)
+    namespace: dict = {}
+    exec(MODULE, namespace)  # the same factory, to make weights the file will differ from
+    net = namespace["factory"]()
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.add_(1.0)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    save_file(state, tmp_path / "w.safetensors", metadata={"bounds": "[0, 255]"})
+    return state
+
+
+def test_own_architecture_and_safetensors_weights_in_one_line(tmp_path, monkeypatch):
+    """``--model ./net.py:factory --weights w.safetensors`` with --bounds/--mean/--std."""
+    import torch
+
+    from boundaryscope.cli import _build_parser, main
+    from boundaryscope.cli.common import classifier, resolve_weights
+    from boundaryscope.zoo import InputSpec, load_model
+
+    state = _saved_user_model(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    loaded = load_model("./mymodels.py:factory", weights="w.safetensors")
+    for name, value in loaded.module.state_dict().items():
+        assert torch.equal(value, state[name])
+    assert loaded.bounds == (0.0, 255.0)  # recorded in the file's metadata, as JSON
+    assert loaded.origin == {"factory": "./mymodels.py:factory"}
+    stated = load_model(
+        "./mymodels.py:factory", weights="w.safetensors", inputs=InputSpec(bounds=(0, 1))
+    )
+    assert stated.bounds == (0.0, 1.0)  # the user's word wins over the file's
+
+    argv = ["attack", "deepfool", "--model", "./mymodels.py:factory", "--weights",
+            "w.safetensors", "--bounds", "0,255", "--mean", "127.5", "--std", "64"]  # fmt: skip
+    args = _build_parser().parse_args(argv)
+    resolve_weights(args)
+    assert (args.model, args.arch) == ("w.safetensors", "./mymodels.py:factory")
+    clf = classifier(args)
+    assert clf.bounds == (0.0, 255.0)
+    assert clf.preprocessing is not None
+    assert (clf.preprocessing.mean, clf.preprocessing.std) == ((127.5,), (64.0,))
+    x = torch.full((1, 1, 8, 8), 127.5)
+    expected = loaded.module((x - 127.5) / 64)
+    torch.testing.assert_close(clf.logits(x), expected)
+
+    # --weights with a zoo model is refused with the form that works.
+    assert main(["attack", "deepfool", "--model", "zoo:lenet-mnist", "--weights", "w.pt"]) == 2
+    # A bad --bounds is argparse's own one-line usage error.
+    with pytest.raises(SystemExit):
+        _build_parser().parse_args(["attack", "deepfool", "--bounds", "1,0"])
+
+
+def test_safetensors_file_that_is_not_one_names_itself(tmp_path):
+    from boundaryscope.zoo import load_model
+
+    (tmp_path / "mymodels.py").write_text(MODULE)
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="bad.safetensors is not a safetensors weights file"):
+        load_model(f"{tmp_path}/mymodels.py:factory", weights=tmp_path / "bad.safetensors")

@@ -16,10 +16,12 @@ import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
+
+from boundaryscope import memory
 
 __all__ = [
     "Classifier",
@@ -32,6 +34,7 @@ __all__ = [
 
 
 GradientStrategy = Literal["auto", "batched", "loop"]
+_Out = TypeVar("_Out", Tensor, tuple[Tensor, ...])
 _BOUNDS_TOLERANCE = 1e-5
 
 
@@ -152,6 +155,12 @@ class Classifier:
             that asks for labels of a whole data set), so memory is bounded by it and not by
             the number of images. Results do not depend on it.
 
+    Memory: every pass is also split so that its activations fit the memory budget
+    (`boundaryscope.memory`; per-row cost measured once per input shape, `row_bytes`), and a
+    pass that runs out of memory is retried in halves (the smaller size is kept). Gradients
+    and products of a batch are therefore bounded whatever batch an attack or analysis asks
+    for; on an MNIST model nothing is split.
+
     Example:
         >>> import torch
         >>> from torch import nn
@@ -218,6 +227,8 @@ class Classifier:
         self._session_depth = 0
         self._saved_modes: list[tuple[nn.Module, bool]] = []
         self._sweep_scores: Callable[[Tensor], Tensor] | None = None
+        self._measured_row_bytes: dict[tuple[int, ...], tuple[int, int]] = {}
+        self._row_caps: dict[tuple[object, ...], int] = {}
         if model.training:
             self.warn_once(
                 "train-mode",
@@ -380,7 +391,10 @@ class Classifier:
     def forward_scores(self, x: Tensor) -> Tensor:
         """`scores` for inner loops on inputs that already passed `validate` (no checks)."""
         with self.session(), torch.no_grad():
-            return self.expand_scores(self._forward(x))
+            rows = self.rows_per_pass(x, grad=False)
+            return self._in_blocks(
+                lambda block: self.expand_scores(self._forward(block)), (x,), rows, "forward"
+            )
 
     @contextlib.contextmanager
     def sweep(self) -> Iterator[Callable[[Tensor], Tensor]]:
@@ -470,7 +484,7 @@ class Classifier:
 
         Runs in eval mode without gradients; memory is bounded by the chunk, not by ``N``.
         """
-        size = batch_size or self.batch_size
+        size = min(batch_size or self.batch_size, self.rows_per_pass(x, grad=False))
         with self.session(), torch.no_grad():
             if x.shape[0] <= size:
                 return fn(x)
@@ -516,6 +530,20 @@ class Classifier:
             ``(scores, diff, grad)`` with shapes ``(N, C)``, ``(N, K)``, ``(N, K, *shape)``;
             ``scores`` are the (expanded) class scores at `x`, detached.
         """
+        k = others.shape[1]
+        # A batched backward holds k graphs' worth of gradients per row; the loop holds one
+        # graph and the k gradients it returns.
+        per_row = max(k, 1) if self.gradient_strategy == "batched" else 1
+        rows = self.rows_per_pass(x, grad=True, per_row=per_row, outputs=k)
+        scores, diff, grad = self._in_blocks(
+            self._score_gradients, (x, reference, others), rows, ("score_gradients", k)
+        )
+        return scores, diff, grad
+
+    def _score_gradients(
+        self, x: Tensor, reference: Tensor, others: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """`score_gradients` in one pass."""
         n, k = others.shape
         with self.session(), torch.enable_grad():
             x_var = x.detach().requires_grad_(True)
@@ -551,7 +579,29 @@ class Classifier:
 
         Returns:
             ``(values (N,), grad (N, *shape))`` with ``grad[n] = ∇_x objective(x)[n]``.
+
+        When the batch's graph does not fit the memory budget, the gradient is taken in two
+        phases, exactly by the chain rule ``∇_x φ(f(x)) = J_f(x)ᵀ ∇_s φ(s)|_{s = f(x)}``:
+        the scores of all rows without a graph, ``∇_s φ`` on them (the objective sees the
+        whole batch, as it expects), then one backward per block of rows with that block's
+        ``∇_s φ`` as cotangent (one more forward per block).
         """
+        rows = self.rows_per_pass(x, grad=True)
+        if x.shape[0] <= rows:
+            return self._value_and_gradient(x, objective)
+        scores = self.forward_scores(x).requires_grad_(True)
+        with torch.enable_grad():
+            values = objective(scores)
+            (cotangent,) = torch.autograd.grad(values.sum(), scores)
+        grad = self._in_blocks(
+            self._pullback, (x, cotangent), rows, "value_and_gradient", count_backward=True
+        )
+        return values.detach(), grad
+
+    def _value_and_gradient(
+        self, x: Tensor, objective: Callable[[Tensor], Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """`value_and_gradient` in one pass."""
         with self.session(), torch.enable_grad():
             x_var = x.detach().requires_grad_(True)
             values = objective(self.expand_scores(self._graph_forward(x_var)))
@@ -559,6 +609,127 @@ class Classifier:
         self.counter.backward_calls += 1
         self.counter.backward_rows += int(x.shape[0])
         return values.detach(), grad.to(dtype=x.dtype)
+
+    def _pullback(self, x: Tensor, cotangent: Tensor) -> Tensor:
+        """``J_f(x)ᵀ c`` per row: the input gradient of ``Σ_n c[n]·f(x_n)`` (one pass)."""
+        with self.session(), torch.enable_grad():
+            x_var = x.detach().requires_grad_(True)
+            scores = self.expand_scores(self._graph_forward(x_var))
+            (grad,) = torch.autograd.grad(scores, x_var, cotangent.to(scores.dtype))
+        return grad.to(dtype=x.dtype)
+
+    # ------------------------------------------------------------------ memory
+    def row_bytes(self, x: Tensor, *, grad: bool) -> int:
+        """Memory one row of `x` needs in a pass of the model, measured once per input shape.
+
+        One forward pass of one row (not counted in `counter`) with a hook on every leaf
+        module records the size of each output. With ``grad``: 3 × their sum (autograd
+        keeps about one activation per layer, and the backward adds their gradients);
+        without: 4 × the largest (the input and output of the widest layer, and scratch).
+        Rough on purpose: it sizes batches, it does not predict peaks to the byte.
+        """
+        shape = tuple(int(s) for s in x.shape[1:])
+        if shape not in self._measured_row_bytes:
+            sizes = self._leaf_output_bytes(x[:1])
+            row = x[0].numel() * x.element_size()
+            self._measured_row_bytes[shape] = (
+                3 * (sum(sizes) + row),
+                4 * max([*sizes, row]),
+            )
+        with_grad, without = self._measured_row_bytes[shape]
+        return with_grad if grad else without
+
+    def _leaf_output_bytes(self, row: Tensor) -> list[int]:
+        """Bytes of every tensor the leaf modules output for one input row."""
+        sizes: list[int] = []
+
+        def record(_module: nn.Module, _inputs: object, output: object) -> None:
+            for tensor in _tensors_in(output):
+                sizes.append(tensor.numel() * tensor.element_size())
+
+        leaves = [m for m in self.model.modules() if next(m.children(), None) is None]
+        handles = [m.register_forward_hook(record) for m in leaves]
+        try:
+            z = row.to(dtype=self.dtype)
+            if self.preprocessing is not None:
+                z = self.preprocessing.apply(z)
+            with self.session(), torch.no_grad():
+                self.model(z)
+        except Exception:  # the pass that follows raises it, with its note
+            return []
+        finally:
+            for handle in handles:
+                handle.remove()
+        return sizes
+
+    def rows_per_pass(self, x: Tensor, *, grad: bool, per_row: int = 1, outputs: int = 0) -> int:
+        """Rows of `x` one pass may take within the memory budget (`boundaryscope.memory`).
+
+        Args:
+            x: The inputs (their shape and dtype set the cost; at least one row).
+            grad: A pass with a backward (``True``) or a forward only.
+            per_row: Graphs per row (a batched backward over ``K`` cotangents: ``K``).
+            outputs: Input-sized results returned per row (``K`` gradients).
+
+        Returns:
+            At least 1; after an out-of-memory error, at most the size that last worked.
+        """
+        if x.shape[0] == 0:
+            return 1
+        cost = per_row * self.row_bytes(x, grad=grad) + outputs * x[0].numel() * x.element_size()
+        rows = memory.rows_within(cost, device=self.device)
+        cap = self._row_caps.get(("grad" if grad else "forward", tuple(x.shape[1:])))
+        return rows if cap is None else min(rows, cap)
+
+    def _in_blocks(
+        self,
+        fn: Callable[..., _Out],
+        tensors: tuple[Tensor, ...],
+        rows: int,
+        key: object,
+        *,
+        count_backward: bool = False,
+    ) -> _Out:
+        """``fn`` on blocks of at most `rows` rows of `tensors`, results concatenated.
+
+        A block that runs out of memory is retried in halves, and the smaller size is kept
+        for later passes on inputs of this shape (a warning says so once).
+        """
+        n = tensors[0].shape[0]
+        parts: list[_Out] = []
+        start = 0
+        while start < n or not parts:
+            size = min(rows, n - start)
+            try:
+                block = tensors if size == n else tuple(t[start : start + size] for t in tensors)
+                parts.append(fn(*block))
+            except RuntimeError as error:
+                if not memory.is_out_of_memory(error) or size == 1:
+                    raise
+                rows = max(1, size // 2)
+                self._remember_row_cap(key, tensors[0], rows)
+                continue
+            if count_backward:
+                self.counter.backward_calls += 1
+                self.counter.backward_rows += size
+            start += size
+        if len(parts) == 1:
+            return parts[0]
+        if isinstance(parts[0], Tensor):
+            return torch.cat(parts)  # type: ignore[return-value]
+        return tuple(torch.cat(column) for column in zip(*parts, strict=True))  # type: ignore[return-value]
+
+    def _remember_row_cap(self, key: object, x: Tensor, rows: int) -> None:
+        """Keeps `rows` as the most a pass on inputs like `x` may take, and says so once."""
+        kind = "forward" if key == "forward" else "grad"
+        self._row_caps[(kind, tuple(x.shape[1:]))] = rows
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.warn_once(
+            f"oom-{kind}",
+            f"Out of memory in a {kind} pass; retrying with {rows} rows per pass (lower "
+            "--memory-budget to start there).",
+        )
 
     def hessian_vector_product(
         self,
@@ -678,6 +849,17 @@ def finite_argmax(scores: Tensor, invalid: int = -1) -> Tensor:
     labels = scores.argmax(dim=1)
     finite = torch.isfinite(scores).all(dim=1)
     return torch.where(finite, labels, torch.full_like(labels, invalid))
+
+
+def _tensors_in(output: object) -> list[Tensor]:
+    """The tensors in a module's output (a tensor, or a tuple/list/dict of them)."""
+    if isinstance(output, Tensor):
+        return [output]
+    if isinstance(output, tuple | list):
+        return [t for item in output for t in _tensors_in(item)]
+    if isinstance(output, dict):
+        return [t for item in output.values() for t in _tensors_in(item)]
+    return []
 
 
 def _add_note(error: BaseException, note: str) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import scipy.fft
@@ -86,35 +87,75 @@ def _orthonormal(columns: Tensor) -> Tensor:
 
 
 class RandomSubspace(Subspace):
-    """Span of ``m`` i.i.d. Gaussian vectors of ``R^d``, orthonormalised (thesis §5.3).
+    """A random ``m``-dimensional subspace of ``R^d`` (thesis §5.3), dense or structured.
+
+    ``structure="dense"``: the span of ``m`` i.i.d. Gaussian vectors, orthonormalised (QR) —
+    a uniformly distributed subspace, as the theory assumes; it stores a ``(d, m)`` float64
+    basis per subspace. ``"structured"``: the span of ``m`` columns of a randomised
+    orthonormal transform, ``U = D Πᵀ Cᵀ E_J`` with ``D`` random signs, ``Π`` a random
+    permutation, ``C`` the orthonormal DCT-II of length ``d`` (`scipy.fft.dct`) and ``J`` a
+    random set of ``m`` coefficients; ``P_S g = U Uᵀ g`` costs two length-``d`` transforms
+    and ``O(d)`` memory, however large ``m`` (randomised-Hadamard/DCT transforms of the
+    Johnson–Lindenstrauss literature: a fixed vector keeps ``≈ m/d`` of its energy, which
+    is what Theorem 1 needs). ``"auto"`` (default): dense when the basis takes at most
+    64 MiB (every MNIST and CIFAR-sized case: the same subspaces as before), else
+    structured (an ImageNet image at ``m = d/4`` would need 42 GB).
 
     With ``per_sample=True`` every sample gets its own subspace, drawn from a generator
     seeded with ``(seed, sample id)``, so a sample's subspace does not depend on the
-    batch it is in; bases of recently seen samples are cached (``cache`` of them).
+    batch it is in; dense bases of recently seen samples are cached (``cache`` of them).
 
     Args:
         m: Dimension of the subspace (``m = 1``: random noise; ``m > 1``: semi-random).
         seed: Seed of the draw.
         per_sample: One subspace per sample instead of one for the batch.
-        cache: Per-sample bases kept in memory.
+        cache: Per-sample dense bases kept in memory.
+        structure: ``"auto"``, ``"dense"`` or ``"structured"``.
     """
 
-    def __init__(self, m: int, seed: int = 0, per_sample: bool = False, cache: int = 512) -> None:
+    DENSE_LIMIT = 64 << 20
+
+    def __init__(
+        self,
+        m: int,
+        seed: int = 0,
+        per_sample: bool = False,
+        cache: int = 512,
+        structure: Literal["auto", "dense", "structured"] = "auto",
+    ) -> None:
         if m < 1:
             raise ValueError(f"The 'm' parameter of RandomSubspace must be >= 1. Got {m!r}.")
+        if structure not in ("auto", "dense", "structured"):
+            raise ValueError(
+                "The 'structure' parameter of RandomSubspace must be 'auto', 'dense' or "
+                f"'structured'. Got {structure!r}."
+            )
         self.m = m
         self.seed = seed
         self.per_sample = per_sample
         self.cache = cache
+        self.structure = structure
         self._shared: Tensor | None = None
         self._bases: OrderedDict[int, Tensor] = OrderedDict()
 
     def __repr__(self) -> str:
-        return f"RandomSubspace(m={self.m}, seed={self.seed}, per_sample={self.per_sample})"
+        return (
+            f"RandomSubspace(m={self.m}, seed={self.seed}, per_sample={self.per_sample}, "
+            f"structure={self.structure!r})"
+        )
 
     def dimension(self, shape: Sequence[int]) -> int:
         """``m``."""
         return self.m
+
+    def is_structured(self, d: int) -> bool:
+        """Whether subspaces of ``R^d`` are drawn structured (see the class docstring)."""
+        if self.structure != "auto":
+            return self.structure == "structured"
+        return d * self.m * 8 > self.DENSE_LIMIT
+
+    def _seed_of(self, sample: int | None) -> int:
+        return self.seed if sample is None else self.seed * 1_000_003 + 7919 * (sample + 1)
 
     def basis(
         self,
@@ -123,23 +164,57 @@ class RandomSubspace(Subspace):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> Tensor:
-        """The orthonormal basis ``(d, m)``, shared or of one sample id."""
+        """The orthonormal basis ``(d, m)``, shared or of one sample id.
+
+        For a structured subspace the basis is built column by column from the transform
+        (``d × m`` memory: for checks on small ``d``; projections never build it).
+        """
         if self.m > d:
             raise ValueError(f"RandomSubspace needs m <= d; got m={self.m}, d={d}.")
-        seed = self.seed if sample is None else self.seed * 1_000_003 + 7919 * (sample + 1)
-        generator = torch.Generator().manual_seed(seed)
+        if self.is_structured(d):
+            signs, permutation, chosen = self._transform(d, sample)
+            coefficients = np.zeros((self.m, d))
+            coefficients[np.arange(self.m), chosen.numpy()] = 1.0
+            columns = _from_coefficients(torch.from_numpy(coefficients), signs, permutation)
+            return columns.T.contiguous().to(device=device, dtype=dtype)
+        generator = torch.Generator().manual_seed(self._seed_of(sample))
         gaussian = torch.randn(d, self.m, generator=generator, dtype=torch.float64)
         return _orthonormal(gaussian).to(device=device, dtype=dtype)
+
+    def _transform(self, d: int, sample: int | None) -> tuple[Tensor, Tensor, Tensor]:
+        """``(signs (d,), permutation (d,), chosen coefficients (m,))`` of a structured draw."""
+        if self.m > d:
+            raise ValueError(f"RandomSubspace needs m <= d; got m={self.m}, d={d}.")
+        generator = torch.Generator().manual_seed(self._seed_of(sample))
+        signs = torch.randint(0, 2, (d,), generator=generator, dtype=torch.float64) * 2 - 1
+        permutation = torch.randperm(d, generator=generator)
+        chosen = torch.randperm(d, generator=generator)[: self.m]
+        return signs, permutation, chosen
 
     def __call__(self, g: Tensor, index: Tensor) -> Tensor:
         """``P_S g`` for the samples ``index``."""
         d = math.prod(g.shape[2:])
+        if self.is_structured(d):
+            samples = [None] * g.shape[0] if not self.per_sample else index.tolist()
+            return torch.stack(
+                [self._structured_projection(g[a], d, sample) for a, sample in enumerate(samples)]
+            )
         if not self.per_sample:
             if self._shared is None or self._shared.shape[0] != d:
                 self._shared = self.basis(d, None, g.dtype, g.device)
             return _project_onto(g, self._shared.to(g.dtype))
         bases = torch.stack([self._sample_basis(int(i), d, g) for i in index.tolist()])
         return _project_onto(g, bases)
+
+    def _structured_projection(self, g: Tensor, d: int, sample: int | None) -> Tensor:
+        """``U Uᵀ g`` for the ``(K, *shape)`` vectors of one sample, by two DCTs."""
+        signs, permutation, chosen = self._transform(d, None if sample is None else int(sample))
+        flat = g.reshape(g.shape[0], d).detach().to("cpu", torch.float64)
+        coefficients = _to_coefficients(flat, signs, permutation)
+        kept = torch.zeros_like(coefficients)
+        kept[:, chosen] = coefficients[:, chosen]
+        out = _from_coefficients(kept, signs, permutation)
+        return out.to(device=g.device, dtype=g.dtype).view_as(g)
 
     def _sample_basis(self, sample: int, d: int, like: Tensor) -> Tensor:
         basis = self._bases.get(sample)
@@ -149,6 +224,20 @@ class RandomSubspace(Subspace):
             while len(self._bases) > self.cache:
                 self._bases.popitem(last=False)
         return basis
+
+
+def _to_coefficients(flat: Tensor, signs: Tensor, permutation: Tensor) -> Tensor:
+    """``Uᵀ``-side transform ``C Π D v`` of rows ``v`` ``(K, d)`` (float64, CPU)."""
+    mixed = (flat * signs)[:, permutation]
+    return torch.from_numpy(scipy.fft.dct(mixed.numpy(), norm="ortho", axis=1))
+
+
+def _from_coefficients(coefficients: Tensor, signs: Tensor, permutation: Tensor) -> Tensor:
+    """The inverse, ``D Πᵀ Cᵀ c``, of rows ``c`` ``(K, d)`` (float64, CPU)."""
+    mixed = torch.from_numpy(scipy.fft.idct(coefficients.numpy(), norm="ortho", axis=1))
+    out = torch.empty_like(mixed)
+    out[:, permutation] = mixed
+    return out * signs
 
 
 def dct_matrix(n: int, dtype: torch.dtype = torch.float64) -> Tensor:

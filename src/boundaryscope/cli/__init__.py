@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from boundaryscope.cli.common import resolve_data
+from boundaryscope.cli.common import apply_memory_budget, resolve_data, resolve_weights
 from boundaryscope.cli.registry import COMMANDS, Command, load_commands
 
 __all__ = ["main"]
@@ -84,11 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(done.code or 0)
     args.argv = argv  # `train` records the command that reproduces its model
     resolve_data(args)
+    apply_memory_budget(args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        resolve_weights(args)
         return _run(COMMANDS[args.command], args)
     except KeyboardInterrupt:
         print(f"boundaryscope {args.command}: interrupted", file=sys.stderr)

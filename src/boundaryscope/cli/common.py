@@ -12,17 +12,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from boundaryscope.cli.types import positive_int
+from boundaryscope.cli.types import bounds_pair, memory_size, number_list, positive_int
 
 __all__ = [
+    "add_input_args",
+    "add_memory_arg",
     "add_model_args",
     "add_n_arg",
     "add_out_arg",
+    "apply_memory_budget",
     "classifier",
     "classifier_and_data",
+    "input_spec",
     "load_sample",
     "output_dir",
     "resolve_data",
+    "resolve_weights",
 ]
 
 _logger = logging.getLogger("boundaryscope")
@@ -58,6 +63,98 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    add_input_args(parser)
+    add_memory_arg(parser)
+
+
+def add_input_args(parser: argparse.ArgumentParser) -> None:
+    """``--weights``, ``--bounds``, ``--mean``, ``--std``: your own model in one line."""
+    parser.add_argument(
+        "--weights",
+        default=None,
+        metavar="PATH",
+        help="weights (.pt, .pth or .safetensors) for a --model given as your own code "
+        "./net.py:factory (default: the factory's own)",
+    )
+    parser.add_argument(
+        "--bounds",
+        type=bounds_pair,
+        default=None,
+        metavar="LO,HI",
+        help="input box of the images, e.g. 0,255 (default: the model's card or file, else 0,1)",
+    )
+    parser.add_argument(
+        "--mean",
+        type=number_list,
+        default=None,
+        metavar="M[,M...]",
+        help="per-channel mean the model subtracts, in input units, e.g. 0.485,0.456,0.406; "
+        "applied inside the wrapper, so norms stay in input units (default: the card's)",
+    )
+    parser.add_argument(
+        "--std",
+        type=number_list,
+        default=None,
+        metavar="S[,S...]",
+        help="per-channel standard deviation the model divides by (default: the card's)",
+    )
+
+
+def input_spec(args: argparse.Namespace) -> Any:
+    """The `InputSpec` of ``--bounds/--mean/--std``, or ``None`` when none was given."""
+    values = {k: getattr(args, k, None) for k in ("bounds", "mean", "std")}
+    if all(v is None for v in values.values()):
+        return None
+    from boundaryscope.zoo import InputSpec
+
+    return InputSpec(**values)
+
+
+def resolve_weights(args: argparse.Namespace) -> None:
+    """``--model ./net.py:Net --weights w.pt`` becomes ``--model w.pt --arch ./net.py:Net``.
+
+    Every command then loads the user's architecture with those weights the one way a
+    weights file is loaded (no pickle; the code is the one the user named).
+
+    Raises:
+        ValueError: ``--weights`` without a model given as code, or with ``--arch``.
+    """
+    weights = getattr(args, "weights", None)
+    if weights is None:
+        return
+    from boundaryscope.zoo import is_code_spec
+
+    model = getattr(args, "model", None)
+    if not isinstance(model, str) or not is_code_spec(model) or args.arch is not None:
+        raise ValueError(
+            "--weights goes with --model given as your own code (./net.py:factory or "
+            f"package.module:factory) and no --arch; got --model {model!r}"
+            f"{'' if args.arch is None else f' --arch {args.arch!r}'}. A weights file of a "
+            "zoo architecture is itself the --model, with --arch NAME."
+        )
+    args.model, args.arch = str(weights), model
+
+
+def add_memory_arg(parser: argparse.ArgumentParser) -> None:
+    """``--memory-budget``: the bytes large buffers and one model pass may take."""
+    parser.add_argument(
+        "--memory-budget",
+        type=memory_size,
+        default=None,
+        metavar="SIZE",
+        help="memory for one model pass and the large buffers, e.g. 2G or 512M; batches are "
+        "split to fit it and halved on out-of-memory (default: a quarter of the available "
+        "RAM, at most 4G; half the free memory of a GPU)",
+    )
+
+
+def apply_memory_budget(args: argparse.Namespace) -> None:
+    """Makes ``--memory-budget`` the process-wide budget (`boundaryscope.memory`)."""
+    budget = getattr(args, "memory_budget", None)
+    if budget is not None:
+        from boundaryscope import memory
+
+        memory.set_budget(budget)
 
 
 def resolve_data(args: argparse.Namespace) -> None:
@@ -124,7 +221,7 @@ def classifier(args: argparse.Namespace) -> Any:
 
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
-    loaded = load_model(args.model, arch=args.arch)
+    loaded = load_model(args.model, arch=args.arch, inputs=input_spec(args))
     return Classifier(
         loaded.module, bounds=loaded.bounds, preprocessing=loaded.preprocessing, device=device
     )

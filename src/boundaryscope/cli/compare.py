@@ -7,7 +7,13 @@ import sys
 import time
 from typing import Any
 
-from boundaryscope.cli.common import add_out_arg, output_dir
+from boundaryscope.cli.common import (
+    add_input_args,
+    add_memory_arg,
+    add_out_arg,
+    input_spec,
+    output_dir,
+)
 from boundaryscope.cli.registry import Command, register_command
 from boundaryscope.cli.types import positive_int
 
@@ -57,6 +63,8 @@ class CompareCommand(Command):
             "--device", default=None, help="cpu, cuda, ... (default: cuda if available)"
         )
         parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+        add_input_args(parser)
+        add_memory_arg(parser)
         add_out_arg(parser, "compare", "report.html, comparison.json and the figures")
 
     def run(self, args: argparse.Namespace, world: Any) -> int:
@@ -71,6 +79,7 @@ class CompareCommand(Command):
 
         path = compare_report(
             args.models, output_dir(args), data=args.data, arch=args.arch,
+            inputs=input_spec(args),
             profile=args.profile, n=args.n, device=args.device, seed=args.seed,
             on_model_end=None if sys.stderr.isatty() else model_line,
         )  # fmt: skip

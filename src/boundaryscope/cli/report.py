@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from boundaryscope.cli.common import add_model_args, add_out_arg, output_dir
+from boundaryscope.cli.common import add_model_args, add_out_arg, input_spec, output_dir
 from boundaryscope.cli.registry import Command, register_command
 from boundaryscope.cli.types import positive_int
 
@@ -66,6 +66,7 @@ class ReportCommand(Command):
             args.data,
             output_dir(args),
             arch=args.arch,
+            inputs=input_spec(args),
             n=args.n,
             device=args.device,
             seed=args.seed,

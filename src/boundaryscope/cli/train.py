@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from boundaryscope.cli.common import output_dir
+from boundaryscope.cli.common import add_input_args, add_memory_arg, input_spec, output_dir
 from boundaryscope.cli.registry import Command, register_command
 from boundaryscope.cli.types import nonnegative_float, positive_int
 
@@ -213,6 +213,8 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="with --defense: continue the run in --out"
     )
     train.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    add_input_args(train)
+    add_memory_arg(train)
     train.add_argument(
         "--out",
         required=True,
@@ -249,6 +251,7 @@ def _cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     start = time.perf_counter()
     run_card = train_defense(
         args.model, args.defense, output_dir(args), data=args.data, arch=args.arch,
+        inputs=input_spec(args),
         overrides={k: v for k, v in chosen.items() if v is not None}, train_n=args.train_n,
         monitor_n=args.monitor_n, monitor_eps=args.monitor_eps,
         monitor_curvature_n=args.monitor_curvature or 0, monitor_fgsm=args.monitor_fgsm,

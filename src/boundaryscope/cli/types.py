@@ -11,7 +11,7 @@ import math
 
 from boundaryscope._numbers import parse_number
 
-__all__ = ["nonnegative_float", "positive_int"]
+__all__ = ["bounds_pair", "memory_size", "nonnegative_float", "number_list", "positive_int"]
 
 
 def _integer(text: str) -> int:
@@ -39,6 +39,40 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
     return value
+
+
+def number_list(text: str) -> tuple[float, ...]:
+    """Comma-separated finite numbers (one per channel): ``0.485,0.456,0.406``."""
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(parse_number(part.strip()))
+        except (ValueError, ZeroDivisionError):
+            raise argparse.ArgumentTypeError(
+                f"must be comma-separated numbers such as 0.485,0.456,0.406; got {text!r}"
+            ) from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must hold finite numbers; got {text!r}")
+        values.append(value)
+    return tuple(values)
+
+
+def bounds_pair(text: str) -> tuple[float, float]:
+    """Two numbers ``LO,HI`` with ``LO < HI``: the input box (``0,1``, ``0,255``)."""
+    values = number_list(text)
+    if len(values) != 2 or not values[0] < values[1]:
+        raise argparse.ArgumentTypeError(f"must be two numbers LO,HI with LO < HI; got {text!r}")
+    return values[0], values[1]
+
+
+def memory_size(text: str) -> int:
+    """A memory size in bytes, with a binary unit: ``512M``, ``4G``, ``4GiB``."""
+    from boundaryscope.memory import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def nonnegative_float(text: str) -> float:

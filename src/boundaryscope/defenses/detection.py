@@ -41,6 +41,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from boundaryscope import memory
 from boundaryscope._io import atomic_write
 from boundaryscope.attacks import PGD, DeepFool, smallest_fooling_epsilon
 from boundaryscope.attacks.gradient import FGSM
@@ -184,13 +185,17 @@ class CurvatureDetector(_Detector):
     Args:
         n_directions: ``T``, random unit directions, shared by every input and class (so a
             score does not depend on the batch the input came in).
-        candidates: Classes ``i`` averaged over: ``None`` = every other class (Alg. 6),
-            an int = the top-scoring other classes only (cheaper for many classes).
+        candidates: Classes ``i`` averaged over: the `candidates` top-scoring other
+            classes (default 9: every other class on 10-class data, as Alg. 6 averages;
+            on 1,000 classes the cost would otherwise grow 100-fold, and the far classes'
+            boundaries are not where a perturbation goes); ``None`` = every other class.
         method: Hessian-vector products: ``"fd"`` (default), ``"exact"`` or ``"auto"``.
         h: Finite-difference scale in input units (default 0.1 × box width).
         fpr: Target false-positive rate on clean data for `fit`.
         seed: Seeds the directions.
-        batch_size: Inputs per chunk (each costs ``2 × classes × T`` gradient rows).
+        batch_size: Inputs per chunk (each costs ``2 × classes × T`` gradient rows); fewer
+            when the chunk's ``classes`` copies of its images would not fit the memory
+            budget (`boundaryscope.memory`).
         orientation: ``"alg6"`` (default): a high ρ means perturbed and the recovered label
             is the most positively curved class, as Alg. 6 prints it; ``"reversed"``: a
             low ρ means perturbed and the recovered label is the most negatively curved
@@ -226,7 +231,7 @@ class CurvatureDetector(_Detector):
     def __init__(
         self,
         n_directions: int = 20,
-        candidates: int | None = None,
+        candidates: int | None = 9,
         *,
         method: Method = "fd",
         h: float | None = None,
@@ -271,8 +276,13 @@ class CurvatureDetector(_Detector):
         directions = _unit_directions(self.n_directions, d, self.seed)
         classes, curvatures = [], []
         bar = tqdm(total=x.shape[0], desc="curvature scores", disable=None, leave=False)
-        for start in range(0, x.shape[0], self.batch_size):
-            chunk = x[start : start + self.batch_size]
+        # Each image becomes `count` (image, point, normal) triples in one chunk.
+        count = self._count(_num_classes(clf, x)) if x.shape[0] else 1
+        size = memory.rows_within(
+            4 * count * d * x.element_size(), at_most=self.batch_size, device=x.device
+        )
+        for start in range(0, x.shape[0], size):
+            chunk = x[start : start + size]
             chunk_classes, chunk_curvatures = self._chunk(clf, chunk, directions)
             classes.append(chunk_classes)
             curvatures.append(chunk_curvatures)
@@ -285,8 +295,7 @@ class CurvatureDetector(_Detector):
     def _chunk(self, clf: Classifier, x: Tensor, directions: Tensor) -> tuple[Tensor, Tensor]:
         scores = clf.forward_scores(x).cpu()
         predicted = scores.argmax(dim=1)
-        num = scores.shape[1]
-        count = num - 1 if self.candidates is None else min(self.candidates, num - 1)
+        count = self._count(scores.shape[1])
         # Other classes by decreasing score: the first `count` are the candidates.
         others = scores.scatter(1, predicted[:, None], -math.inf).topk(count, dim=1).indices
         n = x.shape[0]
@@ -304,6 +313,11 @@ class CurvatureDetector(_Detector):
         # v_jᵀ G_i v_j for every (image, class) pair; the projection P_i is inside G_i.
         forms = quadratic_forms(matvec, directions[None].expand(len(points), -1, -1))
         return others, forms.mean(1).reshape(n, count).float()
+
+    def _count(self, num_classes: int) -> int:
+        """Other classes averaged over for a model with `num_classes` classes."""
+        others = num_classes - 1
+        return others if self.candidates is None else min(self.candidates, others)
 
     @property
     def _sign(self) -> float:
@@ -340,8 +354,7 @@ class CurvatureDetector(_Detector):
 
     def hvps_per_image(self, num_classes: int) -> int:
         """Hessian-vector products per scored image: ``candidates × T``."""
-        count = num_classes - 1 if self.candidates is None else self.candidates
-        return min(count, num_classes - 1) * self.n_directions
+        return self._count(num_classes) * self.n_directions
 
 
 class ConfidenceDetector(_Detector):
@@ -442,6 +455,14 @@ def load_detector(path: str | Path) -> CurvatureDetector | ConfidenceDetector:
     detector.n_fit_ = int(payload.get("n_fit", 0))
     detector.fitted_on_ = fitted_on
     return detector
+
+
+def _num_classes(clf: Classifier, x: Tensor) -> int:
+    """The classifier's number of classes, from one row of `x` if no pass has told it yet."""
+    try:
+        return clf.num_classes
+    except RuntimeError:
+        return int(clf.forward_scores(x[:1]).shape[1])
 
 
 def _unit_directions(t: int, d: int, seed: int) -> Tensor:

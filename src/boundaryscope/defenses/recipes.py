@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -36,6 +36,9 @@ from boundaryscope.defenses.objectives import (
 )
 from boundaryscope.defenses.training import TrainConfig, accuracy, fit
 from boundaryscope.defenses.watch import BEST, Monitor
+
+if TYPE_CHECKING:  # the zoo is imported where a model is loaded
+    from boundaryscope.zoo import InputSpec
 
 __all__ = [
     "DEFENSES",
@@ -175,6 +178,7 @@ def train_defense(
     *,
     data: str = "mnist5k",
     arch: str | None = None,
+    inputs: InputSpec | None = None,
     config: TrainConfig | None = None,
     overrides: Mapping[str, Any] | None = None,
     train_n: int | None = None,
@@ -204,6 +208,7 @@ def train_defense(
         out: Run directory.
         data: Data spec; the train split is trained on, the test split monitored.
         arch: Architecture of a bare weights file.
+        inputs: Bounds and normalisation stated by the user (`boundaryscope.zoo.InputSpec`).
         config: Optimisation settings (default: the recipe's epochs, schedule and
             learning rate relative to the base model's).
         overrides: `TrainConfig` fields that replace those of `config` (or the recipe's).
@@ -227,7 +232,7 @@ def train_defense(
     from boundaryscope.data import load_dataset
     from boundaryscope.zoo import load_model
 
-    loaded = load_model(model, arch=arch)
+    loaded = load_model(model, arch=arch, inputs=inputs)
     run_device = resolve_device(device)
     clf = Classifier(
         loaded.module, bounds=loaded.bounds, preprocessing=loaded.preprocessing, device=run_device

@@ -33,6 +33,7 @@ import torch
 from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 from torch import Tensor
 
+from boundaryscope import memory
 from boundaryscope.attacks import DeepFool
 from boundaryscope.attacks.base import check_labels
 from boundaryscope.classifier import Classifier, check_classifier
@@ -367,11 +368,15 @@ def _lanczos_in_chunks(
 
     Each point's Krylov basis (``max_steps × d`` float64, twice: the basis and its
     images) lives only while its block runs, so memory is bounded by the block, not by
-    the number of points (≈ 0.5 MB per MNIST point at 40 steps). Points are independent,
-    so the result is the one-block result.
+    the number of points (≈ 0.5 MB per MNIST point at 40 steps): a block has at most
+    `chunk` points and at most what the memory budget (`boundaryscope.memory`) holds.
+    Points are independent, so the result is the one-block result.
     """
     parts = []
-    for first in range(0, max(start.shape[0], 1), max(chunk, 1)):
+    n, d = start.shape
+    # Basis and images (float64), plus the Rayleigh–Ritz temporaries: ≈ 3 copies per step.
+    chunk = min(chunk, memory.rows_within(3 * min(max_steps, d) * d * 8, device=start.device))
+    for first in range(0, max(n, 1), max(chunk, 1)):
         block = start[first : first + max(chunk, 1)]
 
         def block_matvec(v: Tensor, rows: Tensor, first: int = first) -> Tensor:
@@ -500,11 +505,20 @@ def average_curvature(
 
 
 def quadratic_forms(matvec: MatVec, v: Tensor) -> Tensor:
-    """``v[n, j]ᵀ A_n v[n, j]`` for ``v`` ``(N, J, d)`` — one batched operator call."""
+    """``v[n, j]ᵀ A_n v[n, j]`` for ``v`` ``(N, J, d)`` — one batched operator call.
+
+    Points are taken in blocks whose ``(J, d)`` float64 products fit the memory budget
+    (`boundaryscope.memory`); one block when they all do.
+    """
     n, j, d = v.shape
-    rows = torch.arange(n).repeat_interleave(j)
-    av = matvec(v.reshape(n * j, d), rows).double().reshape(n, j, d)
-    return (av * v.double()).sum(-1)
+    forms = []
+    for block in memory.row_blocks(n, 4 * j * d * 8, device=v.device):
+        points = torch.arange(n)[block]
+        rows = points.repeat_interleave(j)
+        part = v[block]
+        av = matvec(part.reshape(-1, d), rows).double().reshape(part.shape)
+        forms.append((av * part.double()).sum(-1))
+    return torch.cat(forms) if forms else v.new_zeros(n, j, dtype=torch.float64)
 
 
 # ---------------------------------------------------------------------- shared directions
@@ -575,12 +589,22 @@ def curvature_ratios(
     _, matvec = curvature_operator(clf, points, method=method, h=h, batch_size=batch_size)
     generator = torch.Generator().manual_seed(seed)
     n, d = len(points), points.normal[0].numel()
-    u = basis.flatten(1).double()[None].expand(n, -1, -1)
-    g = torch.randn(n, samples, d, generator=generator, dtype=torch.float64)
-    v = g / g.norm(dim=-1, keepdim=True)
-    forms = quadratic_forms(matvec, torch.cat([u, v], dim=1)).abs()
-    numerator, denominator = forms[:, : u.shape[1]], forms[:, u.shape[1] :].mean(1)
-    return (numerator / denominator.clamp_min(1e-30)[:, None]).float()
+    b = basis.flatten(1).double()
+    ratios = []
+    # The random directions are drawn block by block of points (one block when they fit
+    # the memory budget, as on MNIST): same distribution, bounded memory.
+    for block in memory.row_blocks(n, 6 * (b.shape[0] + samples) * d * 8):
+        rows = torch.arange(n)[block]
+        g = torch.randn(len(rows), samples, d, generator=generator, dtype=torch.float64)
+        v = torch.cat([b[None].expand(len(rows), -1, -1), g / g.norm(dim=-1, keepdim=True)], 1)
+
+        def block_matvec(w: Tensor, r: Tensor, rows: Tensor = rows) -> Tensor:
+            return matvec(w, rows[r])
+
+        forms = quadratic_forms(block_matvec, v).abs()
+        numerator, denominator = forms[:, : b.shape[0]], forms[:, b.shape[0] :].mean(1)
+        ratios.append(numerator / denominator.clamp_min(1e-30)[:, None])
+    return torch.cat(ratios).float() if ratios else torch.zeros(0, b.shape[0])
 
 
 def projection_ratios(basis: Tensor, vectors: Tensor) -> Tensor:
@@ -654,10 +678,18 @@ def subspace_curvature(
     for m in ms:
         m = min(int(m), b.shape[0])
         coefficients = torch.randn(len(points), samples, m, generator=generator, dtype=b.dtype)
-        v = coefficients @ b[:m]
-        pv = v - (v * n).sum(-1, keepdim=True) * n
-        pv = pv / pv.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-        out[m] = quadratic_forms(matvec, pv).mean(1).float()
+        means = []
+        for block in memory.row_blocks(len(points), 6 * samples * b.shape[1] * 8):
+            rows = torch.arange(len(points))[block]
+            v = coefficients[block] @ b[:m]
+            pv = v - (v * n[block]).sum(-1, keepdim=True) * n[block]
+            pv = pv / pv.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+
+            def block_matvec(w: Tensor, r: Tensor, rows: Tensor = rows) -> Tensor:
+                return matvec(w, rows[r])
+
+            means.append(quadratic_forms(block_matvec, pv).mean(1))
+        out[m] = torch.cat(means).float() if means else torch.zeros(0)
     return out
 
 

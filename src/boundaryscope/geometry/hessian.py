@@ -209,13 +209,15 @@ class HessianOperator:
 
     def _exact(self, v: Tensor, rows: Tensor) -> Tensor:
         out = []
-        for start in range(0, v.shape[0], self.batch_size):
-            chunk_rows = rows[start : start + self.batch_size]
+        # A double backward holds about two graphs per row.
+        size = min(self.batch_size, self.clf.rows_per_pass(v, grad=True, per_row=2))
+        for start in range(0, v.shape[0], size):
+            chunk_rows = rows[start : start + size]
             out.append(
                 self.clf.hessian_vector_product(
                     self.x[chunk_rows],
                     functools.partial(_at_rows, self.objective, chunk_rows),
-                    v[start : start + self.batch_size],
+                    v[start : start + size],
                     mode=self.exact_mode,
                 )
             )
@@ -230,8 +232,13 @@ def _at_rows(objective: Objective, rows: Tensor, scores: Tensor) -> Tensor:
 def objective_gradients(
     clf: Classifier, points: Tensor, objective: Objective, rows: Tensor, batch_size: int = 256
 ) -> tuple[Tensor, Tensor]:
-    """``(φ (M,), ∇φ (M, *shape))`` at `points`, whose point indices are `rows`, in chunks."""
+    """``(φ (M,), ∇φ (M, *shape))`` at `points`, whose point indices are `rows`, in chunks.
+
+    A chunk has at most `batch_size` rows and at most what the memory budget allows
+    (`Classifier.rows_per_pass`).
+    """
     values, grads = [], []
+    batch_size = min(batch_size, clf.rows_per_pass(points, grad=True))
     for start in range(0, points.shape[0], batch_size):
         chunk_rows = rows[start : start + batch_size]
         value, grad = clf.value_and_gradient(

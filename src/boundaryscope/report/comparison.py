@@ -24,7 +24,7 @@ from boundaryscope.defenses.assessment import TRUSTED, AssessmentConfig, compare
 from boundaryscope.report import figures
 from boundaryscope.report.registry import Section, finite_median, format_number
 from boundaryscope.report.runner import write_html
-from boundaryscope.zoo import is_code_spec, load_model, read_run_card
+from boundaryscope.zoo import InputSpec, is_code_spec, load_model, read_run_card
 
 __all__ = ["SETTINGS", "compare_report", "render_comparison"]
 
@@ -80,6 +80,7 @@ def compare_report(
     *,
     data: str = "mnist5k",
     arch: str | None = None,
+    inputs: InputSpec | None = None,
     profile: str = "default",
     n: int | None = None,
     device: str | None = None,
@@ -95,6 +96,7 @@ def compare_report(
         out: Output directory (``comparison.json``, PNG figures, ``report.html``).
         data: Data spec; its test split is used.
         arch: Architecture for bare weights files.
+        inputs: Bounds and normalisation stated by the user, for every model.
         profile: Sizes from `SETTINGS`.
         n: Test images (overrides the profile).
         device: ``cpu``, ``cuda``, … (default: CUDA when available).
@@ -121,7 +123,7 @@ def compare_report(
         if (Path(spec) / "train.json").is_file():
             read_run_card(Path(spec) / "train.json")
     for spec in specs:
-        loaded = load_model(spec, arch=arch)
+        loaded = load_model(spec, arch=arch, inputs=inputs)
         label = _label(spec, used)
         models[label] = Classifier(
             loaded.module,

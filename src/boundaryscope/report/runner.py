@@ -24,7 +24,7 @@ import jinja2
 import markupsafe
 import torch
 
-from boundaryscope import __version__, distributed
+from boundaryscope import __version__, distributed, memory
 from boundaryscope._io import (
     atomic_write,
     dump_json,
@@ -40,7 +40,7 @@ from boundaryscope.report import sections as sections_module
 from boundaryscope.report.references import Citations
 from boundaryscope.report.registry import ANALYSES, PROFILES, ReportContext, Section
 from boundaryscope.report.verdict import Verdict, build_verdict
-from boundaryscope.zoo import load_model
+from boundaryscope.zoo import InputSpec, load_model
 
 __all__ = ["run_report", "write_html"]
 
@@ -53,6 +53,7 @@ def run_report(
     out: str | Path = "runs/report",
     *,
     arch: str | None = None,
+    inputs: InputSpec | None = None,
     n: int | None = None,
     device: str | None = None,
     seed: int = 0,
@@ -68,6 +69,7 @@ def run_report(
         data: Data spec (see `boundaryscope.data.load_dataset`); its test split is used.
         out: Output directory.
         arch: Architecture for a bare weights file.
+        inputs: Bounds and normalisation stated by the user (`boundaryscope.zoo.InputSpec`).
         n: Number of test samples (overrides the profile).
         device: ``cpu``, ``cuda``, … (default: CUDA when available).
         seed: Seed for every random choice of the analyses.
@@ -93,7 +95,7 @@ def run_report(
         config = type(config)(**{**asdict(config), "n": n})
     out_dir = Path(out)
     torch.manual_seed(seed)
-    loaded = load_model(model, arch=arch)
+    loaded = load_model(model, arch=arch, inputs=inputs)
     run_device = resolve_device(device)
     clf = Classifier(
         loaded.module.to(run_device),
@@ -106,6 +108,7 @@ def run_report(
         "model": model,
         "data": data,
         "arch": arch,
+        **({"inputs": inputs.record()} if inputs is not None else {}),
         "n": len(dataset),
         "seed": seed,
         "profile": profile,
@@ -338,6 +341,7 @@ def write_html(
         version=__version__,
         torch_version=torch.__version__,
         python=platform.python_version(),
+        memory_budget=f"{memory.budget() / 2**30:.2g} GiB",
         created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )
     path = out_dir / "report.html"

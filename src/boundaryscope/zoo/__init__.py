@@ -8,7 +8,14 @@ A model spec, as every command accepts it, is one of:
 - ``DIR`` — a run directory of ``boundaryscope train --defense …`` (its ``model.pt``,
   which records the architecture or the factory of the model it was trained from);
 - ``package.module:factory`` — imported (the working directory is searched first) and
-  called with no arguments; ``./path/file.py:factory`` imports the file itself.
+  called with no arguments; ``./path/file.py:factory`` imports the file itself. With
+  ``weights=`` (``--weights``) the factory's model gets those weights: your own
+  architecture and a plain state dict in one line.
+
+Weights files are ``.pt``/``.pth`` (a state dict or checkpoint) or ``.safetensors`` (read
+by the ``safetensors`` library, which holds tensors only: no pickle at all). A
+``.safetensors`` file may record ``bounds``, ``preprocessing``, ``arch`` and
+``arch_kwargs`` in its string metadata as JSON.
 
 Security model (docs/security.md): what a *file* says is data. Weights are read with
 ``torch.load(..., weights_only=True)``, nothing else is unpickled, and code is imported
@@ -44,6 +51,7 @@ from boundaryscope.zoo.architectures import ARCHITECTURES
 
 __all__ = [
     "ARCHITECTURES",
+    "InputSpec",
     "LoadedModel",
     "build",
     "default_data",
@@ -80,6 +88,46 @@ class LoadedModel:
     preprocessing: dict[str, Any] | None = None
     card: dict[str, Any] = field(default_factory=dict)
     origin: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the user states about a model's inputs; it wins over what a card or file records.
+
+    Attributes:
+        bounds: The input box ``(lo, hi)``, e.g. ``(0, 255)``.
+        mean: Per-channel means of the normalisation the model expects (applied inside the
+            `Classifier`, so norms stay in input units); ``std`` alone means mean 0.
+        std: Per-channel standard deviations; ``mean`` alone means std 1.
+    """
+
+    bounds: tuple[float, float] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.bounds is not None:
+            lo, hi = self.bounds
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ValueError(
+                    f"bounds must be two finite numbers lo < hi; got {list(self.bounds)}."
+                )
+        if self.std is not None and not all(s > 0 and math.isfinite(s) for s in self.std):
+            raise ValueError(f"std must hold positive numbers; got {list(self.std)}.")
+
+    def apply(self, loaded: LoadedModel) -> LoadedModel:
+        """`loaded` with these bounds and this normalisation (the user's word wins)."""
+        if self.bounds is not None:
+            loaded.bounds = (float(self.bounds[0]), float(self.bounds[1]))
+        if self.mean is not None or self.std is not None:
+            mean = list(self.mean) if self.mean is not None else [0.0]
+            std = list(self.std) if self.std is not None else [1.0]
+            loaded.preprocessing = {"mean": mean, "std": std, "axis": -3}
+        return loaded
+
+    def record(self) -> dict[str, Any]:
+        """The stated values (for a run's metadata); empty when nothing was stated."""
+        return {k: list(v) for k, v in vars(self).items() if v is not None}
 
 
 def parse_arch(spec: str) -> tuple[str, dict[str, Any]]:
@@ -174,7 +222,12 @@ def model_card(name: str) -> dict[str, Any]:
 
 
 def _read_weights(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` with errors that say what the file is and what to do."""
+    """``torch.load(weights_only=True)`` with errors that say what the file is and what to do.
+
+    A ``.safetensors`` file is read by `_read_safetensors` instead.
+    """
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
     try:
         return read_torch(path, "PyTorch weights file")
     except ValueError as error:
@@ -184,6 +237,36 @@ def _read_weights(path: Path) -> Any:
             f"{error} Save model.state_dict() and pass --arch, or give the model as "
             "'module:factory' or './file.py:factory'."
         ) from None
+
+
+_SAFETENSORS_META = ("bounds", "preprocessing", "arch", "arch_kwargs")
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    """A boundaryscope checkpoint ``{"state_dict", *metadata}`` from a ``.safetensors`` file.
+
+    Only the metadata keys `_SAFETENSORS_META` are read (JSON text); a recorded factory is
+    not one of them, so such a file can never name code.
+    """
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise ValueError(f"The weights file {path} does not exist.")
+    try:
+        state = load_file(path, device="cpu")
+        with safe_open(path, framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a safetensors weights file ({error}).") from None
+    meta: dict[str, Any] = {}
+    for key in _SAFETENSORS_META:
+        if key in header:
+            try:
+                meta[key] = json.loads(header[key])
+            except json.JSONDecodeError:
+                meta[key] = header[key]  # e.g. arch=lenet written without JSON quotes
+    return {"state_dict": state, **meta}
 
 
 def _is_state_dict(value: object) -> bool:
@@ -463,7 +546,14 @@ def _from_run_directory(path: Path, arch: str | None) -> LoadedModel:
     )
 
 
-def load_model(spec: str, arch: str | None = None, **arch_kwargs: Any) -> LoadedModel:
+def load_model(
+    spec: str,
+    arch: str | None = None,
+    weights: str | Path | None = None,
+    *,
+    inputs: InputSpec | None = None,
+    **arch_kwargs: Any,
+) -> LoadedModel:
     """Resolves a model spec (see module docstring) into a `LoadedModel` in eval mode.
 
     Args:
@@ -473,12 +563,28 @@ def load_model(spec: str, arch: str | None = None, **arch_kwargs: Any) -> Loaded
             optional settings) or the user's own code ``./net.py:factory``. Code is
             imported only from `spec` and `arch` — what the caller names — never from
             what a file records (docs/security.md).
+        weights: Weights for the model of a code `spec` (``.pt``, ``.pth`` or
+            ``.safetensors``): ``load_model("./net.py:Net", weights="w.safetensors")`` is
+            ``load_model("w.safetensors", arch="./net.py:Net")``.
+        inputs: Bounds and normalisation stated by the caller (`InputSpec`); they replace
+            what the card or file records.
         **arch_kwargs: Constructor settings of a zoo architecture.
 
     Raises:
         ValueError: an unknown spec, unreadable or pickled weights, weights that do not fit,
             or a file that records its own model code which the caller did not name.
     """
+    if weights is not None:
+        if not is_code_spec(spec) or arch is not None:
+            raise ValueError(
+                f"weights ({str(weights)!r}) go with a model given as your own code, "
+                f"'./net.py:factory' or 'package.module:factory', and no arch; got the model "
+                f"{spec!r}{'' if arch is None else f' and arch {arch!r}'}. For a weights file "
+                "of a zoo architecture pass the file as the model and the architecture as arch."
+            )
+        loaded = load_model(str(weights), arch=spec, inputs=inputs)
+        loaded.spec = spec
+        return loaded
     if spec.startswith("zoo:"):
         name = spec[4:]
         card = model_card(name)
@@ -496,7 +602,7 @@ def load_model(spec: str, arch: str | None = None, **arch_kwargs: Any) -> Loaded
         )
     elif Path(spec).is_dir():
         loaded = _from_run_directory(Path(spec), arch)
-    elif Path(spec).suffix in (".pt", ".pth") or Path(spec).is_file():
+    elif Path(spec).suffix in (".pt", ".pth", ".safetensors") or Path(spec).is_file():
         path = Path(spec)
         if not path.is_file():
             raise ValueError(f"The model weights file {spec!r} does not exist.")
@@ -513,4 +619,4 @@ def load_model(spec: str, arch: str | None = None, **arch_kwargs: Any) -> Loaded
             "instead."
         )
     loaded.module.eval()
-    return loaded
+    return inputs.apply(loaded) if inputs is not None else loaded
