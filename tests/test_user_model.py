@@ -112,5 +112,5 @@ def test_safetensors_file_that_is_not_one_names_itself(tmp_path):
 
     (tmp_path / "mymodels.py").write_text(MODULE)
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
-    with pytest.raises(ValueError, match="bad.safetensors is not a safetensors weights file"):
+    with pytest.raises(ValueError, match=r"bad\.safetensors is not a safetensors weights file"):
         load_model(f"{tmp_path}/mymodels.py:factory", weights=tmp_path / "bad.safetensors")
