@@ -77,7 +77,8 @@ bench: setup-bench
 	$(PY) benchmarks/defense_collapse.py
 	$(PY) benchmarks/minimal_norm.py
 	$(PY) benchmarks/evaluation.py
-	$(PY) benchmarks/scaling.py
+	$(PY) benchmarks/scaling.py --imagenet
+	$(PY) benchmarks/report_cost.py
 	$(PY) benchmarks/gpu.py --cifar-n 32 --imagenet-n 4 --batch 32
 
 # The device benchmark alone, for a lent GPU (about 10 minutes at most).

@@ -45,11 +45,20 @@ def test_train_writes_checkpoint_and_card(tmp_path):
     )
 
 
-def test_report_and_resume(tmp_path, monkeypatch):
+def test_report_and_resume(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     args = ["report", "--n", "24", "--profile", "quick", "--out", str(out)]
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
+    # Cost up front: an estimate per section before the run, and the passes each made.
+    stderr = capsys.readouterr().err
+    assert stderr.index("estimated on this model and machine") < stderr.index("[1/9] accuracy")
+    assert set(results["estimate"]["sections"]) == set(results["sections"])
+    assert results["estimate"]["pass_times"]["forward"] > 0
+    for section in results["sections"].values():
+        assert section["passes"]["forward_rows"] > 0
+    assert results["sections"]["accuracy"]["passes"]["backward_rows"] == 0
+    assert results["sections"]["robustness"]["passes"]["backward_rows"] > 24
     assert list(results["sections"]) == [
         "accuracy",
         "robustness",

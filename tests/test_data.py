@@ -78,6 +78,12 @@ def test_image_folder(tmp_path):
     assert float(ds.x[4, 0, 0, 0]) == pytest.approx(41 / 255)
     grey = load_image_folder(tmp_path, size=(4, 4), mode="L")
     check(grey, 6, (1, 4, 4))
+    # The same from a data spec, as every command takes it; options follow the directory.
+    spec = load_dataset(f"folder:{tmp_path},size=4,gray", "all")
+    assert torch.equal(spec.x, grey.x) and torch.equal(spec.y, grey.y)
+    check(load_dataset(f"folder:{tmp_path},size=4x6", "all"), 6, (3, 4, 6))
+    with pytest.raises(ValueError, match="size must be H or HxW"):
+        load_dataset(f"folder:{tmp_path},size=0", "all")
 
 
 def test_cifar10_batches(tmp_path):

@@ -228,3 +228,12 @@ def test_detector_defaults_to_the_top_nine_classes_and_chunks_by_budget(resnet, 
     torch.testing.assert_close(chunked, curvatures, rtol=1e-3, atol=1e-2 * scale)
     assert CurvatureDetector(candidates=3).hvps_per_image(1000) == 3 * 20
     assert CurvatureDetector(candidates=None).hvps_per_image(1000) == 999 * 20
+
+
+def test_deepfool_under_a_tiny_budget_equals_the_unbounded_result(resnet, images):
+    """Fewer active samples and one-row passes: the same perturbations, per image."""
+    whole = DeepFool(steps=20)(resnet, images)
+    with memory.budget_limit(resnet.row_bytes(images, grad=True) * 1.5):
+        split = DeepFool(steps=20)(resnet, images)
+    assert whole.success.tolist() == split.success.tolist()
+    torch.testing.assert_close(split.norms, whole.norms, rtol=1e-4, atol=1e-6)

@@ -114,3 +114,49 @@ def test_safetensors_file_that_is_not_one_names_itself(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match=r"bad\.safetensors is not a safetensors weights file"):
         load_model(f"{tmp_path}/mymodels.py:factory", weights=tmp_path / "bad.safetensors")
+
+
+RESNET_MODULE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+    from boundaryscope.zoo import build
+
+    def factory():
+        torch.manual_seed(0)
+        net = build("resnet8", in_channels=3, image_size=32, width=8)
+        for module in net.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = None
+        net.train()
+        with torch.no_grad():
+            net(torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
+        return net.eval()
+    """
+)
+
+
+def test_quick_report_end_to_end_on_a_cifar_shaped_batchnorm_resnet(tmp_path):
+    """Every section of the quick report on a CIFAR-shaped BatchNorm ResNet, under a small
+    memory budget (passes split), with the cost estimate printed first."""
+    import torch
+
+    (tmp_path / "cifarnet.py").write_text(RESNET_MODULE)
+    namespace: dict = {}
+    exec(RESNET_MODULE, namespace)
+    net = namespace["factory"]()
+    x = torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        y = net(x).argmax(1)  # model-labelled: every test image is correctly classified
+    np.savez(tmp_path / "cifar.npz", x=x.numpy(), y=y.numpy())
+    argv = ["report", "--model", "./cifarnet.py:factory", "--data", "npz:cifar.npz",
+            "--profile", "quick", "--n", "2", "--memory-budget", "8M", "--out", "run"]  # fmt: skip
+    done = subprocess.run(
+        [*BOUNDARYSCOPE, *argv], cwd=tmp_path, env=ENV, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "estimated on this model and machine" in done.stderr
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert len(results["sections"]) == 9
+    assert results["sections"]["accuracy"]["accuracy"] == 1.0
+    assert "memory budget 0.0078 GiB" in (tmp_path / "run" / "report.html").read_text()

@@ -577,10 +577,50 @@ def _load_npz_split(path: Path, split: Split, test_fraction: float, seed: int) -
 
 
 def _load_folder_split(root: Path, split: Split, test_fraction: float, seed: int) -> Dataset:
-    """``root/train`` and ``root/test`` when both exist, else a stratified split of ``root``."""
+    """``root/train`` and ``root/test`` when both exist, else a stratified split of ``root``.
+
+    ``root`` may end in options, comma-separated: ``size=H`` or ``size=HxW`` (resize) and
+    ``gray`` (one channel) or ``rgb`` (default): ``folder:pets,size=224,rgb``.
+    """
+    root, size, mode = _folder_options(str(root))
     if (root / "train").is_dir() and (root / "test").is_dir():
-        return _own_split(lambda s: load_image_folder(root / s), split, root.name)
-    return split_dataset(load_image_folder(root), split, test_fraction, seed)
+        return _own_split(lambda s: load_image_folder(root / s, size, mode), split, root.name)
+    return split_dataset(load_image_folder(root, size, mode), split, test_fraction, seed)
+
+
+def _folder_options(text: str) -> tuple[Path, tuple[int, int] | None, Literal["RGB", "L"]]:
+    """The directory and the trailing ``size=…``/``gray``/``rgb`` options of a folder spec."""
+    parts = text.split(",")
+    size: tuple[int, int] | None = None
+    mode: Literal["RGB", "L"] = "RGB"
+    while len(parts) > 1:
+        option = parts[-1].strip().lower()
+        if option in ("gray", "grey", "l"):
+            mode = "L"
+        elif option == "rgb":
+            mode = "RGB"
+        elif option.startswith("size="):
+            size = _image_size(option[5:], text)
+        else:
+            break
+        parts.pop()
+    return Path(",".join(parts)), size, mode
+
+
+def _image_size(text: str, spec: str) -> tuple[int, int]:
+    """``H`` or ``HxW`` as ``(H, W)``, both positive."""
+    try:
+        values = [int(v) for v in text.split("x")]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise ValueError(
+            f"The folder option size must be H or HxW in pixels (size=224, size=32x48); got "
+            f"size={text!r} in {spec!r}."
+        )
+    return values[0], values[1]
 
 
 def load_dataset(
@@ -601,7 +641,8 @@ def load_dataset(
     - ``npz:PATH``: the arrays ``x_train, y_train, x_test, y_test`` when the file has them;
       otherwise ``x, y`` split stratified (`split_dataset`: `test_fraction`, `seed`).
     - ``folder:DIR``: ``DIR/train`` and ``DIR/test`` when both exist; otherwise a
-      stratified split of the class folders of ``DIR``.
+      stratified split of the class folders of ``DIR``. Options after the directory:
+      ``folder:DIR,size=224`` (or ``size=HxW``) resizes, ``,gray`` reads one channel.
     - ``idx:IMAGES,LABELS``: a stratified split of the file pair.
 
     ``split="all"`` returns every image.

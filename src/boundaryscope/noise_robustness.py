@@ -43,14 +43,19 @@ __all__ = [
 
 
 def unbounded(clf: Classifier) -> Classifier:
-    """The same model and preprocessing without the box (for the noise-regime theory)."""
-    return Classifier(
+    """The same model and preprocessing without the box (for the noise-regime theory).
+
+    It shares `clf`'s pass counter, so the passes made through it are counted as `clf`'s.
+    """
+    free = Classifier(
         clf.model,
         bounds=(-math.inf, math.inf),
         preprocessing=clf.preprocessing,
         device=clf.device,
         gradient_strategy=clf.gradient_strategy,
     )
+    free.counter = clf.counter
+    return free
 
 
 @dataclass

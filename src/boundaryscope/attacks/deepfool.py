@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from boundaryscope import memory
 from boundaryscope._progress import tqdm_disable
 from boundaryscope.attacks.base import (
     Attack,
@@ -113,7 +114,8 @@ class DeepFool(Attack):
     Batching: at most `batch_size` samples are active; a sample leaves as soon as it is
     adversarial (or out of steps) and the next waiting sample takes its place, so batches
     stay full; landing and polish run on blocks of `batch_size`. Peak gradient memory is
-    ``batch_size × (candidates − 1) × d`` values.
+    ``batch_size × (candidates − 1) × d`` values, and fewer samples are active when that
+    would not fit the memory budget (`boundaryscope.memory`; never on MNIST-sized inputs).
 
     Args:
         p: Norm of the minimal perturbation: 1, 2, inf or any real ``p > 1``.
@@ -273,8 +275,11 @@ class DeepFool(Attack):
         # Later steps on fewer classes (see the class) only when that is fewer than all.
         narrowing = self.later_candidates is not None and self.later_candidates < num_others
         bar = tqdm(total=n, desc=f"DeepFool l{self.p:g}", disable=tqdm_disable(self.progress))
+        # Each active sample holds its candidates' gradients and a few copies of itself.
+        per_sample = 4 * (num_others + 1) * x[0].numel() * x.element_size() if n else 1
+        max_active = memory.rows_within(per_sample, at_most=self.batch_size, device=x.device)
         while True:
-            idx = torch.nonzero(~finished).flatten()[: self.batch_size]
+            idx = torch.nonzero(~finished).flatten()[:max_active]
             if idx.numel() == 0:
                 break
             x_i = clf.clip(x[idx] + (1 + self.overshoot) * total[idx])

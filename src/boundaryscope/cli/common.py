@@ -55,7 +55,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         default=None,
-        help="mnist5k, digits, fashion-mnist[:DIR], npz:PATH, folder:DIR, cifar10:DIR or "
+        help="mnist5k, digits, fashion-mnist[:DIR], npz:PATH, folder:DIR[,size=H[xW]][,gray], "
+        "cifar10:DIR or "
         "idx:IMAGES,LABELS; the test split is used (default: the data the model was trained "
         "on, from its card; else mnist5k)",
     )

@@ -51,6 +51,12 @@ class ReportCommand(Command):
             "data and settings; sections may be added)",
         )
         parser.add_argument(
+            "--estimate-only",
+            action="store_true",
+            help="print what each section will cost on this model and machine (one "
+            "calibration batch × the passes each section needs) and stop",
+        )
+        parser.add_argument(
             "--sections",
             default=None,
             help="comma-separated analyses to run, e.g. accuracy,robustness (default: all)",
@@ -74,8 +80,9 @@ class ReportCommand(Command):
             resume=args.resume,
             sections=args.sections.split(",") if args.sections else None,
             world=world,
+            estimate_only=args.estimate_only,
         )
-        if not world.is_main:
+        if not world.is_main or args.estimate_only:
             return 0
         print(f"report written in {time.perf_counter() - start:.1f} s: {path.resolve()}")
         return 0

@@ -506,7 +506,8 @@ def perturbation_suite(
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """The perturbed images of the evaluation: ``{name: (x_perturbed, fooled mask)}``.
 
-    DeepFool l2 and l∞; FGSM at the ε fooling 90% of the images; PGD(20) at the smallest ε
+    DeepFool l2 and l∞; FGSM at the ε fooling 90% of the images (the box width where no ε
+    inside the box does, as on a model that FGSM cannot fool); PGD(20) at the smallest ε
     fooling 90% (bisection on ε); DeepFool l2 perturbations scaled by α (Fig. 7.9 right).
     """
     suite: dict[str, tuple[Tensor, Tensor]] = {}
@@ -517,6 +518,8 @@ def perturbation_suite(
     linf = DeepFool(p=math.inf, batch_size=batch_size)(clf, x, y)
     suite["DeepFool l∞"] = (linf.adversarial, linf.success)
     eps = smallest_fooling_epsilon(clf, x, y, batch_size=batch_size).epsilon
+    if not math.isfinite(eps):  # FGSM fools too few inside the box: the whole box then
+        eps = float(clf.bounds[1] - clf.bounds[0])
     fgsm = FGSM(eps=eps)(clf, x, y)
     suite[f"FGSM ε={eps:.3g}"] = (fgsm.adversarial, fgsm.success)
     pgd_eps = _pgd_epsilon(clf, x, y, hi=eps, batch_size=batch_size)

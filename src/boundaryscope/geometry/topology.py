@@ -365,10 +365,14 @@ def _same_label_tuples(labels: Tensor, k: int, count: int, generator: torch.Gene
     return chosen
 
 
+class NoPairsError(ValueError):
+    """A scenario has no pairs on these images (the report notes it and goes on)."""
+
+
 def _other_label(labels: Tensor, label: int, generator: torch.Generator) -> Tensor:
     others = (labels != label).nonzero()[:, 0]
     if others.numel() == 0:
-        raise ValueError("the adversarial scenario needs images of at least two predicted labels")
+        raise NoPairsError("the adversarial scenario needs images of at least two predicted labels")
     return others[torch.randint(others.numel(), (1,), generator=generator)][0]
 
 
@@ -571,9 +575,13 @@ def regions_study(
     with clf.sweep():  # one model copy for every path's dense checks
         for offset, scenario in enumerate(config.scenarios):
             timer = time.perf_counter()
-            x1, x2 = scenario_pairs(
-                clf, x, scenario, config.pairs, seed=seed + offset, batch_size=config.batch_size
-            )
+            try:
+                x1, x2 = scenario_pairs(
+                    clf, x, scenario, config.pairs, seed=seed + offset, batch_size=config.batch_size
+                )
+            except NoPairsError as why:  # one predicted label only: no adversarial pairs
+                scenarios[scenario] = {**_scenario_json([], 0.0), "failures": [str(why)]}
+                continue
             paths = []
             for a, b in tqdm(
                 list(zip(x1, x2, strict=True)),

@@ -49,6 +49,13 @@ _RESULT_BASE: dict[str, Any] = {
     "properties": {
         "seconds_total": {"type": "number", "minimum": 0},
         "settings": {"type": "object"},
+        "passes": {
+            "type": "object",
+            "properties": {
+                "forward_rows": {"type": "integer", "minimum": 0},
+                "backward_rows": {"type": "integer", "minimum": 0},
+            },
+        },
     },
 }
 

@@ -35,7 +35,7 @@ from boundaryscope._io import (
 )
 from boundaryscope.classifier import Classifier, resolve_device
 from boundaryscope.data import load_dataset
-from boundaryscope.report import figures
+from boundaryscope.report import cost, figures
 from boundaryscope.report import sections as sections_module
 from boundaryscope.report.references import Citations
 from boundaryscope.report.registry import ANALYSES, PROFILES, ReportContext, Section
@@ -61,6 +61,7 @@ def run_report(
     resume: bool = False,
     sections: list[str] | None = None,
     world: distributed.World | None = None,
+    estimate_only: bool = False,
 ) -> Path:
     """Runs the report and returns the path of ``report.html``.
 
@@ -81,6 +82,8 @@ def run_report(
             default: this process alone). Per-image sections run in every process with
             their attack calls sharded; the others are dealt out whole, one process each.
             Every process must call with the same arguments; only rank 0 writes files.
+        estimate_only: Print the cost estimate (`boundaryscope.report.cost`) and stop,
+            writing nothing; the returned path does not exist then.
     """
     world = world or distributed.World()
     if profile not in PROFILES:
@@ -115,6 +118,13 @@ def run_report(
         "config": asdict(config),
         "sections": names,
     }
+    if estimate_only:
+        ctx = ReportContext(
+            clf, dataset, loaded, config, seed, out_dir, data_spec=data, profile=profile
+        )
+        if not _estimate(ctx, names, profile):
+            print(f"report: no estimate for --profile {profile} (no reference passes)")
+        return out_dir / "report.html"
     with contextlib.ExitStack() as stack:
         if world.is_main:  # only once model and data have loaded; one run per directory
             stack.enter_context(output_lock(out_dir))
@@ -126,7 +136,13 @@ def run_report(
             clf, dataset, loaded, config, seed, out_dir, data_spec=data, profile=profile
         )
         results: dict[str, Any] = {"meta": meta, "sections": dict(saved)}
-        progress = _Progress(names, reused=set(saved), show=world.is_main)
+        todo = [name for name in names if name not in results["sections"]]
+        estimates = _estimate(ctx, todo, profile) if world.is_main and todo else {}
+        if estimates:
+            results["estimate"] = estimates
+        progress = _Progress(
+            names, reused=set(saved), show=world.is_main, estimates=estimates.get("sections")
+        )
         position = {name: i for i, name in enumerate(names)}
 
         def record(name: str, section_result: dict[str, Any]) -> None:
@@ -141,7 +157,6 @@ def run_report(
                 dump_json(results_path, results)
             progress.done(name, section_result["seconds_total"])
 
-        todo = [name for name in names if name not in results["sections"]]
         whole = [name for name in todo if world.active and not ANALYSES[name].per_image]
         for name in todo:
             if name not in whole:
@@ -161,14 +176,32 @@ def run_report(
 
 
 def _compute(name: str, ctx: ReportContext) -> dict[str, Any]:
-    """Runs the analysis `name`; its result with its time and settings."""
+    """Runs the analysis `name`; its result with its time, settings and model passes."""
     analysis = ANALYSES[name]
     _logger.info("running analysis %s", name)
+    before = cost.passes_of(ctx.clf)
     start = time.perf_counter()
     section_result = analysis.run(ctx)
     section_result["seconds_total"] = time.perf_counter() - start
     section_result["settings"] = analysis.settings_record(ctx.profile)
+    section_result["passes"] = {k: v - before[k] for k, v in cost.passes_of(ctx.clf).items()}
     return section_result
+
+
+def _estimate(ctx: ReportContext, todo: list[str], profile: str) -> dict[str, Any]:
+    """Per-section time estimates from a one-batch calibration, printed before the run.
+
+    Empty (and nothing printed) for a profile without reference passes (``full``).
+    """
+    if profile not in cost.reference_passes() or len(ctx.data) == 0:
+        return {}
+    times = cost.measure_pass_times(ctx.clf, ctx.data.x)
+    per_image = {name: ANALYSES[name].per_image for name in ANALYSES}
+    sections = cost.estimate_sections(profile, todo, len(ctx.data), times, per_image)
+    quick_n = min(len(ctx.data), int(cost.reference_passes().get("quick", {}).get("n", 0)))
+    quick = cost.estimate_sections("quick", todo, quick_n, times, per_image)
+    print(cost.summary(sections, sum(quick.values()) or None, profile), file=sys.stderr)
+    return {"pass_times": asdict(times), "sections": sections}
 
 
 def _compute_whole(
@@ -198,14 +231,22 @@ def _compute_whole(
 class _Progress:
     """One line per finished section on stderr, even when piped: "[k/n] name done in s".
 
-    The estimate of the time left assumes the sections still to run take, on average,
-    as long as those computed so far (sections differ, so it is rough; the default
-    profile's sections take 10–60 s each on a 2-core CPU).
+    The time left is the estimate of the sections still to run (`boundaryscope.report.cost`)
+    corrected by how the finished ones compared with theirs (measured / estimated); without
+    estimates, the sections left are assumed to take as long as the finished ones on average.
     """
 
-    def __init__(self, names: list[str], reused: set[str], show: bool = True) -> None:
+    def __init__(
+        self,
+        names: list[str],
+        reused: set[str],
+        show: bool = True,
+        estimates: dict[str, float] | None = None,
+    ) -> None:
         self.todo = [name for name in names if name not in reused]
         self.seconds: list[float] = []
+        self.finished: list[str] = []
+        self.estimates = estimates or {}
         self.show = show
         if show and reused & set(names):
             print(
@@ -218,12 +259,27 @@ class _Progress:
     def done(self, name: str, seconds: float) -> None:
         """Prints the line of the section `name`, finished in `seconds`."""
         self.seconds.append(seconds)
+        self.finished.append(name)
         k, n = len(self.seconds), len(self.todo)
-        left = n - k
         if not self.show:
             return
-        estimate = f"; about {sum(self.seconds) / k * left:.0f} s left" if left else ""
+        left = self.seconds_left()
+        estimate = f"; about {left:.0f} s left" if left is not None else ""
         print(f"[{k}/{n}] {name} done in {seconds:.1f} s{estimate}", file=sys.stderr, flush=True)
+
+    def seconds_left(self) -> float | None:
+        """Time the sections still to run should take; ``None`` when none is left."""
+        remaining = [name for name in self.todo if name not in self.finished]
+        if not remaining:
+            return None
+        known = [name for name in remaining if name in self.estimates]
+        if not self.estimates or len(known) < len(remaining):
+            return sum(self.seconds) / len(self.seconds) * len(remaining)
+        estimated_done = sum(self.estimates.get(name, 0.0) for name in self.finished)
+        ratio = sum(self.seconds) / estimated_done if estimated_done > 0 else 1.0
+        # One section's surprise should not swing the forecast by more than 4× either way.
+        ratio = min(max(ratio, 0.25), 4.0)
+        return ratio * sum(self.estimates[name] for name in remaining)
 
 
 def _same_settings(saved: dict[str, Any], profile: str) -> dict[str, Any]:

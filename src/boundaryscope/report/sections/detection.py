@@ -138,7 +138,8 @@ class DetectionAnalysis(Analysis):
             ["clean test images with ρ < 0", _pct(result["clean"][curvature_name]["negative"])]
         ]
         sign_rows += [
-            [f"{attack}: perturbed images with ρ > 0", _pct(entry[curvature_name]["positive"])]
+            # No "positive" share where the attack fooled no image.
+            [f"{attack}: perturbed images with ρ > 0", _pct(entry[curvature_name].get("positive"))]
             for attack, entry in result["attacks"].items()
         ]
         adaptive = result["adaptive"]

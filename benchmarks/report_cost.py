@@ -1,0 +1,144 @@
+"""How close the report's cost estimate comes to the time it takes (target: within 2×).
+
+For each case, ``boundaryscope report`` runs with one thread and its printed estimate
+(`boundaryscope.report.cost`: one calibration batch × the passes each section made on the
+shipped LeNet, in ``results.json["estimate"]``) is set against each section's measured
+``seconds_total``. Cases: the shipped LeNet (quick and default profiles) and a CIFAR-shaped
+ResNet-18 (3×32×32, BatchNorm, random weights with statistics from smooth random images,
+model-labelled smooth random images, given as the user's own code; quick profile). For the
+ResNet-18 the default profile on 1,000 images is estimated only (``--estimate-only``: hours
+on this CPU).
+
+Run: ``python benchmarks/report_cost.py`` (≈ 30 min); writes
+``benchmarks/results/report_cost.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import write
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+CIFAR_MODEL = r"""
+import torch
+from torch import nn
+from boundaryscope.zoo import build
+
+
+def smooth_images(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return nn.functional.interpolate(torch.rand(n, 3, 8, 8, generator=g), size=32,
+                                     mode="bilinear")
+
+
+def factory():
+    torch.manual_seed(0)
+    model = build("resnet18", num_classes=10, in_channels=3, image_size=32)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for seed in range(4):
+            model(smooth_images(64, 100 + seed))
+    return model.eval()
+"""
+
+
+def cifar_folder(folder: Path, n: int) -> None:
+    """The model file and ``n`` model-labelled smooth images (``data.npz``) in `folder`."""
+    import numpy as np
+    import torch
+
+    (folder / "model.py").write_text(CIFAR_MODEL)
+    namespace: dict[str, Any] = {}
+    exec(CIFAR_MODEL, namespace)  # the text above, written by this script
+    model = namespace["factory"]()
+    x = namespace["smooth_images"](n, 0)
+    with torch.no_grad():
+        y = torch.cat([model(chunk).argmax(1) for chunk in x.split(256)])
+    np.savez(folder / "data.npz", x=x.numpy(), y=y.numpy())
+
+
+def run(argv: list[str], cwd: Path) -> tuple[str, float]:
+    """`boundaryscope` with `argv` in `cwd`: its stderr and wall time."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "boundaryscope", *argv], cwd=cwd, env=ENV, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    if done.returncode:
+        raise RuntimeError(done.stderr[-2000:])
+    return done.stderr + done.stdout, time.perf_counter() - start
+
+
+def measured_case(name: str, argv: list[str], cwd: Path) -> dict[str, Any]:
+    """One report: estimate and measured seconds per section, and their ratio."""
+    out = cwd / f"run-{name}"
+    text, wall = run([*argv, "--out", str(out)], cwd)
+    results = json.loads((out / "results.json").read_text())
+    estimate = results["estimate"]["sections"]
+    measured = {k: v["seconds_total"] for k, v in results["sections"].items()}
+    ratio = {k: measured[k] / estimate[k] for k in measured if estimate.get(k)}
+    total_ratio = sum(measured.values()) / sum(estimate.values())
+    print(f"{name}: estimated {sum(estimate.values()):.0f} s, measured "
+          f"{sum(measured.values()):.0f} s (ratio {total_ratio:.2f})")  # fmt: skip
+    for section, r in ratio.items():
+        print(f"  {section:13s} est {estimate[section]:8.1f} s  measured "
+              f"{measured[section]:8.1f} s  ratio {r:.2f}")  # fmt: skip
+    return {
+        "command": "boundaryscope " + " ".join(argv),
+        "estimate_line": next(line for line in text.splitlines() if "estimated" in line),
+        "pass_times": results["estimate"]["pass_times"],
+        "estimated_seconds": estimate,
+        "measured_seconds": measured,
+        "ratio_measured_to_estimate": ratio,
+        "total_ratio": total_ratio,
+        "command_seconds": wall,
+    }
+
+
+def estimate_only(argv: list[str], cwd: Path) -> dict[str, Any]:
+    """The printed estimate of a report that is not run."""
+    text, _ = run([*argv, "--estimate-only"], cwd)
+    line = next(line for line in text.splitlines() if "estimated" in line)
+    print(line)
+    match = re.search(r"about ([0-9.]+) (s|min|h) estimated", line)
+    assert match is not None, line
+    seconds = float(match.group(1)) * {"s": 1, "min": 60, "h": 3600}[match.group(2)]
+    return {"command": "boundaryscope " + " ".join(argv), "line": line, "seconds": seconds}
+
+
+def main() -> None:
+    cases: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        cifar_folder(folder, 5000)
+        resnet = ["report", "--model", "./model.py:factory", "--data", "npz:data.npz"]
+        cases["resnet18-cifar default (estimate only)"] = estimate_only(
+            [*resnet, "--profile", "default", "--n", "1000"], folder
+        )
+        cases["lenet quick"] = measured_case(
+            "lenet-quick", ["report", "--profile", "quick"], folder
+        )
+        cases["lenet default"] = measured_case(
+            "lenet-default", ["report", "--profile", "default"], folder
+        )
+        cases["resnet18-cifar quick"] = measured_case(
+            "resnet18-quick", [*resnet, "--profile", "quick", "--n", "16"], folder
+        )
+    print(f"-> {write('report_cost', {'threads': 1, 'cases': cases})}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""What a report will cost on this model, said before it starts.
+
+Time is model passes (`PassCounter`): ``seconds ≈ forward rows × t_f + backward rows × t_b``
+with ``t_f`` and ``t_b`` the measured per-row times of this model on this machine. The
+rows each section needs come from a reference table (``cost_reference.json``, written by
+``tools/report_costs.py``): the passes every section of each profile made on the shipped
+MNIST LeNet, recorded by the report itself (``passes`` in ``results.json``). Sections that
+loop over the test images (`Analysis.per_image`) scale with ``n``; the others (sweeps,
+Krylov solves, Alg. 4) have fixed sizes. Models differ in how many passes an attack
+takes to converge, so an estimate is a guide (the README states how close it came on the
+LeNet and a CIFAR ResNet-18), not a promise.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from boundaryscope.classifier import Classifier
+
+__all__ = [
+    "PassTimes",
+    "estimate_sections",
+    "measure_pass_times",
+    "passes_of",
+    "reference_passes",
+    "summary",
+]
+
+REFERENCE = Path(__file__).with_name("cost_reference.json")
+_CALIBRATION_ROWS = 32
+
+
+@dataclass(frozen=True)
+class PassTimes:
+    """Measured seconds per row of this model on this machine.
+
+    Attributes:
+        forward: One row of a forward pass without gradient.
+        backward: One row of a backward pass (the forward that builds its graph excluded).
+        rows: Rows per pass the times were measured with.
+    """
+
+    forward: float
+    backward: float
+    rows: int
+
+
+def measure_pass_times(clf: Classifier, x: Tensor, repeats: int = 2) -> PassTimes:
+    """Times one batch of forward and gradient passes of `clf` on (the first rows of) `x`.
+
+    The batch has at most 32 rows and what the memory budget allows; the fastest of
+    `repeats` runs after a warm-up counts. The passes are counted in ``clf.counter``.
+    """
+    x = clf.validate(x)
+    rows = min(x.shape[0], _CALIBRATION_ROWS, clf.rows_per_pass(x, grad=True))
+    batch = x[:rows]
+
+    def forward() -> None:
+        clf.forward_scores(batch)
+
+    def gradient() -> None:
+        clf.value_and_gradient(batch, lambda scores: scores.sum(1))
+
+    forward_time = _fastest(forward, repeats) / rows
+    gradient_time = _fastest(gradient, repeats) / rows
+    return PassTimes(forward_time, max(gradient_time - forward_time, 0.0), rows)
+
+
+def _fastest(step: Any, repeats: int) -> float:
+    step()  # warm-up: allocator, kernels, the first-call checks
+    best = float("inf")
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@cache
+def reference_passes() -> dict[str, Any]:
+    """The reference table: per profile, its ``n`` and each section's rows (LeNet)."""
+    if not REFERENCE.is_file():
+        return {}
+    return dict(json.loads(REFERENCE.read_text()))
+
+
+def estimate_sections(
+    profile: str, names: list[str], n: int, times: PassTimes, per_image: dict[str, bool]
+) -> dict[str, float]:
+    """Estimated seconds of each section in `names` with a reference (others are left out).
+
+    Args:
+        profile: The report profile.
+        names: Sections to run.
+        n: Test images of the run.
+        times: `measure_pass_times` of the model.
+        per_image: Whether each section loops over the test images (scales with ``n``).
+    """
+    reference = reference_passes().get(profile)
+    if not reference:
+        return {}
+    out = {}
+    for name in names:
+        passes = reference["sections"].get(name)
+        if passes is None:
+            continue
+        scale = n / reference["n"] if per_image.get(name, False) else 1.0
+        seconds = passes["forward_rows"] * times.forward + passes["backward_rows"] * times.backward
+        out[name] = scale * seconds
+    return out
+
+
+def summary(estimates: dict[str, float], quick: float | None, profile: str) -> str:
+    """The lines printed before a report starts: total, the costliest sections, advice."""
+    total = sum(estimates.values())
+    top = sorted(estimates.items(), key=lambda item: -item[1])[:4]
+    parts = ", ".join(f"{name} {_duration(seconds)}" for name, seconds in top)
+    lines = [
+        f"report: about {_duration(total)} estimated on this model and machine "
+        f"(model passes × measured pass time; {parts})"
+    ]
+    if total > 3600 and profile != "quick":
+        advice = f"--profile quick takes about {_duration(quick)}" if quick else ""
+        lines.append(
+            "report: this will take hours here; "
+            + (f"{advice}; " if advice else "")
+            + "a GPU (--device cuda) runs the same passes far faster, and the finished "
+            "sections are kept (--resume)."
+        )
+    return "\n".join(lines)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def passes_of(clf: Classifier) -> dict[str, int]:
+    """The classifier's pass counts now (to record a section's passes as a difference)."""
+    counter = clf.counter
+    return {"forward_rows": counter.forward_rows, "backward_rows": counter.backward_rows}

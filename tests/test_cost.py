@@ -1,0 +1,82 @@
+"""Cost up front: pass times, per-section estimates, and the forecast of the time left."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from boundaryscope import Classifier
+from boundaryscope.report import cost
+from boundaryscope.report.runner import _Progress
+
+
+def test_pass_times_are_measured_per_row():
+    torch.manual_seed(0)
+    small = Classifier(nn.Sequential(nn.Flatten(), nn.Linear(16, 4)).eval())
+    big = Classifier(
+        nn.Sequential(nn.Flatten(), nn.Linear(16, 2048), nn.ReLU(), nn.Linear(2048, 4)).eval()
+    )
+    x = torch.rand(32, 1, 4, 4)
+    fast, slow = cost.measure_pass_times(small, x), cost.measure_pass_times(big, x)
+    assert fast.rows == slow.rows == 32
+    assert 0 < fast.forward < slow.forward  # a wider model costs more per row
+    assert slow.backward > 0
+
+
+def test_estimates_scale_per_image_sections_with_n(monkeypatch):
+    table = {
+        "default": {
+            "n": 100,
+            "sections": {
+                "accuracy": {"forward_rows": 100, "backward_rows": 0},
+                "curvature": {"forward_rows": 1000, "backward_rows": 500},
+            },
+        }
+    }
+    monkeypatch.setattr(cost, "reference_passes", lambda: table)
+    times = cost.PassTimes(forward=0.01, backward=0.02, rows=32)
+    per_image = {"accuracy": True, "curvature": False}
+    got = cost.estimate_sections("default", ["accuracy", "curvature"], 300, times, per_image)
+    assert got == pytest.approx({"accuracy": 3 * 100 * 0.01, "curvature": 1000 * 0.01 + 500 * 0.02})
+    assert cost.estimate_sections("full", ["accuracy"], 300, times, per_image) == {}
+    text = cost.summary({"a": 4000.0, "b": 100.0}, quick=60.0, profile="default")
+    assert "about 68 min estimated" in text and "--profile quick takes about 60 s" in text
+
+
+def test_time_left_follows_the_estimates_corrected_by_the_sections_done():
+    progress = _Progress(
+        ["a", "b", "c"], reused=set(), show=False, estimates={"a": 10, "b": 100, "c": 50}
+    )
+    progress.done("a", 20.0)  # twice as slow as estimated: the rest should be too
+    assert progress.seconds_left() == pytest.approx(2 * 150)
+    progress.done("b", 100.0)  # now 120 s for an estimated 110 s
+    assert progress.seconds_left() == pytest.approx(50 * 120 / 110)
+    progress.done("c", 1.0)
+    assert progress.seconds_left() is None
+    plain = _Progress(["a", "b"], reused=set(), show=False)
+    plain.done("a", 30.0)
+    assert plain.seconds_left() == 30.0  # without estimates: the average so far
+
+
+def test_the_shipped_reference_covers_every_section_of_quick_and_default():
+    from boundaryscope.report import ANALYSES
+    from boundaryscope.report import sections as sections_module
+
+    sections_module.load_all()
+    table = cost.reference_passes()
+    for profile in ("quick", "default"):
+        assert set(table[profile]["sections"]) == set(ANALYSES), profile
+
+
+def test_estimate_only_prints_the_estimate_and_writes_nothing(tmp_path, capsys):
+    from boundaryscope.cli import main
+
+    out = tmp_path / "run"
+    assert (
+        main(["report", "--profile", "quick", "--n", "8", "--estimate-only", "--out", str(out)])
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert "estimated on this model and machine" in err and "regions" in err
+    assert not out.exists()
