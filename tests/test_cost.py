@@ -48,10 +48,10 @@ def test_time_left_follows_the_estimates_corrected_by_the_sections_done():
     progress = _Progress(
         ["a", "b", "c"], reused=set(), show=False, estimates={"a": 10, "b": 100, "c": 50}
     )
-    progress.done("a", 20.0)  # twice as slow as estimated: the rest should be too
-    assert progress.seconds_left() == pytest.approx(2 * 150)
-    progress.done("b", 100.0)  # now 120 s for an estimated 110 s
-    assert progress.seconds_left() == pytest.approx(50 * 120 / 110)
+    progress.done("a", 20.0)  # twice as slow as estimated, on 10 of the 160 s estimated
+    assert progress.seconds_left() == pytest.approx((1 + (2 - 1) * 10 / 160) * 150)
+    progress.done("b", 100.0)  # now 120 s for an estimated 110 s of 160
+    assert progress.seconds_left() == pytest.approx((1 + (120 / 110 - 1) * 110 / 160) * 50)
     progress.done("c", 1.0)
     assert progress.seconds_left() is None
     plain = _Progress(["a", "b"], reused=set(), show=False)

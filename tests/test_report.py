@@ -237,3 +237,15 @@ def test_each_section_owns_its_settings_for_every_profile():
         record = ANALYSES[name].settings_record("quick")
         assert record and json.loads(json.dumps(record)) == record, name
     assert ANALYSES["accuracy"].settings_record("quick") == {}
+
+
+def test_class_names_cover_labels_beyond_the_datas_names():
+    """A 1,000-class model on data whose names stop early: later labels get numbers."""
+    import numpy as np
+
+    from boundaryscope.report.figures import class_names
+
+    maps = [np.array([[697, 900], [3, 697]]), np.zeros((0, 0), dtype=int)]
+    names = class_names(["a", "b"], maps)
+    assert len(names) == 901 and names[:3] == ["a", "b", "2"] and names[900] == "900"
+    assert class_names(None, [np.array([2])]) == ["0", "1", "2"]

@@ -22,6 +22,7 @@ from boundaryscope.geometry.sections import (
     section_gallery,
 )
 from boundaryscope.geometry.topology import (
+    NoPairsError,
     convexity_probe,
     find_path,
     principal_angles,
@@ -238,6 +239,20 @@ def test_scenario_pairs_share_a_label(lenet_clf: Classifier, mnist_test) -> None
         assert torch.equal(lenet_clf.predict(x1), lenet_clf.predict(x2))
         if scenario != "natural":
             assert not bool((x2 == x1).all())
+
+
+def test_one_image_or_one_label_gives_no_pairs_instead_of_an_error() -> None:
+    """A model that predicts one class, or one image: scenarios without pairs (the report's
+    regions section records that and goes on)."""
+    constant = Classifier(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval())
+    with torch.no_grad():
+        constant.model[1].weight.zero_()
+        constant.model[1].bias.copy_(torch.tensor([0.0, 1.0, 0.0]))
+    x = torch.rand(5, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(NoPairsError):
+        scenario_pairs(constant, x, "adversarial", 3, seed=0)
+    x1, x2 = scenario_pairs(constant, x[:1], "noise", 3, seed=0)  # radius 0: the image itself
+    assert x1.shape[0] == x2.shape[0] == 0
 
 
 # ---------------------------------------------------------------------- convexity, angles

@@ -11,8 +11,9 @@ pass holds a handful of images.
 The budget, in bytes, is, in order of precedence: the value given to `set_budget` (the CLI's
 ``--memory-budget``), the environment variable ``BOUNDARYSCOPE_MEMORY_BUDGET``, or a
 default: a quarter of the memory available when first asked, at most 4 GiB, on the CPU;
-half of the free device memory on a GPU. A budget is a target for the large buffers, not a
-hard limit on the process (the model, the data and Python's own memory come on top).
+half of the device memory free when first asked, on a GPU. A budget is a target for the
+large buffers, not a hard limit on the process (the model, the data and Python's own
+memory come on top).
 
 Results do not depend on the budget beyond float rounding: rows are independent (models
 in eval mode), so splitting them changes only how many rows share one pass.
@@ -59,6 +60,7 @@ _OOM_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory")
 
 _explicit: int | None = None
 _default_cpu: int | None = None
+_default_gpu: dict[str, int] = {}
 
 
 def parse_size(size: int | str) -> int:
@@ -116,8 +118,12 @@ def budget(device: torch.device | str | None = None) -> int:
 
     device = torch.device(device) if device is not None else torch.device("cpu")
     if device.type == "cuda" and torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info(device)
-        return max(1, int(_GPU_FRACTION * free))
+        # Asked once per device: inner loops must not synchronise with the GPU each call.
+        key = str(device)
+        if key not in _default_gpu:
+            free, _ = torch.cuda.mem_get_info(device)
+            _default_gpu[key] = max(1, int(_GPU_FRACTION * free))
+        return _default_gpu[key]
     return _cpu_default()
 
 

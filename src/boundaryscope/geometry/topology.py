@@ -292,7 +292,8 @@ def scenario_pairs(
 
     Returns:
         ``(x1, x2)``, each ``(M, *shape)`` with ``M <= count`` (pairs whose targeted attack
-        failed are dropped; ``M < count`` also when too few images share a label).
+        failed, and pairs whose two points coincide, are dropped; ``M < count`` also when
+        too few images share a label).
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"scenario must be one of {SCENARIOS}; got {scenario!r}.")
@@ -319,7 +320,10 @@ def scenario_pairs(
     result = DeepFool.as_published(p=2, batch_size=batch_size)(clf, start, target=target)
     inside, keep = _inside(clf, start, result.adversarial, target, margin)
     keep = (keep & result.success).cpu()
-    return x[first[keep].to(x.device)], inside[keep.to(x.device)]
+    x1, x2 = x[first[keep].to(x.device)], inside[keep.to(x.device)]
+    # A pair that coincides has no path to find (one image: the noise sphere's radius is 0).
+    distinct = (x1 - x2).flatten(1).norm(dim=1) > 0
+    return x1[distinct], x2[distinct]
 
 
 _LENGTHEN = (1.0, 1.02, 1.05, 1.1, 1.25, 1.5, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)

@@ -304,11 +304,14 @@ def label_graph(
 
 
 def class_names(names: Sequence[str] | None, label_maps: Iterable[Any]) -> list[str]:
-    """`names` if given, else ``"0" … "K"`` up to the largest label in `label_maps`."""
-    if names:
-        return list(names)
-    highest = max((int(np.max(labels)) for labels in label_maps), default=0)
-    return [str(i) for i in range(highest + 1)]
+    """A name for every label up to the largest in `label_maps`: `names`, then numbers.
+
+    The data's names may cover fewer classes than the model predicts (a 1,000-class model
+    on an ``npz`` file whose labels stop at 697): labels beyond them are named by number.
+    """
+    highest = max((int(np.max(labels)) for labels in label_maps if np.size(labels)), default=0)
+    known = list(names or [])
+    return known + [str(i) for i in range(len(known), highest + 1)]
 
 
 def class_colours(count: int) -> Any:

@@ -232,7 +232,8 @@ class _Progress:
     """One line per finished section on stderr, even when piped: "[k/n] name done in s".
 
     The time left is the estimate of the sections still to run (`boundaryscope.report.cost`)
-    corrected by how the finished ones compared with theirs (measured / estimated); without
+    corrected by how the finished ones compared with theirs (measured / estimated, weighed
+    by the share of the estimate they make up, at most 4× either way); without
     estimates, the sections left are assumed to take as long as the finished ones on average.
     """
 
@@ -276,10 +277,13 @@ class _Progress:
         if not self.estimates or len(known) < len(remaining):
             return sum(self.seconds) / len(self.seconds) * len(remaining)
         estimated_done = sum(self.estimates.get(name, 0.0) for name in self.finished)
+        estimated_left = sum(self.estimates[name] for name in remaining)
         ratio = sum(self.seconds) / estimated_done if estimated_done > 0 else 1.0
-        # One section's surprise should not swing the forecast by more than 4× either way.
-        ratio = min(max(ratio, 0.25), 4.0)
-        return ratio * sum(self.estimates[name] for name in remaining)
+        # Trust the correction as far as the sections behind it weigh in the estimate: one
+        # small section that ran long should not multiply the whole forecast.
+        weight = estimated_done / max(estimated_done + estimated_left, 1e-30)
+        ratio = min(max(1.0 + (ratio - 1.0) * weight, 0.25), 4.0)
+        return ratio * estimated_left
 
 
 def _same_settings(saved: dict[str, Any], profile: str) -> dict[str, Any]:

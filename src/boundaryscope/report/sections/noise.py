@@ -20,7 +20,13 @@ from boundaryscope.noise_robustness import (
     unbounded,
 )
 from boundaryscope.report import figures
-from boundaryscope.report.registry import Analysis, ReportContext, Section, register_analysis
+from boundaryscope.report.registry import (
+    Analysis,
+    ReportContext,
+    Section,
+    format_number,
+    register_analysis,
+)
 from boundaryscope.subspaces import RandomSubspace
 
 __all__ = ["SETTINGS", "NoiseAnalysis", "NoiseSettings"]
@@ -111,9 +117,10 @@ class NoiseAnalysis(Analysis):
             [
                 str(r["m"]),
                 f"1/{d / r['m']:.0f}",
-                f"{r['beta_mean']:.3f} ± {r['beta_std']:.3f}",
-                f"{r['inside_theorem1']:.0%}",
-                f"{r['inside_corollary1']:.0%}",
+                # NaN (one image: no spread; none fooled: no β) reads as a dash.
+                f"{format_number(r['beta_mean'], '.3f')} ± {format_number(r['beta_std'], '.3f')}",
+                format_number(r["inside_theorem1"], ".0%"),
+                format_number(r["inside_corollary1"], ".0%"),
                 str(r["n_failures"]),
             ]
             for r in regimes
