@@ -971,15 +971,15 @@ def curvature_study(
         "mean_curvature_stderr": stderr.tolist(),
         "shared_singular_values": shared.singular_values.tolist(),
         "shared_basis": shared.basis[:8].cpu().numpy().round(5).tolist(),
-        "rho": {"mean": rho.mean(0).tolist(), "std": rho.std(0).tolist()},
+        "rho": {"mean": rho.mean(0).tolist(), "std": _spread(rho).tolist()},
         "subspace_m": subspace_m,
         "projections": table,
         "noise": {"levels": noise_levels, "image_norm": image_norm, "rates": noise},
         "sc_eigenvalues": sc_values.tolist(),
         "sc_basis": sc_basis[:4].cpu().numpy().round(5).tolist(),
-        "sc_curvature": {str(m): [float(v.mean()), float(v.std())] for m, v in in_sc.items()},
+        "sc_curvature": {str(m): [float(v.mean()), float(_spread(v))] for m, v in in_sc.items()},
         "sc_curvature_train": {
-            str(m): [float(v.mean()), float(v.std())] for m, v in in_sc_train.items()
+            str(m): [float(v.mean()), float(_spread(v))] for m, v in in_sc_train.items()
         },
         "fooling": {"xi": xi, **fool},
         "loss": {
@@ -990,6 +990,13 @@ def curvature_study(
             "deepfool_norm": _distances_by_index(test_points, loss_points, loss_n),
         },
     }
+
+
+def _spread(values: Tensor) -> Tensor:
+    """Standard deviation over the first axis; NaN (without torch's warning) for one row."""
+    if values.shape[0] < 2:
+        return torch.full(values.shape[1:], math.nan, dtype=values.dtype)
+    return values.std(0)
 
 
 def _distances_by_index(points: BoundaryPoints, keep: Tensor, n: int) -> list[float]:

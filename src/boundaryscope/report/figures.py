@@ -507,7 +507,8 @@ def histogram(
     ax.set_xlabel(xlabel)
     ax.set_ylabel("pairs")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # no finite value at all: nothing to name
+        ax.legend(fontsize=8)
     return fig, ax
 
 
