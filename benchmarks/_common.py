@@ -74,3 +74,62 @@ def import_adv_lib() -> Any:
     import adv_lib.attacks as attacks
 
     return attacks
+
+
+USER_MODEL = r"""
+import torch
+from torch import nn
+from boundaryscope.zoo import build
+
+
+def smooth_images(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, {coarse}, {coarse}, generator=g)
+    return nn.functional.interpolate(coarse, size={size}, mode="bilinear")
+
+
+def factory():
+    torch.manual_seed(0)
+    model = build("{arch}", num_classes={classes}, in_channels=3, image_size={size})
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for seed in range({batches}):
+            model(smooth_images({batch}, 100 + seed))
+    return model.eval()
+"""
+
+
+def user_model_folder(
+    folder: Path,
+    arch: str,
+    *,
+    size: int,
+    classes: int,
+    coarse: int,
+    batches: int,
+    batch: int,
+    images: int,
+) -> None:
+    """A user's model file and data, as a user would bring them, written into `folder`.
+
+    ``model.py``: the zoo architecture `arch` with random weights and BatchNorm statistics
+    averaged over `batches` batches of smooth random images (a random network's own are
+    degenerate: every image gets one label); ``data.npz``: `images` smooth random images
+    labelled by the model (so every test image is correctly classified).
+    """
+    import numpy as np
+
+    text = USER_MODEL.format(
+        arch=arch, size=size, classes=classes, coarse=coarse, batches=batches, batch=batch
+    )
+    (folder / "model.py").write_text(text)
+    namespace: dict[str, Any] = {}
+    exec(text, namespace)  # the text above, written by this module
+    model = namespace["factory"]()
+    x = namespace["smooth_images"](images, 0)
+    with torch.no_grad():
+        y = torch.cat([model(chunk).argmax(1) for chunk in x.split(64)])
+    np.savez(folder / "data.npz", x=x.numpy(), y=y.numpy())

@@ -25,49 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import write
+from _common import user_model_folder, write
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-
-CIFAR_MODEL = r"""
-import torch
-from torch import nn
-from boundaryscope.zoo import build
-
-
-def smooth_images(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    return nn.functional.interpolate(torch.rand(n, 3, 8, 8, generator=g), size=32,
-                                     mode="bilinear")
-
-
-def factory():
-    torch.manual_seed(0)
-    model = build("resnet18", num_classes=10, in_channels=3, image_size=32)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.momentum = None  # cumulative average over the calibration batches
-    model.train()
-    with torch.no_grad():
-        for seed in range(4):
-            model(smooth_images(64, 100 + seed))
-    return model.eval()
-"""
-
-
-def cifar_folder(folder: Path, n: int) -> None:
-    """The model file and ``n`` model-labelled smooth images (``data.npz``) in `folder`."""
-    import numpy as np
-    import torch
-
-    (folder / "model.py").write_text(CIFAR_MODEL)
-    namespace: dict[str, Any] = {}
-    exec(CIFAR_MODEL, namespace)  # the text above, written by this script
-    model = namespace["factory"]()
-    x = namespace["smooth_images"](n, 0)
-    with torch.no_grad():
-        y = torch.cat([model(chunk).argmax(1) for chunk in x.split(256)])
-    np.savez(folder / "data.npz", x=x.numpy(), y=y.numpy())
 
 
 def run(argv: list[str], cwd: Path) -> tuple[str, float]:
@@ -123,7 +83,9 @@ def main() -> None:
     cases: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        cifar_folder(folder, 5000)
+        user_model_folder(
+            folder, "resnet18", size=32, classes=10, coarse=8, batches=4, batch=64, images=5000
+        )
         resnet = ["report", "--model", "./model.py:factory", "--data", "npz:data.npz"]
         cases["resnet18-cifar default (estimate only)"] = estimate_only(
             [*resnet, "--profile", "default", "--n", "1000"], folder

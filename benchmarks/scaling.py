@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import write
+from _common import user_model_folder, write
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 N_ATTACK = 1000
@@ -187,49 +187,15 @@ def compare_reports(include: bool) -> dict[str, Any]:
     return {"runs": [one, two], "speedup": speedup, "largest_difference": differences}
 
 
-IMAGENET_MODEL = r"""
-import torch
-from torch import nn
-from boundaryscope.zoo import build
-
-
-def smooth_images(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    return nn.functional.interpolate(torch.rand(n, 3, 14, 14, generator=g), size=224,
-                                     mode="bilinear")
-
-
-def factory():
-    torch.manual_seed(0)
-    model = build("resnet50", num_classes=1000, in_channels=3, image_size=224)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.momentum = None  # cumulative average over the calibration batches
-    model.train()
-    with torch.no_grad():
-        for seed in range(2):
-            model(smooth_images(8, 100 + seed))
-    return model.eval()
-"""
-
-
 def imagenet_report() -> dict[str, Any]:
     """Part 4: the quick report on an ImageNet-shaped ResNet-50, its sections and peak RSS."""
     import resource
 
-    import numpy as np
-    import torch
-
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / "model.py").write_text(IMAGENET_MODEL)
-        namespace: dict[str, Any] = {}
-        exec(IMAGENET_MODEL, namespace)  # the text above, written by this script
-        model = namespace["factory"]()
-        x = namespace["smooth_images"](4, 0)
-        with torch.no_grad():
-            y = model(x).argmax(1)  # model-labelled: random weights
-        np.savez(folder / "data.npz", x=x.numpy(), y=y.numpy())
+        user_model_folder(
+            folder, "resnet50", size=224, classes=1000, coarse=14, batches=2, batch=8, images=4
+        )
         argv = ["report", "--model", "./model.py:factory", "--data", "npz:data.npz",
                 "--profile", "quick", "--n", "2", "--out", "run"]  # fmt: skip
         start = time.perf_counter()
@@ -248,7 +214,7 @@ def imagenet_report() -> dict[str, Any]:
     print(f"ImageNet ResNet-50 quick report: {wall:.0f} s, peak RSS {peak_gb:.2f} GB")
     return {
         "command": "boundaryscope " + " ".join(argv),
-        "model": "resnet50 ImageNet layout, 1,000 classes, random weights (benchmark text)",
+        "model": "resnet50 ImageNet layout, 1,000 classes, random weights (_common.USER_MODEL)",
         "threads": 1,
         "command_seconds": wall,
         "section_seconds": sections,

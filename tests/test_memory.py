@@ -18,25 +18,13 @@ from boundaryscope.geometry.curvature import (
     subspace_curvature,
 )
 from boundaryscope.subspaces import Basis, RandomSubspace
-from boundaryscope.zoo import build
-
-
-def _cifar_resnet() -> Classifier:
-    """A CIFAR-shaped BatchNorm ResNet (3×32×32), statistics from a few random batches."""
-    torch.manual_seed(0)
-    net = build("resnet8", in_channels=3, image_size=32, width=8)
-    for module in net.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.momentum = None
-    net.train()
-    with torch.no_grad():
-        net(torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
-    return Classifier(net.eval())
+from tests.factories import cifar_resnet
 
 
 @pytest.fixture(scope="module")
 def resnet() -> Classifier:
-    return _cifar_resnet()
+    """A CIFAR-shaped BatchNorm ResNet (3×32×32), statistics from random images."""
+    return Classifier(cifar_resnet())
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from tests.factories import RESNET_MODULE, cifar_resnet
 from tests.subprocesses import BOUNDARYSCOPE, ENV
 
 MODULE = textwrap.dedent(
@@ -116,35 +117,13 @@ def test_safetensors_file_that_is_not_one_names_itself(tmp_path):
         load_model(f"{tmp_path}/mymodels.py:factory", weights=tmp_path / "bad.safetensors")
 
 
-RESNET_MODULE = textwrap.dedent(
-    """
-    import torch
-    from torch import nn
-    from boundaryscope.zoo import build
-
-    def factory():
-        torch.manual_seed(0)
-        net = build("resnet8", in_channels=3, image_size=32, width=8)
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.momentum = None
-        net.train()
-        with torch.no_grad():
-            net(torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
-        return net.eval()
-    """
-)
-
-
 def test_quick_report_end_to_end_on_a_cifar_shaped_batchnorm_resnet(tmp_path):
     """Every section of the quick report on a CIFAR-shaped BatchNorm ResNet, under a small
     memory budget (passes split), with the cost estimate printed first."""
     import torch
 
     (tmp_path / "cifarnet.py").write_text(RESNET_MODULE)
-    namespace: dict = {}
-    exec(RESNET_MODULE, namespace)
-    net = namespace["factory"]()
+    net = cifar_resnet()
     x = torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         y = net(x).argmax(1)  # model-labelled: every test image is correctly classified

@@ -161,7 +161,9 @@ def run_report(
         for name in todo:
             if name not in whole:
                 with distributed.sharding(world):  # its attack calls split over the processes
-                    record(name, _compute(name, ctx))
+                    section_result = _compute(name, ctx)
+                section_result["passes"] = _all_passes(section_result["passes"], world)
+                record(name, section_result)
         for name, section_result in _compute_whole(whole, ctx, world):
             record(name, section_result)
         if not world.is_main:
@@ -186,6 +188,14 @@ def _compute(name: str, ctx: ReportContext) -> dict[str, Any]:
     section_result["settings"] = analysis.settings_record(ctx.profile)
     section_result["passes"] = {k: v - before[k] for k, v in cost.passes_of(ctx.clf).items()}
     return section_result
+
+
+def _all_passes(passes: dict[str, int], world: distributed.World) -> dict[str, int]:
+    """A sharded section's passes summed over the processes (each counted its own share)."""
+    if not world.active:
+        return passes
+    parts = distributed.all_gather_objects(passes, world)
+    return {key: sum(int(part[key]) for part in parts) for key in passes}
 
 
 def _estimate(ctx: ReportContext, todo: list[str], profile: str) -> dict[str, Any]:
