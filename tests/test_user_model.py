@@ -87,6 +87,12 @@ def test_own_architecture_and_safetensors_weights_in_one_line(tmp_path, monkeypa
         "./mymodels.py:factory", weights="w.safetensors", inputs=InputSpec(bounds=(0, 1))
     )
     assert stated.bounds == (0.0, 1.0)  # the user's word wins over the file's
+    # A mean alone gets std 1 per channel (one std for three means would be refused).
+    assert InputSpec(mean=(0.4, 0.5, 0.6)).preprocessing() == {
+        "mean": [0.4, 0.5, 0.6], "std": [1.0, 1.0, 1.0], "axis": -3,
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="positive, finite 'std'"):
+        InputSpec(std=(0.0,))
 
     argv = ["attack", "deepfool", "--model", "./mymodels.py:factory", "--weights",
             "w.safetensors", "--bounds", "0,255", "--mean", "127.5", "--std", "64"]  # fmt: skip

@@ -228,7 +228,7 @@ class Classifier:
         self._saved_modes: list[tuple[nn.Module, bool]] = []
         self._sweep_scores: Callable[[Tensor], Tensor] | None = None
         self._measured_row_bytes: dict[tuple[int, ...], tuple[int, int]] = {}
-        self._row_caps: dict[tuple[object, ...], int] = {}
+        self._row_caps: dict[tuple[bool, tuple[int, ...]], int] = {}
         if model.training:
             self.warn_once(
                 "train-mode",
@@ -393,7 +393,7 @@ class Classifier:
         with self.session(), torch.no_grad():
             rows = self.rows_per_pass(x, grad=False)
             return self._in_blocks(
-                lambda block: self.expand_scores(self._forward(block)), (x,), rows, "forward"
+                lambda block: self.expand_scores(self._forward(block)), (x,), rows, grad=False
             )
 
     @contextlib.contextmanager
@@ -482,13 +482,12 @@ class Classifier:
     ) -> Tensor:
         """``fn`` on chunks of `batch_size` rows (default: the classifier's), concatenated.
 
-        Runs in eval mode without gradients; memory is bounded by the chunk, not by ``N``.
+        Runs in eval mode without gradients; memory is bounded by the chunk, not by ``N``
+        (and by the memory budget, with `_in_blocks`' out-of-memory retries).
         """
         size = min(batch_size or self.batch_size, self.rows_per_pass(x, grad=False))
         with self.session(), torch.no_grad():
-            if x.shape[0] <= size:
-                return fn(x)
-            return torch.cat([fn(chunk) for chunk in x.split(size)])
+            return self._in_blocks(fn, (x,), size, grad=False)
 
     @staticmethod
     def expand_scores(out: Tensor) -> Tensor:
@@ -536,7 +535,7 @@ class Classifier:
         per_row = max(k, 1) if self.gradient_strategy == "batched" else 1
         rows = self.rows_per_pass(x, grad=True, per_row=per_row, outputs=k)
         scores, diff, grad = self._in_blocks(
-            self._score_gradients, (x, reference, others), rows, ("score_gradients", k)
+            self._score_gradients, (x, reference, others), rows, grad=True
         )
         return scores, diff, grad
 
@@ -593,9 +592,7 @@ class Classifier:
         with torch.enable_grad():
             values = objective(scores)
             (cotangent,) = torch.autograd.grad(values.sum(), scores)
-        grad = self._in_blocks(
-            self._pullback, (x, cotangent), rows, "value_and_gradient", count_backward=True
-        )
+        grad = self._in_blocks(self._pullback, (x, cotangent), rows, grad=True)
         return values.detach(), grad
 
     def _value_and_gradient(
@@ -616,6 +613,8 @@ class Classifier:
             x_var = x.detach().requires_grad_(True)
             scores = self.expand_scores(self._graph_forward(x_var))
             (grad,) = torch.autograd.grad(scores, x_var, cotangent.to(scores.dtype))
+        self.counter.backward_calls += 1
+        self.counter.backward_rows += int(x.shape[0])
         return grad.to(dtype=x.dtype)
 
     # ------------------------------------------------------------------ memory
@@ -678,7 +677,7 @@ class Classifier:
             return 1
         cost = per_row * self.row_bytes(x, grad=grad) + outputs * x[0].numel() * x.element_size()
         rows = memory.rows_within(cost, device=self.device)
-        cap = self._row_caps.get(("grad" if grad else "forward", tuple(x.shape[1:])))
+        cap = self._row_caps.get((grad, tuple(x.shape[1:])))
         return rows if cap is None else min(rows, cap)
 
     def _in_blocks(
@@ -686,9 +685,8 @@ class Classifier:
         fn: Callable[..., _Out],
         tensors: tuple[Tensor, ...],
         rows: int,
-        key: object,
         *,
-        count_backward: bool = False,
+        grad: bool,
     ) -> _Out:
         """``fn`` on blocks of at most `rows` rows of `tensors`, results concatenated.
 
@@ -707,11 +705,8 @@ class Classifier:
                 if not memory.is_out_of_memory(error) or size == 1:
                     raise
                 rows = max(1, size // 2)
-                self._remember_row_cap(key, tensors[0], rows)
+                self._remember_row_cap(grad, tensors[0], rows)
                 continue
-            if count_backward:
-                self.counter.backward_calls += 1
-                self.counter.backward_rows += size
             start += size
         if len(parts) == 1:
             return parts[0]
@@ -719,10 +714,10 @@ class Classifier:
             return torch.cat(parts)  # type: ignore[return-value]
         return tuple(torch.cat(column) for column in zip(*parts, strict=True))  # type: ignore[return-value]
 
-    def _remember_row_cap(self, key: object, x: Tensor, rows: int) -> None:
+    def _remember_row_cap(self, grad: bool, x: Tensor, rows: int) -> None:
         """Keeps `rows` as the most a pass on inputs like `x` may take, and says so once."""
-        kind = "forward" if key == "forward" else "grad"
-        self._row_caps[(kind, tuple(x.shape[1:]))] = rows
+        self._row_caps[(grad, tuple(x.shape[1:]))] = rows
+        kind = "grad" if grad else "forward"
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         self.warn_once(

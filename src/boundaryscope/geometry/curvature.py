@@ -504,17 +504,18 @@ def average_curvature(
     return forms.mean(1).float(), (forms.std(1) / math.sqrt(samples)).float()
 
 
-def quadratic_forms(matvec: MatVec, v: Tensor) -> Tensor:
-    """``v[n, j]ᵀ A_n v[n, j]`` for ``v`` ``(N, J, d)`` — one batched operator call.
+def quadratic_forms(matvec: MatVec, v: Tensor, points: Tensor | None = None) -> Tensor:
+    """``v[n, j]ᵀ A_{p_n} v[n, j]`` for ``v`` ``(N, J, d)`` — one batched operator call.
 
-    Points are taken in blocks whose ``(J, d)`` float64 products fit the memory budget
+    ``p_n = points[n]`` is the operator's point index of row ``n`` (default ``n``). Rows are
+    taken in blocks whose ``(J, d)`` float64 products fit the memory budget
     (`boundaryscope.memory`); one block when they all do.
     """
     n, j, d = v.shape
+    points = torch.arange(n) if points is None else points
     forms = []
     for block in memory.row_blocks(n, 4 * j * d * 8, device=v.device):
-        points = torch.arange(n)[block]
-        rows = points.repeat_interleave(j)
+        rows = points[block].repeat_interleave(j)
         part = v[block]
         av = matvec(part.reshape(-1, d), rows).double().reshape(part.shape)
         forms.append((av * part.double()).sum(-1))
@@ -597,11 +598,7 @@ def curvature_ratios(
         rows = torch.arange(n)[block]
         g = torch.randn(len(rows), samples, d, generator=generator, dtype=torch.float64)
         v = torch.cat([b[None].expand(len(rows), -1, -1), g / g.norm(dim=-1, keepdim=True)], 1)
-
-        def block_matvec(w: Tensor, r: Tensor, rows: Tensor = rows) -> Tensor:
-            return matvec(w, rows[r])
-
-        forms = quadratic_forms(block_matvec, v).abs()
+        forms = quadratic_forms(matvec, v, rows).abs()
         numerator, denominator = forms[:, : b.shape[0]], forms[:, b.shape[0] :].mean(1)
         ratios.append(numerator / denominator.clamp_min(1e-30)[:, None])
     return torch.cat(ratios).float() if ratios else torch.zeros(0, b.shape[0])
@@ -684,11 +681,7 @@ def subspace_curvature(
             v = coefficients[block] @ b[:m]
             pv = v - (v * n[block]).sum(-1, keepdim=True) * n[block]
             pv = pv / pv.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-
-            def block_matvec(w: Tensor, r: Tensor, rows: Tensor = rows) -> Tensor:
-                return matvec(w, rows[r])
-
-            means.append(quadratic_forms(block_matvec, pv).mean(1))
+            means.append(quadratic_forms(matvec, pv, rows).mean(1))
         out[m] = torch.cat(means).float() if means else torch.zeros(0)
     return out
 

@@ -118,10 +118,10 @@ def run_report(
         "config": asdict(config),
         "sections": names,
     }
+    ctx = ReportContext(
+        clf, dataset, loaded, config, seed, out_dir, data_spec=data, profile=profile
+    )
     if estimate_only:
-        ctx = ReportContext(
-            clf, dataset, loaded, config, seed, out_dir, data_spec=data, profile=profile
-        )
         if not _estimate(ctx, names, profile):
             print(f"report: no estimate for --profile {profile} (no reference passes)")
         return out_dir / "report.html"
@@ -132,9 +132,6 @@ def run_report(
         results_path = out_dir / "results.json"
         saved = _load_previous(results_path, meta) if resume and world.is_main else {}
         saved = distributed.broadcast_object(_same_settings(saved, profile), world)
-        ctx = ReportContext(
-            clf, dataset, loaded, config, seed, out_dir, data_spec=data, profile=profile
-        )
         results: dict[str, Any] = {"meta": meta, "sections": dict(saved)}
         todo = [name for name in names if name not in results["sections"]]
         estimates = _estimate(ctx, todo, profile) if world.is_main and todo else {}

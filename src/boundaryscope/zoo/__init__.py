@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from boundaryscope._io import read_torch
+from boundaryscope.classifier import Preprocessing
 from boundaryscope.zoo.architectures import ARCHITECTURES
 
 __all__ = [
@@ -99,6 +100,10 @@ class InputSpec:
         mean: Per-channel means of the normalisation the model expects (applied inside the
             `Classifier`, so norms stay in input units); ``std`` alone means mean 0.
         std: Per-channel standard deviations; ``mean`` alone means std 1.
+
+    Raises:
+        ValueError: bounds that are not finite with lo < hi, or a normalisation the
+            `Classifier` would refuse (checked by `Preprocessing.from_spec` itself).
     """
 
     bounds: tuple[float, float] | None = None
@@ -112,17 +117,27 @@ class InputSpec:
                 raise ValueError(
                     f"bounds must be two finite numbers lo < hi; got {list(self.bounds)}."
                 )
-        if self.std is not None and not all(s > 0 and math.isfinite(s) for s in self.std):
-            raise ValueError(f"std must hold positive numbers; got {list(self.std)}.")
+        Preprocessing.from_spec(self.preprocessing())
+
+    def preprocessing(self) -> dict[str, Any] | None:
+        """The stated normalisation as `Classifier` takes it; ``None`` when none was stated.
+
+        A mean without std gets std 1 per channel, a std without mean gets mean 0.
+        """
+        if self.mean is None and self.std is None:
+            return None
+        channels = len(self.mean if self.mean is not None else self.std or ())
+        mean = list(self.mean) if self.mean is not None else [0.0] * channels
+        std = list(self.std) if self.std is not None else [1.0] * channels
+        return {"mean": mean, "std": std, "axis": -3}
 
     def apply(self, loaded: LoadedModel) -> LoadedModel:
         """`loaded` with these bounds and this normalisation (the user's word wins)."""
         if self.bounds is not None:
             loaded.bounds = (float(self.bounds[0]), float(self.bounds[1]))
-        if self.mean is not None or self.std is not None:
-            mean = list(self.mean) if self.mean is not None else [0.0]
-            std = list(self.std) if self.std is not None else [1.0]
-            loaded.preprocessing = {"mean": mean, "std": std, "axis": -3}
+        stated = self.preprocessing()
+        if stated is not None:
+            loaded.preprocessing = stated
         return loaded
 
     def record(self) -> dict[str, Any]:
