@@ -198,7 +198,12 @@ def test_valid_straight_segment_has_deviation_exactly_one() -> None:
     )
     assert path.valid and path.anchor_count == 0 and path.depth == 0
     assert path.deviation == 1.0
-    assert path.samples == 10_001  # spacing 1e-4 of the distance
+    # The margin is far from zero all along: every 64th sample of 10,001 (spacing 1e-4).
+    assert path.samples == 158
+    dense = find_path(
+        clf, torch.tensor([1.5, 0.0]).double(), torch.tensor([1.6, 0.1]).double(), refine=False
+    )
+    assert dense.valid and dense.samples == 10_001
 
 
 def test_depth_limit_reports_the_failure() -> None:

@@ -125,6 +125,12 @@ def _add_sections_parser(kinds: argparse._SubParsersAction) -> None:  # type: ig
         default=50,
         help="training images defining the universal and curved directions (default: 50)",
     )
+    sections.add_argument(
+        "--dense",
+        action="store_true",
+        help="evaluate every grid point (default: every 8th per axis, refined where the label "
+        "changes: the same label maps at a fraction of the model passes)",
+    )
     add_out_arg(sections, "sections", "sections.json and figures")
 
 
@@ -164,6 +170,12 @@ def _add_paths_parser(kinds: argparse._SubParsersAction) -> None:  # type: ignor
         type=positive_int,
         default=1000,
         help="convex combinations per k (default: 1000)",
+    )
+    paths.add_argument(
+        "--dense",
+        action="store_true",
+        help="check every sample of a segment (default: bisection where the margin comes "
+        "near zero, the same verdicts at a fraction of the model passes)",
     )
     add_out_arg(paths, "paths", "paths.json and figures")
 
@@ -256,6 +268,7 @@ def _sections(args: argparse.Namespace, classifier_and_data: Callable[..., tuple
         normal_range=_range(args.normal_range, "--normal-range"),
         tangent_range=_range(args.tangent_range, "--tangent-range"),
         n_train=args.n_train,
+        coarse=1 if args.dense else SectionsConfig.coarse,
     )
     clf, test = classifier_and_data(args)
     train = load_dataset(args.data, "train").subset(args.n_train)
@@ -266,7 +279,8 @@ def _sections(args: argparse.Namespace, classifier_and_data: Callable[..., tuple
     print(
         f"{summary['sections']:.0f} sections ({args.resolution}x{args.resolution}): boundary "
         f"along n at {summary['crossing_median']:.4f} ||r(x)|| (median), "
-        f"{summary['crossing_within_5pct']:.0%} within 5%"
+        f"{summary['crossing_within_5pct']:.0%} within 5%; {summary['rows']:,} model rows for "
+        f"{summary['points']:,} grid points"
     )
     print(f"wrote {out.resolve() / 'sections.json'} and {len(section.figures)} figures")
     return 0
@@ -288,6 +302,7 @@ def _paths(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) 
         spacing=args.spacing,
         max_depth=args.max_depth,
         trials=args.trials,
+        refine=not args.dense,
     )
     clf, test = classifier_and_data(args)
     result = regions_study(clf, test.x, config, seed=args.seed, classes=test.classes)

@@ -36,6 +36,7 @@ from torch import Tensor
 from boundaryscope._progress import tqdm_disable
 from boundaryscope.classifier import Classifier
 from boundaryscope.geometry.curvature import boundary_points
+from boundaryscope.geometry.refinement import check_coarse, refined_label_grid
 
 __all__ = [
     "DIRECTIONS",
@@ -69,6 +70,8 @@ class PlaneGrid:
         margin: ``f_s − max_{k≠s} f_k`` ``(na, nb)`` for the reference class ``s``;
             positive inside the reference class's region.
         loss: Cross-entropy at the reference label ``(na, nb)``.
+        evaluated: ``(na, nb)`` bool, the points the model ran on (all of them unless the
+            grid was refined; elsewhere margin and loss are interpolated).
     """
 
     a: np.ndarray
@@ -76,6 +79,12 @@ class PlaneGrid:
     labels: np.ndarray
     margin: np.ndarray
     loss: np.ndarray
+    evaluated: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        """Model rows the grid cost."""
+        return self.labels.size if self.evaluated is None else int(self.evaluated.sum())
 
 
 @dataclass
@@ -94,6 +103,7 @@ class CrossSection:
         direction: Name of the tangent direction (``"random"``, ``"universal"``, …).
         crossing: First ``a > 0`` on the line ``x + a ||r|| n`` where the label leaves
             ``s`` (margin zero interpolated between samples); ``nan`` if it never does.
+        rows: Model rows the grid and the line cost (fewer than their points when refined).
     """
 
     a: np.ndarray
@@ -106,6 +116,7 @@ class CrossSection:
     adversarial_label: int
     direction: str
     crossing: float
+    rows: int = 0
 
     def boundary(self) -> list[np.ndarray]:
         """The boundary of the image's region: polylines ``(k, 2)`` of ``(a, b)`` points."""
@@ -192,8 +203,16 @@ def plane_grid(
     scale: float,
     label: int,
     batch_size: int = 128,
+    coarse: int = 1,
 ) -> PlaneGrid:
-    """Evaluates the model on ``origin + scale (a_i e1 + b_j e2)`` in one chunked sweep.
+    """Evaluates the model on ``origin + scale (a_i e1 + b_j e2)`` in chunked sweeps.
+
+    With ``coarse > 1`` the grid is refined where the label changes
+    (`boundaryscope.geometry.refinement.refined_label_grid`): every ``coarse``-th point per
+    axis first, then the cells whose corners disagree and their neighbours, halving the
+    stride; labels elsewhere are the cells' common label and margin and loss are bilinear
+    between evaluated corners. The boundary (zero level of the margin) then only runs
+    through evaluated cells; a loss surface wants ``coarse=1``.
 
     Args:
         clf: The classifier.
@@ -205,35 +224,43 @@ def plane_grid(
         scale: Input units per coordinate unit.
         label: Reference class of the margin and loss.
         batch_size: Grid points per forward pass (128–256 is fastest for LeNet on CPU).
+        coarse: Stride of the first sub-grid, a power of two (1: every point).
 
     Returns:
         A `PlaneGrid`; arrays are ``(na, nb)``, row i at ``a[i]``.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    grid_a, grid_b = np.meshgrid(a, b, indexing="ij")
-    coords = torch.from_numpy(np.stack([grid_a.ravel(), grid_b.ravel()], axis=1))
     device, dtype = origin.device, origin.dtype
     basis = torch.stack([e1.flatten(), e2.flatten()]).to(device=device, dtype=torch.float64)
-    labels, margins, losses = [], [], []
+    start = origin.double().flatten()
+
     with clf.sweep() as scores_of:
-        for start in range(0, coords.shape[0], batch_size):
-            chunk = coords[start : start + batch_size].to(device) * scale
-            points = (origin.double().flatten() + chunk @ basis).to(dtype)
-            scores = scores_of(points.reshape(-1, *origin.shape)).double()
-            labels.append(scores.argmax(dim=1).cpu())
-            own = scores[:, label]
-            others = scores.clone()
-            others[:, label] = -torch.inf
-            margins.append((own - others.max(dim=1).values).cpu())
-            losses.append((-torch.log_softmax(scores, dim=1)[:, label]).cpu())
-    shape = (a.size, b.size)
+
+        def evaluate(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            coords = torch.from_numpy(np.stack([a[points[:, 0]], b[points[:, 1]]], axis=1))
+            labels, values = [], []
+            for first in range(0, coords.shape[0], batch_size):
+                chunk = coords[first : first + batch_size].to(device) * scale
+                rows = (start + chunk @ basis).to(dtype).reshape(-1, *origin.shape)
+                scores = scores_of(rows).double()
+                own = scores[:, label]
+                others = scores.clone()
+                others[:, label] = -torch.inf
+                margin = own - others.max(dim=1).values
+                loss = -torch.log_softmax(scores, dim=1)[:, label]
+                labels.append(scores.argmax(dim=1).cpu())
+                values.append(torch.stack([margin, loss], dim=1).cpu())
+            return torch.cat(labels).numpy(), torch.cat(values).numpy()
+
+        grid = refined_label_grid(evaluate, (a.size, b.size), coarse)
     return PlaneGrid(
         a=a,
         b=b,
-        labels=torch.cat(labels).numpy().reshape(shape),
-        margin=torch.cat(margins).numpy().reshape(shape),
-        loss=torch.cat(losses).numpy().reshape(shape),
+        labels=grid.labels,
+        margin=grid.values[..., 0],
+        loss=grid.values[..., 1],
+        evaluated=grid.evaluated,
     )
 
 
@@ -303,6 +330,7 @@ def normal_section(
     resolution: int | tuple[int, int] = 200,
     line_samples: int = 512,
     batch_size: int = 128,
+    coarse: int = 8,
 ) -> CrossSection:
     """The cross-section of one image along ``n = r/||r||`` and `direction` (thesis Fig. 5.5).
 
@@ -315,8 +343,10 @@ def normal_section(
         normal_range: ``(low, high)`` of ``a`` along ``n``, units of ``||r||``.
         tangent_range: ``(low, high)`` of ``b`` along ``v``.
         resolution: Grid points ``na`` × ``nb`` (an int for both).
-        line_samples: Samples of the dense sweep along ``n`` (``crossing``).
+        line_samples: Samples of the sweep along ``n`` (``crossing``).
         batch_size: Grid points per forward pass.
+        coarse: First stride of the grid and the line, refined where the label changes
+            (`plane_grid`; 1: every point).
 
     Returns:
         A `CrossSection`.
@@ -337,11 +367,12 @@ def normal_section(
     line = np.linspace(0.0, max(normal_range[1], 1.5), max(int(line_samples), 2))
     with clf.sweep():  # one model copy for the grid and the line
         grid = plane_grid(
-            clf, x, normal, v, a, b, scale=radius, label=source, batch_size=batch_size
-        )
+            clf, x, normal, v, a, b, scale=radius, label=source, batch_size=batch_size,
+            coarse=coarse,
+        )  # fmt: skip
         along = plane_grid(
             clf, x, normal, v, line, np.zeros(1), scale=radius, label=source,
-            batch_size=batch_size,
+            batch_size=batch_size, coarse=coarse,
         )  # fmt: skip
     return CrossSection(
         a=a,
@@ -354,6 +385,7 @@ def normal_section(
         adversarial_label=adversarial,
         direction=name,
         crossing=_first_crossing(line, along.margin[:, 0]),
+        rows=grid.rows + along.rows,
     )
 
 
@@ -367,6 +399,7 @@ def section_gallery(
     tangent_range: tuple[float, float] = DEFAULT_TANGENT_RANGE,
     resolution: int | tuple[int, int] = 200,
     batch_size: int = 128,
+    coarse: int = 8,
     progress: bool | None = None,
 ) -> SectionGallery:
     """Normal sections of every image along every named direction (Fig. 5.5, 6.7).
@@ -385,6 +418,7 @@ def section_gallery(
         tangent_range: Range along the tangent, same units.
         resolution: Grid points per axis (or ``(na, nb)``).
         batch_size: Grid points per forward pass.
+        coarse: First stride of each grid, refined where the label changes (1: dense).
         progress: Show a progress bar (``None``: only on a terminal).
 
     Returns:
@@ -421,6 +455,7 @@ def section_gallery(
                         tangent_range=tangent_range,
                         resolution=resolution,
                         batch_size=batch_size,
+                        coarse=coarse,
                     )
                 )
                 bar.update()
@@ -459,8 +494,10 @@ class SectionsConfig:
         max_steps: Lanczos steps per training point.
         universal_factor: l2 radius of the universal perturbation, as a multiple of the
             median ``||r(x)||₂`` of the training images (only its direction is used).
-        loss_resolution: Grid points per axis of the loss surface (Fig. 8.3).
+        loss_resolution: Grid points per axis of the loss surface (Fig. 8.3, always dense).
         batch_size: Grid points per forward pass.
+        coarse: First stride of the gallery's grids, refined where the label changes
+            (a power of two; 1: every grid point, the dense sweep).
     """
 
     n_images: int = 4
@@ -474,11 +511,13 @@ class SectionsConfig:
     universal_factor: float = 4.0
     loss_resolution: int = 61
     batch_size: int = 128
+    coarse: int = 8
 
     def __post_init__(self) -> None:
         # Checked here, before any work, not after the directions have been computed.
         _resolution(self.resolution)
         _resolution(self.loss_resolution)
+        check_coarse(self.coarse)
 
 
 DIRECTIONS = ("random", "universal", "curved")
@@ -556,6 +595,7 @@ def sections_study(
         tangent_range=config.tangent_range,
         resolution=config.resolution,
         batch_size=config.batch_size,
+        coarse=config.coarse,
     )
     flat = [s for row in gallery.sections for s in row]
     images = [
@@ -581,6 +621,7 @@ def sections_study(
             tangent_range=config.tangent_range,
             resolution=config.loss_resolution,
             batch_size=config.batch_size,
+            coarse=1,  # the surface wants every point's loss
             progress=False,
         ).sections[0][0]
         loss = {
@@ -601,6 +642,8 @@ def sections_study(
         "loss": loss,
         "summary": {
             **section_summary(flat),
+            "rows": sum(s.rows for s in flat),
+            "points": sum(s.labels.size for s in flat),
             **{
                 f"plane_curvature_{name}": _median(
                     [s.plane_curvature() for s in flat if s.direction == name]
