@@ -7,14 +7,16 @@ shipped LeNet, in ``results.json["estimate"]``) is set against each section's me
 ResNet-18 (3×32×32, BatchNorm, random weights with statistics from smooth random images,
 model-labelled smooth random images, given as the user's own code; quick profile). For the
 ResNet-18 the default profile on 1,000 images is estimated only (``--estimate-only``: hours
-on this CPU).
+on this CPU), and its geometry sections (boundary, regions: refined grids and bisection path
+checks) are run at the default profile and measured.
 
-Run: ``python benchmarks/report_cost.py`` (≈ 30 min); writes
-``benchmarks/results/report_cost.json``.
+Run: ``python benchmarks/report_cost.py [--cases NAME,...]`` (≈ 60 min for all); writes
+``benchmarks/results/report_cost.json`` (with ``--cases``, merged into the existing file).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -25,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import user_model_folder, write
+from _common import RESULTS, user_model_folder, write
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
@@ -79,26 +81,45 @@ def estimate_only(argv: list[str], cwd: Path) -> dict[str, Any]:
     return {"command": "boundaryscope " + " ".join(argv), "line": line, "seconds": seconds}
 
 
+RESNET = ["report", "--model", "./model.py:factory", "--data", "npz:data.npz"]
+CASES: dict[str, tuple[str, list[str]]] = {  # name: (kind, argv)
+    "resnet18-cifar default (estimate only)": (
+        "estimate",
+        [*RESNET, "--profile", "default", "--n", "1000"],
+    ),
+    "lenet quick": ("measure", ["report", "--profile", "quick"]),
+    "lenet default": ("measure", ["report", "--profile", "default"]),
+    "resnet18-cifar quick": ("measure", [*RESNET, "--profile", "quick", "--n", "16"]),
+    "resnet18-cifar default geometry": (
+        "measure",
+        [*RESNET, "--profile", "default", "--n", "1000", "--sections", "boundary,regions"],
+    ),
+}
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", help=f"comma-separated among: {'; '.join(CASES)}")
+    args = parser.parse_args()
+    names = [c.strip() for c in args.cases.split(",")] if args.cases else list(CASES)
+    unknown = [name for name in names if name not in CASES]
+    if unknown:
+        parser.error(f"--cases must be among {list(CASES)}; got {unknown}")
     cases: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         user_model_folder(
             folder, "resnet18", size=32, classes=10, coarse=8, batches=4, batch=64, images=5000
         )
-        resnet = ["report", "--model", "./model.py:factory", "--data", "npz:data.npz"]
-        cases["resnet18-cifar default (estimate only)"] = estimate_only(
-            [*resnet, "--profile", "default", "--n", "1000"], folder
-        )
-        cases["lenet quick"] = measured_case(
-            "lenet-quick", ["report", "--profile", "quick"], folder
-        )
-        cases["lenet default"] = measured_case(
-            "lenet-default", ["report", "--profile", "default"], folder
-        )
-        cases["resnet18-cifar quick"] = measured_case(
-            "resnet18-quick", [*resnet, "--profile", "quick", "--n", "16"], folder
-        )
+        for name in names:
+            kind, argv = CASES[name]
+            if kind == "estimate":
+                cases[name] = estimate_only(argv, folder)
+            else:
+                cases[name] = measured_case(name.replace(" ", "-"), argv, folder)
+    if args.cases and (RESULTS / "report_cost.json").is_file():
+        previous = json.loads((RESULTS / "report_cost.json").read_text())
+        cases = {**previous.get("cases", {}), **cases}
     print(f"-> {write('report_cost', {'threads': 1, 'cases': cases})}")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -78,5 +80,8 @@ def test_estimate_only_prints_the_estimate_and_writes_nothing(tmp_path, capsys):
         == 0
     )
     err = capsys.readouterr().err
-    assert "estimated on this model and machine" in err and "regions" in err
+    assert "estimated on this model and machine" in err
+    # The four costliest sections are named, each with its time.
+    named = re.findall(r"(\w+) \d+ (?:s|min|h)\b", err.split(";", 1)[1])
+    assert len(named) == 4 and set(named) <= set(cost.reference_passes()["quick"]["sections"])
     assert not out.exists()

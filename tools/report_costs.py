@@ -6,11 +6,13 @@ section's recorded model passes (``passes`` in ``results.json``) with the second
 `boundaryscope.report.cost` turns them into estimates for any model. Rerun after changing
 what a section computes (≈ 6 min on a 2-core CPU).
 
-Run: ``python tools/report_costs.py``
+Run: ``python tools/report_costs.py [--sections boundary,regions]`` (with ``--sections``, only
+those sections are measured and merged into the existing table).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -23,10 +25,12 @@ OUT = ROOT / "src" / "boundaryscope" / "report" / "cost_reference.json"
 PROFILES = {"quick": 64, "default": 1000}
 
 
-def measure(profile: str, n: int, folder: Path) -> dict[str, object]:
+def measure(profile: str, n: int, folder: Path, sections: str | None) -> dict[str, object]:
     """One report of `profile` on `n` images: each section's passes and seconds."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     argv = ["report", "--profile", profile, "--n", str(n), "--out", str(folder / profile)]
+    if sections:
+        argv += ["--sections", sections]
     done = subprocess.run(
         [sys.executable, "-m", "boundaryscope", *argv], env=env, capture_output=True, text=True
     )
@@ -44,8 +48,19 @@ def measure(profile: str, n: int, folder: Path) -> dict[str, object]:
 
 def main() -> None:
     """Measures every profile and writes the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", help="only these sections (comma-separated), merged in")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        table = {profile: measure(profile, n, Path(tmp)) for profile, n in PROFILES.items()}
+        table = {
+            profile: measure(profile, n, Path(tmp), args.sections)
+            for profile, n in PROFILES.items()
+        }
+    if args.sections:  # merge the re-measured sections into the existing table
+        previous = json.loads(OUT.read_text())
+        for profile, measured in table.items():
+            previous[profile]["sections"].update(measured["sections"])  # type: ignore[index]
+        table = previous
     table["source"] = {  # type: ignore[assignment]
         "model": "zoo:lenet-mnist",
         "data": "mnist5k",

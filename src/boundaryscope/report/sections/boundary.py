@@ -122,8 +122,22 @@ class BoundaryAnalysis(Analysis):
             notes=[
                 "Grid points are not clipped to the input box: the model is evaluated on "
                 "the whole plane, as in the thesis; only points near the image are valid "
-                "inputs. The crossing is measured on a separate dense sweep along n (512 "
+                "inputs. The crossing is measured on a separate sweep along n (512 "
                 "points); the plane curvature is a parabola fitted to the boundary line on "
-                "|v| ≤ ‖r(x)‖.",
+                "|v| ≤ ‖r(x)‖. " + _refinement_note(result),
             ],
         )
+
+
+def _refinement_note(result: dict[str, Any]) -> str:
+    """How many model rows the grids cost, and why fewer than their points."""
+    summary, coarse = result["summary"], result["config"].get("coarse", 1)
+    if coarse == 1 or "rows" not in summary:
+        return "Every grid point was evaluated."
+    return (
+        f"Grids were refined where the label changes (every {coarse}th point per axis, then "
+        "each cell whose corners disagree and its neighbours, halving the step): "
+        f"{summary['rows']:,} model rows for {summary['points']:,} grid points; labels "
+        "elsewhere are their cell's common label (the same maps as a dense sweep on the "
+        "shipped LeNets)."
+    )
