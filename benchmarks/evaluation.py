@@ -21,12 +21,13 @@ Usage: python benchmarks/evaluation.py [--profile standard|fast|quick] [--n 1000
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any
 
 import torch
 
-from _common import RESULTS, table, write
+from _common import RESULTS, machine, table, write
 from boundaryscope import Classifier
 from boundaryscope.attacks import PGD
 from boundaryscope.data import load_mnist5k
@@ -121,18 +122,39 @@ def main() -> None:
     data = load_mnist5k("test").balanced(args.n)
     rows = []
     for name in args.models.split(","):
-        rows.append(run_model(name, MODELS[name], data.x, data.y, args.profile))
-        payload = {"profile": args.profile, "n": len(data), "epsilons": list(EPSILONS)}
-        write(f"evaluation_{args.profile}", {**payload, "rows": rows})  # after each model
+        row = run_model(name, MODELS[name], data.x, data.y, args.profile)
+        row["machine_of_this_row"] = machine()
+        rows.append(row)
+        merge_row(args.profile, len(data), row)  # after each model
     columns = ["model", "clean_accuracy"]
     for eps in EPSILONS:
         columns += [f"pgd20@{eps}", f"torchattacks@{eps}", f"ours@{eps}"]
     columns += ["torchattacks_seconds", "ours_seconds", "checks_fired"]
     print(table(rows, columns))
-    write(
-        f"evaluation_{args.profile}",
-        {"profile": args.profile, "n": len(data), "epsilons": list(EPSILONS), "rows": rows},
-    )
+
+
+def merge_row(profile: str, n: int, row: dict[str, Any]) -> None:
+    """Replaces this model's row in the profile's JSON, keeping the other models' rows.
+
+    Read just before writing, so that two processes running one model each (one per core)
+    both land; each row carries its own machine record and date.
+    """
+    path = RESULTS / f"evaluation_{profile}.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    kept = [r for r in previous.get("rows", []) if r["model"] != row["model"]]
+    for r in kept:  # rows of an older file: their run's machine record is the file's
+        r.setdefault("machine_of_this_row", previous.get("machine"))
+    rows = [*kept, row]
+    order = {name: i for i, name in enumerate(MODELS)}
+    rows.sort(key=lambda r: order.get(r["model"], len(order)))
+    sizes = sorted({int(r["n"]) for r in rows})
+    payload = {"profile": profile, "n": n, "epsilons": list(EPSILONS), "rows": rows}
+    if len(sizes) > 1:
+        payload["note"] = (
+            f"rows on different numbers of test images ({sizes}); each row's n and "
+            "machine_of_this_row say which run it comes from."
+        )
+    write(f"evaluation_{profile}", payload)
 
 
 if __name__ == "__main__":
