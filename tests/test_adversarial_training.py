@@ -18,13 +18,14 @@ from scipy import stats
 from torch import nn
 
 from boundaryscope import Classifier
-from boundaryscope.attacks.gradient import _random_ball
+from boundaryscope.attacks.gradient import uniform_ball
 from boundaryscope.defenses import (
     CURE,
     FGSMRS,
     TRADES,
     DeepFoolFinetune,
     FGSMFinetune,
+    GradAlign,
     Monitor,
     Objective,
     OverfittingCheck,
@@ -133,7 +134,7 @@ def test_fgsm_rs_start_is_uniform_in_the_ball_and_the_step_is_the_papers(seed):
     from boundaryscope._random import image_generators
 
     x = torch.rand(400, 5, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    start = _random_ball(image_generators(x, 3), 0.2, math.inf, x)
+    start = uniform_ball(image_generators(x, 3), 0.2, math.inf, x)
     assert start.abs().max() <= 0.2
     assert stats.kstest(((start + 0.2) / 0.4).flatten().numpy(), "uniform").pvalue > 1e-3
     # One step of 1.25 ε along sign ∇ℓ from that start, projected back into the ball.
@@ -143,10 +144,68 @@ def test_fgsm_rs_start_is_uniform_in_the_ball_and_the_step_is_the_papers(seed):
     clf = Classifier(model, bounds=(0, 1))
     objective = FGSMRS(eps=0.1)
     result = objective.attack(seed=3)(clf, x, y)
-    begin = clf.clip(x + _random_ball(image_generators(x, 3), 0.1, math.inf, x))
+    begin = clf.clip(x + uniform_ball(image_generators(x, 3), 0.1, math.inf, x))
     _, grad = clf.loss_gradient(begin, y)
     expected = clf.clip(x + (begin - x + 0.125 * grad.sign()).clamp(-0.1, 0.1))
     torch.testing.assert_close(result.adversarial, expected)
+
+
+def _softplus_mlp() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(5, 7), nn.Softplus(), nn.Linear(7, 3)).double().eval()
+
+
+def test_gradient_alignment_against_separate_gradients_and_finite_differences():
+    """cos of two input gradients computed one by one, and d(cos)/dθ by central differences."""
+    from boundaryscope.defenses.adversarial_training import gradient_alignment
+
+    x, y = _blobs(6, d=5)
+    model = _softplus_mlp()
+    clf = Classifier(model, bounds=(-1, 2))
+    eta = 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
+    cos = gradient_alignment(clf, x, y, eta)
+    values = cos.detach()
+    for i in range(x.shape[0]):
+        g0 = clf.loss_gradient(x[i : i + 1], y[i : i + 1])[1].flatten()
+        g1 = clf.loss_gradient(clf.clip(x[i : i + 1] + eta[i : i + 1]), y[i : i + 1])[1].flatten()
+        assert float(values[i]) == pytest.approx(
+            float(g0 @ g1 / (g0.norm() * g1.norm())), abs=1e-10
+        )
+    # The graph reaches the parameters: ∂ Σ cos / ∂W against central differences.
+    weight = model[0].weight
+    (analytic,) = torch.autograd.grad(cos.sum(), weight)
+    h, k = 1e-6, (2, 3)
+    with torch.no_grad():
+        weight[k] += h
+        up = float(gradient_alignment(clf, x, y, eta).sum())
+        weight[k] -= 2 * h
+        down = float(gradient_alignment(clf, x, y, eta).sum())
+        weight[k] += h
+    assert float(analytic[k]) == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-8)
+
+
+def test_gradalign_loss_is_fgsm_cross_entropy_plus_the_alignment_term():
+    from boundaryscope.defenses.adversarial_training import gradient_alignment
+
+    x, y = _blobs(12, d=5)
+    clf = Classifier(_softplus_mlp(), bounds=(0, 1))
+    objective = GradAlign(eps=0.1, lam=0.7)
+    step = TrainingStep(clf, x, y, 0.0, torch.Generator().manual_seed(5))
+    loss, logits = objective.batch_loss(step)
+    _, grad = clf.loss_gradient(x, y)
+    fgsm = clf.clip(x + 0.1 * grad.sign())  # FGSM: one step of ε from x, no random start
+    torch.testing.assert_close(logits, clf.scores(fgsm))
+    generator = torch.Generator().manual_seed(5)
+    eta = uniform_ball([generator] * x.shape[0], 0.1, math.inf, x)
+    assert eta.abs().max() <= 0.1
+    expected = nn.functional.cross_entropy(clf.scores(fgsm), y, reduction="none") + 0.7 * (
+        1 - gradient_alignment(clf, x, y, eta)
+    )
+    torch.testing.assert_close(loss, expected)
+    assert step.backward_rows == 3 * x.shape[0]  # FGSM's gradient and the two aligned ones
+    assert objective.overfitting_check() is not None
+    with pytest.raises(ValueError, match="lam"):
+        GradAlign(lam=-1.0)
 
 
 class _Sabotage(Objective):
@@ -188,8 +247,13 @@ def test_overfitting_check_fires_rolls_back_and_stops(tmp_path):
 
 @pytest.mark.parametrize(
     "objective",
-    [TRADES(eps=0.05, steps=2), FGSMRS(eps=0.05), CURE(lam=1.0, h=0.1, ramp_epochs=1.0)],
-    ids=["trades", "fgsm-rs", "cure"],
+    [
+        TRADES(eps=0.05, steps=2),
+        FGSMRS(eps=0.05),
+        CURE(lam=1.0, h=0.1, ramp_epochs=1.0),
+        GradAlign(eps=0.05, lam=0.5),
+    ],
+    ids=["trades", "fgsm-rs", "cure", "gradalign"],
 )
 def test_resume_is_bit_identical_for_the_new_objectives_on_a_batchnorm_model(tmp_path, objective):
     x, y = _blobs(32)
@@ -235,6 +299,7 @@ def _cifar_bn_cnn() -> nn.Module:
         PGDTraining(eps=0.03, steps=2),
         TRADES(eps=0.03, steps=2),
         FGSMRS(eps=0.03),
+        GradAlign(eps=0.03),
         CURE(lam=1.0, h=0.5, ramp_epochs=0.5),
     ],
     ids=lambda o: o.name,
@@ -302,6 +367,9 @@ def test_recipe_settings_follow_the_base_models_card():
     assert defense_objective("cure", box_width=2.0) == CURE(lam=4.0, h=2.0, ramp_epochs=5.0)
     assert defense_objective("trades", box_width=2.0) == TRADES(eps=0.4)
     assert defense_objective("fgsm-rs", eps=0.1) == FGSMRS(eps=0.1)
+    assert defense_objective("gradalign", eps=0.1) == GradAlign(eps=0.1, lam=0.2)
+    assert defense_objective("gradalign", eps=0.1, lam=1.0) == GradAlign(eps=0.1, lam=1.0)
+    assert defense_objective("cure", lam=2.0).lam == 2.0
     with pytest.raises(ValueError, match="final_lr"):
         TrainConfig(lr=1e-3, final_lr=1e-2)
     with pytest.raises(ValueError, match="batchnorm"):

@@ -181,8 +181,12 @@ def smallest_fooling_epsilon(
     return EpsilonSearch(hi, rate(hi), fraction)
 
 
-def _random_ball(generators: list[torch.Generator], eps: float, p: float, like: Tensor) -> Tensor:
-    """Uniform samples from the l_inf or l2 ball (direction × radius), one per generator."""
+def uniform_ball(generators: list[torch.Generator], eps: float, p: float, like: Tensor) -> Tensor:
+    """Uniform samples ``(len(generators), *like.shape[1:])`` from the l∞ or l2 ball.
+
+    One per generator, of radius `eps` (l2: a Gaussian direction times ``eps · u^{1/d}``), on
+    `like`'s device and dtype.
+    """
     shape = like.shape[1:]
     if math.isinf(p):
         u = draw_per_image(generators, lambda g: torch.rand(shape, generator=g), like)
@@ -259,7 +263,7 @@ class PGD(Attack):
         iterations = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
         for index in torch.arange(x.shape[0], device=x.device).split(self.batch_size):
             x0, lab = x[index], labels[index]
-            start = _random_ball([generators[i] for i in index.tolist()], self.budget, self.p, x0)
+            start = uniform_ball([generators[i] for i in index.tolist()], self.budget, self.p, x0)
             current = clf.clip(x0 + start) if self.random_start else x0.clone()
             for _ in range(self.steps):
                 if self.early_stop:

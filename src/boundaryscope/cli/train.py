@@ -99,7 +99,7 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
         default=None,
         help="learning rate (default: 0.05 from scratch; with --defense a "
         "fraction of the base model's SGD rate from its card: 1/2 for the §3.3 "
-        "fine-tunings, 1/5 for pgd, trades and fgsm-rs; Adam at 1e-4 for a model "
+        "fine-tunings, 1/5 for pgd, trades, fgsm-rs and gradalign; Adam at 1e-4 for a model "
         "without a card; cure: Adam 1e-3 to 1e-5, the seed's recipe at 10x its rate)",
     )
     train.add_argument(
@@ -129,7 +129,7 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
         type=nonnegative_float,
         default=None,
         help="fgsm: step (default: the median l∞ minimal perturbation of the training "
-        "images); pgd, trades, fgsm-rs: l∞ radius (default: 0.2 of the box width)",
+        "images); pgd, trades, fgsm-rs, gradalign: l∞ radius (default: 0.2 of the box width)",
     )
     train.add_argument(
         "--steps",
@@ -149,7 +149,12 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
         default=2.0,
         help="deepfool-alpha: magnification of the DeepFool perturbations (default: 2)",
     )
-    train.add_argument("--lam", type=nonnegative_float, default=4.0, help="cure: λ (default 4)")
+    train.add_argument(
+        "--lam",
+        type=nonnegative_float,
+        default=None,
+        help="cure: λ (default 4); gradalign: weight of the alignment term (default 0.2)",
+    )
     train.add_argument(
         "--h",
         type=nonnegative_float,

@@ -12,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from boundaryscope.defenses.adversarial_training import FGSMRS, TRADES, PGDTraining
+    from boundaryscope.defenses.adversarial_training import FGSMRS, TRADES, GradAlign, PGDTraining
     from boundaryscope.defenses.objectives import (
         CURE,
         DeepFoolFinetune,
@@ -43,6 +43,7 @@ _HOMES = {
     "DeepFoolFinetune": "boundaryscope.defenses.objectives",
     "FGSMFinetune": "boundaryscope.defenses.objectives",
     "FGSMRS": "boundaryscope.defenses.adversarial_training",
+    "GradAlign": "boundaryscope.defenses.adversarial_training",
     "FitResult": "boundaryscope.defenses.training",
     "Monitor": "boundaryscope.defenses.watch",
     "Objective": "boundaryscope.defenses.objectives",
@@ -70,6 +71,7 @@ __all__ = [
     "DeepFoolFinetune",
     "FGSMFinetune",
     "FitResult",
+    "GradAlign",
     "Monitor",
     "Objective",
     "OverfittingCheck",

@@ -69,6 +69,12 @@ DEFENSES: dict[str, DefenseRecipe] = {
         "cosine",
         5,
     ),
+    "gradalign": DefenseRecipe(
+        "FGSM with gradient alignment, Andriushchenko & Flammarion 2020 (λ = 0.2)",
+        0.2,
+        "cosine",
+        5,
+    ),
     # The seed's recipe (§8.4: Adam, 20 epochs, rate decayed 100×, h ramped over 5 epochs)
     # at 10× its initial rate: on the shipped LeNet (4,000 images) Adam 1e-4 → 1e-6 kept the
     # accuracy but raised PGD(20) accuracy at ε = 0.1 only from 77% to 82% (500 test images,

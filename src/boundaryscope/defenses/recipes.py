@@ -19,7 +19,7 @@ import torch
 
 from boundaryscope._io import output_lock
 from boundaryscope.classifier import Classifier, resolve_device
-from boundaryscope.defenses.adversarial_training import FGSMRS, TRADES, PGDTraining
+from boundaryscope.defenses.adversarial_training import FGSMRS, TRADES, GradAlign, PGDTraining
 from boundaryscope.defenses.catalogue import (
     ACCURACY_BUDGET,
     DEFENSES,
@@ -121,7 +121,7 @@ def defense_objective(
     alpha: float = 2.0,
     steps: int = 10,
     beta: float | None = None,
-    lam: float = 4.0,
+    lam: float | None = None,
     h: float | None = None,
     ramp_epochs: float = 5.0,
     xi: float = 0.3,
@@ -140,7 +140,7 @@ def defense_objective(
         alpha: DeepFool magnification of ``deepfool-alpha``.
         steps: PGD-AT's and TRADES' inner iterations.
         beta: TRADES' ``β`` (default: `TRADES`' own).
-        lam: CURE's ``λ``.
+        lam: CURE's ``λ`` (default 4) or GradAlign's (default 0.2).
         h: CURE's final ``h`` (l2, input units); default `CURE_H` of the box width.
         ramp_epochs: Epochs of CURE's ``h`` ramp.
         xi: Radius of the universal pool.
@@ -158,8 +158,11 @@ def defense_objective(
             eps=radius, steps=steps, **({} if beta is None else {"beta": beta})
         ),
         "fgsm-rs": lambda: FGSMRS(eps=radius),
+        "gradalign": lambda: GradAlign(eps=radius, lam=GradAlign.lam if lam is None else lam),
         "cure": lambda: CURE(
-            lam=lam, h=h if h is not None else CURE_H * box_width, ramp_epochs=ramp_epochs
+            lam=4.0 if lam is None else lam,
+            h=h if h is not None else CURE_H * box_width,
+            ramp_epochs=ramp_epochs,
         ),
     }
     if name == "universal":
