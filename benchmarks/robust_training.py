@@ -69,6 +69,7 @@ ROBUST: dict[str, tuple[str, dict[str, Any], TrainConfig | None]] = {
     "pgd": ("pgd", {"eps": 0.2, "steps": 10}, SGD_5_EPOCHS),
     "trades": ("trades", {"eps": 0.2}, None),
     "fgsm-rs": ("fgsm-rs", {"eps": 0.2}, None),
+    "gradalign": ("gradalign", {"eps": 0.2}, None),
     "cure": ("cure", {"lam": 4.0, "h": 1.0, "ramp_epochs": 2.0}, SGD_5_EPOCHS),
     "cure-seed": ("cure", {}, None),
 }
