@@ -134,6 +134,45 @@ def test_out_of_memory_is_retried_with_smaller_passes(resnet, images):
         broken.forward_scores(images)
 
 
+def test_pass_rows_caps_every_pass_on_top_of_the_budget(resnet, images):
+    """A model that fails above 2 rows never fails under a cap of 2 (no retry, no warning)."""
+    clf = Classifier(_FailsAboveRows(resnet.model, rows=2).eval())
+    reference = torch.zeros(images.shape[0], dtype=torch.long)
+    others = torch.arange(1, 4).repeat(images.shape[0], 1)
+    memory.set_pass_rows(2)
+    try:
+        assert memory.pass_rows() == 2
+        assert clf.rows_per_pass(images, grad=True) == 2
+        got = clf.score_gradients(images, reference, others)
+        scores = clf.forward_scores(images)
+    finally:
+        memory.set_pass_rows(None)
+    assert not clf.warnings_issued
+    for a, b in zip(resnet.score_gradients(images, reference, others), got, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(scores, resnet.forward_scores(images))
+    assert memory.pass_rows() is None and clf.rows_per_pass(images, grad=False) > 2
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="pass rows"):
+            memory.set_pass_rows(bad)  # type: ignore[arg-type]
+
+
+def test_pass_rows_flag_sets_the_cap(monkeypatch):
+    import argparse
+
+    from boundaryscope.cli.common import add_memory_arg, apply_memory_budget
+
+    parser = argparse.ArgumentParser()
+    add_memory_arg(parser)
+    monkeypatch.setattr(memory, "_pass_rows", None)
+    apply_memory_budget(parser.parse_args(["--pass-rows", "7"]))
+    assert memory.pass_rows() == 7
+    apply_memory_budget(parser.parse_args([]))
+    assert memory.pass_rows() == 7  # nothing given: nothing changed
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--pass-rows", "0"])
+
+
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_structured_subspace_is_the_projection_onto_its_basis(per_sample):
     sub = RandomSubspace(30, seed=2, per_sample=per_sample, structure="structured")

@@ -671,14 +671,16 @@ class Classifier:
             outputs: Input-sized results returned per row (``K`` gradients).
 
         Returns:
-            At least 1; after an out-of-memory error, at most the size that last worked.
+            At least 1; after an out-of-memory error, at most the size that last worked;
+            never above `boundaryscope.memory.pass_rows` when it is set.
         """
         if x.shape[0] == 0:
             return 1
         cost = per_row * self.row_bytes(x, grad=grad) + outputs * x[0].numel() * x.element_size()
         rows = memory.rows_within(cost, device=self.device)
-        cap = self._row_caps.get((grad, tuple(x.shape[1:])))
-        return rows if cap is None else min(rows, cap)
+        for cap in (self._row_caps.get((grad, tuple(x.shape[1:]))), memory.pass_rows()):
+            rows = rows if cap is None else min(rows, cap)
+        return rows
 
     def _in_blocks(
         self,

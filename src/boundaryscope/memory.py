@@ -15,6 +15,10 @@ half of the device memory free when first asked, on a GPU. A budget is a target 
 large buffers, not a hard limit on the process (the model, the data and Python's own
 memory come on top).
 
+A cap on the rows of one model pass (`set_pass_rows`, the CLI's ``--pass-rows``) comes on top
+of the budget: a pass never takes more rows than either allows (useful to match a GPU's
+sweet spot, or to reproduce a run's batch composition exactly).
+
 Results do not depend on the budget beyond float rounding: rows are independent (models
 in eval mode), so splitting them changes only how many rows share one pass.
 
@@ -45,9 +49,11 @@ __all__ = [
     "budget_limit",
     "is_out_of_memory",
     "parse_size",
+    "pass_rows",
     "row_blocks",
     "rows_within",
     "set_budget",
+    "set_pass_rows",
 ]
 
 ENV_VARIABLE = "BOUNDARYSCOPE_MEMORY_BUDGET"
@@ -59,6 +65,7 @@ _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECA
 _OOM_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory")
 
 _explicit: int | None = None
+_pass_rows: int | None = None
 _default_cpu: int | None = None
 _default_gpu: dict[str, int] = {}
 
@@ -90,6 +97,23 @@ def set_budget(size: int | str | None) -> None:
     """Sets the process-wide budget (bytes or text like ``"4G"``); ``None`` restores the default."""
     global _explicit
     _explicit = None if size is None else parse_size(size)
+
+
+def set_pass_rows(rows: int | None) -> None:
+    """Caps the rows of every model pass (``None``: only the budget decides).
+
+    Raises:
+        ValueError: `rows` is not a positive int.
+    """
+    global _pass_rows
+    if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
+        raise ValueError(f"pass rows must be a positive int or None; got {rows!r}.")
+    _pass_rows = rows
+
+
+def pass_rows() -> int | None:
+    """The cap set by `set_pass_rows` (``None``: none)."""
+    return _pass_rows
 
 
 @contextlib.contextmanager

@@ -137,7 +137,7 @@ def resolve_weights(args: argparse.Namespace) -> None:
 
 
 def add_memory_arg(parser: argparse.ArgumentParser) -> None:
-    """``--memory-budget``: the bytes large buffers and one model pass may take."""
+    """``--memory-budget`` (bytes of large buffers and one pass) and ``--pass-rows``."""
     parser.add_argument(
         "--memory-budget",
         type=memory_size,
@@ -147,15 +147,26 @@ def add_memory_arg(parser: argparse.ArgumentParser) -> None:
         "split to fit it and halved on out-of-memory (default: a quarter of the available "
         "RAM, at most 4G; half the free memory of a GPU)",
     )
+    parser.add_argument(
+        "--pass-rows",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="at most N rows (images, grid points, directions) in one model pass, on top of "
+        "--memory-budget (default: as many as the budget allows)",
+    )
 
 
 def apply_memory_budget(args: argparse.Namespace) -> None:
-    """Makes ``--memory-budget`` the process-wide budget (`boundaryscope.memory`)."""
+    """Makes ``--memory-budget`` and ``--pass-rows`` process-wide (`boundaryscope.memory`)."""
     budget = getattr(args, "memory_budget", None)
-    if budget is not None:
+    rows = getattr(args, "pass_rows", None)
+    if budget is not None or rows is not None:
         from boundaryscope import memory
 
-        memory.set_budget(budget)
+        if budget is not None:
+            memory.set_budget(budget)
+        memory.set_pass_rows(rows)
 
 
 def resolve_data(args: argparse.Namespace) -> None:

@@ -408,7 +408,8 @@ def write_html(
         version=__version__,
         torch_version=torch.__version__,
         python=platform.python_version(),
-        memory_budget=f"{memory.budget() / 2**30:.2g} GiB",
+        memory_budget=f"{memory.budget() / 2**30:.2g} GiB"
+        + ("" if memory.pass_rows() is None else f", at most {memory.pass_rows()} rows per pass"),
         created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )
     path = out_dir / "report.html"
