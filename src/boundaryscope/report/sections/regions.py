@@ -125,7 +125,8 @@ class RegionsAnalysis(Analysis):
                 "between two samples. Samples are taken every "
                 f"{format_number(cfg['spacing'], 'g')} of the endpoints' distance; "
                 + (
-                    "with refinement on, every 64th first, then bisection wherever the label "
+                    "with refinement on, every 64th first (at least 32 per segment), then "
+                    "bisection wherever the label "
                     "margin could reach zero under four times the largest slope seen (the same "
                     "verdicts as checking every sample on the shipped LeNets). "
                     if cfg.get("refine", False)
