@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from boundaryscope.attacks import PGD
 from boundaryscope.attacks.gradient import uniform_ball
 from boundaryscope.classifier import Classifier
-from boundaryscope.defenses.objectives import Objective, TrainingStep
+from boundaryscope.defenses.objectives import Objective, TrainingStep, input_gradient_with_graph
 from boundaryscope.defenses.watch import OverfittingCheck
 from boundaryscope.norms import project_lp_ball, steepest_direction
 
@@ -94,8 +94,23 @@ class PGDTraining(Objective):
         return nn.functional.cross_entropy(logits, step.y, reduction="none"), logits
 
 
+class _SingleStepTraining(Objective):
+    """One-step adversarial training, watched for catastrophic overfitting after every epoch.
+
+    Subclasses are frozen dataclasses with ``eps``, ``p`` and ``check`` fields.
+    """
+
+    eps: float
+    p: float
+    check: bool
+
+    def overfitting_check(self) -> OverfittingCheck | None:
+        """PGD(10) on 128 training images after every epoch (Wong et al.'s early stop)."""
+        return OverfittingCheck(eps=self.eps, p=self.p) if self.check else None
+
+
 @dataclass(frozen=True)
-class FGSMRS(Objective):
+class FGSMRS(_SingleStepTraining):
     """FGSM adversarial training with a random start (Wong et al., ICLR 2020, Alg. 3).
 
     ``δ ~ U(B_p(0, ε))``, ``δ ← Π_{B_p(0, ε)}(δ + α u_p(∇_δ ℓ(x + δ)))`` with ``α = 1.25 ε``
@@ -134,10 +149,6 @@ class FGSMRS(Objective):
             seed=seed,
             early_stop=False,
         )
-
-    def overfitting_check(self) -> OverfittingCheck | None:
-        """PGD(10) on 128 training images after every epoch (Wong et al.'s early stop)."""
-        return OverfittingCheck(eps=self.eps, p=self.p) if self.check else None
 
     def batch_loss(self, step: TrainingStep) -> tuple[Tensor, Tensor]:
         """Cross-entropy at the batch's FGSM-RS points."""
@@ -226,22 +237,15 @@ def gradient_alignment(clf: Classifier, x: Tensor, y: Tensor, eta: Tensor) -> Te
         y: Labels ``(B,)``.
         eta: Shifts ``(B, *shape)`` (uniform in the ε-ball for GradAlign).
     """
-
-    def input_gradient(points: Tensor) -> Tensor:
-        points = points.detach().requires_grad_(True)
-        loss = nn.functional.cross_entropy(clf.differentiable_scores(points), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, points, create_graph=True)
-        return grad.flatten(1)
-
     with clf.session(), torch.enable_grad():
-        g0 = input_gradient(x)
-        g1 = input_gradient(clf.clip(x + eta))
+        g0 = input_gradient_with_graph(clf, x, y).flatten(1)
+        g1 = input_gradient_with_graph(clf, clf.clip(x + eta), y).flatten(1)
         norms = g0.norm(dim=1).clamp_min(1e-12) * g1.norm(dim=1).clamp_min(1e-12)
         return (g0 * g1).sum(dim=1) / norms
 
 
 @dataclass(frozen=True)
-class GradAlign(Objective):
+class GradAlign(_SingleStepTraining):
     """FGSM training with gradient alignment (Andriushchenko & Flammarion, NeurIPS 2020).
 
     ``CE(f(x + δ), y) + λ (1 − cos(∇ℓ(x), ∇ℓ(x + η)))`` with ``δ`` one FGSM step of size
@@ -278,10 +282,6 @@ class GradAlign(Objective):
             eps=self.eps, p=self.p, steps=1, step_size=self.eps, random_start=False,
             early_stop=False,
         )  # fmt: skip
-
-    def overfitting_check(self) -> OverfittingCheck | None:
-        """PGD(10) on 128 training images after every epoch."""
-        return OverfittingCheck(eps=self.eps, p=self.p) if self.check else None
 
     def batch_loss(self, step: TrainingStep) -> tuple[Tensor, Tensor]:
         """Cross-entropy at the FGSM points plus ``λ (1 − alignment)``."""

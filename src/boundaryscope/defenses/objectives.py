@@ -266,6 +266,24 @@ def _cross_entropy(scores: Tensor, y: Tensor) -> Tensor:
     return nn.functional.cross_entropy(scores, y, reduction="none")
 
 
+def input_gradient_with_graph(
+    clf: Classifier,
+    points: Tensor,
+    y: Tensor,
+    loss: Callable[[Tensor, Tensor], Tensor] = _cross_entropy,
+) -> Tensor:
+    """``∇_x Σ_i ℓ(f(x_i), y_i)`` ``(B, *shape)`` with a graph to the parameters.
+
+    Built with ``create_graph=True`` so that a penalty on it (CURE, GradAlign) can be
+    differentiated in the parameters (double backward). Call it inside ``clf.session()``
+    with gradients enabled: the model's mode is the caller's choice.
+    """
+    points = points.detach().requires_grad_(True)
+    total = loss(clf.differentiable_scores(points), y).sum()
+    (grad,) = torch.autograd.grad(total, points, create_graph=True)
+    return grad
+
+
 def cure_penalty(
     clf: Classifier,
     x: Tensor,
@@ -292,19 +310,12 @@ def cure_penalty(
     Returns:
         ``(penalty (B,), z (B, *shape))``.
     """
-
-    def input_gradient(points: Tensor) -> Tensor:
-        points = points.detach().requires_grad_(True)
-        total = loss(clf.differentiable_scores(points), y).sum()
-        (grad,) = torch.autograd.grad(total, points, create_graph=True)
-        return grad
-
     with clf.session(), torch.enable_grad():
-        g0 = input_gradient(x)
+        g0 = input_gradient_with_graph(clf, x, y, loss)
         signs = torch.sign(g0.detach())
         norms = signs.flatten(1).norm(dim=1).clamp_min(1.0).view(-1, *([1] * (x.ndim - 1)))
         z = signs / norms
-        g1 = input_gradient(x + h * z)
+        g1 = input_gradient_with_graph(clf, x + h * z, y, loss)
         penalty = (g1 - g0).flatten(1).pow(2).sum(dim=1)
     return penalty, z
 

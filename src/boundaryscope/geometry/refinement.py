@@ -108,7 +108,9 @@ def refined_label_grid(
     grid = _GridState(evaluate, na, nb)
     stride = coarse
     rows, cols = _axis_points(na, stride), _axis_points(nb, stride)
-    grid.run(np.ix_(rows, cols))
+    first = np.zeros((na, nb), dtype=bool)
+    first[np.ix_(rows, cols)] = True
+    grid.run(first)
     region = np.ones((_cells(rows)[0].size, _cells(cols)[0].size), dtype=bool)
     settled: list[np.ndarray] = []  # (k, 4) cells [a0, a1] × [b0, b1] left unrefined, per level
     while stride > 1:
@@ -132,7 +134,7 @@ def refined_label_grid(
         for r_end in (nr_lo, nr_hi):
             for c_end in (nc_lo, nc_hi):
                 wanted[r_end[cell_r], c_end[cell_c]] = True
-        grid.run(np.nonzero(wanted))
+        grid.run(wanted)
     # Unevaluated points take the finest unrefined cell that holds them.
     filled = grid.evaluated.copy()
     for cells in reversed(settled):
@@ -150,10 +152,8 @@ class _GridState:
         self.evaluated = np.zeros((na, nb), dtype=bool)
         self.values = np.full((na, nb, 0), np.nan)
 
-    def run(self, where: tuple[np.ndarray, ...]) -> None:
-        """Evaluates the points selected by `where` (an index tuple) not evaluated yet."""
-        wanted = np.zeros_like(self.evaluated)
-        wanted[where] = True
+    def run(self, wanted: np.ndarray) -> None:
+        """Evaluates the points of the ``(na, nb)`` mask `wanted` not evaluated yet."""
         todo = np.argwhere(wanted & ~self.evaluated)
         if todo.size == 0:
             return
