@@ -2,7 +2,8 @@
 
 Submodules: `theory` (Theorems 1–2, Corollary 1, eq. 5.11, Theorem 5 bounds), `hessian` (batched
 input-space Hessian-vector products, Lanczos), `curvature` (principal curvatures, shared
-curved directions, S_c, loss curvature).
+curved directions, S_c, loss curvature), `universality` (Theorems 3–4 measured: universal
+directions and vectors from S_f or S_c), `sections`, `topology`, `refinement`.
 """
 
 from boundaryscope.geometry.theory import (
