@@ -70,6 +70,7 @@ bench: setup-bench
 	$(PY) benchmarks/reproduce_table_5_1.py
 	$(PY) benchmarks/universal_vs_art.py
 	$(PY) benchmarks/reproduce_universal.py
+	$(PY) benchmarks/universal_theorems.py
 	$(PY) benchmarks/curvature.py
 	$(PY) benchmarks/detection.py
 	$(PY) benchmarks/regions.py

@@ -1,0 +1,170 @@
+"""Theorems 3–4 (thesis §6.3–6.4) and Fig. 6.13 measured on MNIST and Fashion-MNIST models.
+
+For each shipped model, on the data its card names:
+
+- S_f (the top singular vectors of the unit normals ``r(x)/||r(x)||``, Theorem 3) and S_c
+  (the top eigenvectors of the average curvature matrix, Theorem 4) from the boundary points
+  of the first ``--n-train`` training images (the seed: 100 points), and a random subspace
+  as the baseline;
+- on ``--n-test`` held-out images, for m = 1, 5, 20: each image's ``||P_S r̂||`` and
+  normal-section curvature ``κ`` (the 0.2-quantile over 16 directions of S), the theorems'
+  per-image radii (δ = β = 0.2), and at radii 1, 2, 4, 8, 16 × the median ``||r(x)||`` what
+  the flat model predicts (exact probability), Theorem 4's guarantee, and what random vectors
+  of S fool as directions (``±v``, eq. 6.2) and as vectors (``+v``), 10 draws each;
+- Fig. 6.13 in numbers: each model's curvature and fooling along the *other* models' S_c
+  (m = 1 and 20) of the same data set, beside its own S_c and a random subspace.
+
+The measured rates use clipped points (the box [0, 1]); the theorems know no box.
+
+JSON: benchmarks/results/universal_theorems.json.
+
+    python benchmarks/universal_theorems.py [--n-train 100] [--n-test 200]
+        [--datasets mnist5k,fashion-mnist]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from _common import RESULTS, table, write
+from boundaryscope import Classifier
+from boundaryscope.data import load_dataset
+from boundaryscope.geometry.curvature import boundary_points, curved_subspace
+from boundaryscope.geometry.universality import universality_check
+from boundaryscope.universal import normal_subspace
+from boundaryscope.zoo import load_model
+
+DATASETS = {
+    "mnist5k": (
+        ("lenet-mnist", "fd"),
+        ("fc500-150-10-mnist", "fd"),
+        ("lenet-smooth-mnist", "exact"),
+    ),
+    "fashion-mnist": (
+        ("lenet-fashion", "fd"),
+        ("resnet8-fashion", "fd"),
+        ("lenet-smooth-fashion", "exact"),
+    ),
+}
+MS = (1, 5, 20)
+FACTORS = (1, 2, 4, 8, 16)
+DELTA = BETA = 0.2
+SEED_CLAIMS = {
+    "theorem_3": "flat model: universal directions of norm ~ sqrt(m) ||r|| when normals lie in S",
+    "theorem_4": "curved model: norm ~ κ^-1/sqrt(m) + κ^-1/2; S_c positively curved (Fig. 6.9a)",
+    "fig_6_9b": "random vectors of S_c fool ~85% (CIFAR LeNet), of S_f ~65%",
+    "fig_6_13": "S_c of CaffeNet is positively curved for VGG-16 too",
+}
+
+
+def random_basis(d: int, m: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.linalg.qr(torch.randn(d, m, generator=g, dtype=torch.float64)).Q.T
+
+
+def subspaces(clf, method, x_train, m_max):
+    points = boundary_points(clf, x_train)
+    sf = normal_subspace(points.z - points.x)[2][:m_max]
+    sc, values = curved_subspace(clf, points, m_max, method=method)
+    d = x_train[0].numel()
+    return {"S_f": sf, "S_c": sc.flatten(1).double(), "random": random_basis(d, m_max, 0)}, values
+
+
+def check_rows(name, clf, method, test, points, bases, radii, label=None):
+    rows = []
+    for kind, basis in bases.items():
+        for m in MS:
+            m_used = min(m, basis.shape[0])
+            check = universality_check(
+                clf, test, basis, m_used, radii, delta=DELTA, beta=BETA, method=method,
+                points=points, seed=0,
+            )  # fmt: skip
+            summary = check.summary()
+            rows.append({"model": name, "subspace": label or kind, "m": m_used, **summary})
+    return rows
+
+
+def printable(rows):
+    out = []
+    for r in rows:
+        out.append({
+            "model": r["model"], "S": r["subspace"], "m": r["m"],
+            "‖P_S r̂‖": f"{r['projection_median']:.2f}",
+            "ρ₃/‖r‖": f"{r['theorem3_radius_median'] / r['distance_median']:.0f}",
+            "κ>0": f"{r['kappa_positive']:.0%}",
+            "κ med": f"{r['kappa_median']:.3f}",
+            "ρ₄/‖r‖": f"{r['theorem4_radius_median'] / r['distance_median']:.1f}",
+            "flat pred": " ".join(f"{v:.2f}" for v in r["flat_predicted"]),
+            "±v": " ".join(f"{v:.2f}" for v in r["direction_fooling"]),
+            "+v": " ".join(f"{v:.2f}" for v in r["vector_fooling"]),
+            "Thm4 pred": " ".join(f"{v:.2f}" for v in r["curved_predicted"]),
+            "L_s": f"{r['flat_agreement']:.2f}",
+        })  # fmt: skip
+    return out
+
+
+def run_dataset(data, n_train, n_test):
+    start = time.perf_counter()
+    train = load_dataset(data, "train").balanced(n_train).x
+    test = load_dataset(data, "test").balanced(n_test).x
+    models, own, eigenvalues, points = {}, {}, {}, {}
+    for name, method in DATASETS[data]:
+        clf = Classifier(load_model(f"zoo:{name}").module)
+        models[name] = (clf, method)
+        own[name], eigenvalues[name] = subspaces(clf, method, train, max(MS))
+        points[name] = boundary_points(clf, test)
+    radii = {}
+    rows = []
+    for name, (clf, method) in models.items():
+        median = float(points[name].distance.median())
+        radii[name] = [f * median for f in FACTORS]
+        rows += check_rows(name, clf, method, test, points[name], own[name], radii[name])
+        print(f"{data} {name}: {time.perf_counter() - start:.0f} s", flush=True)
+    cross = []
+    for name, (clf, method) in models.items():
+        for other in models:
+            if other == name:
+                continue
+            cross += check_rows(
+                name, clf, method, test, points[name], {"S_c": own[other]["S_c"]},
+                radii[name], label=f"S_c of {other}",
+            )  # fmt: skip
+    return {
+        "models": [n for n, _ in DATASETS[data]],
+        "radius_factors": list(FACTORS),
+        "sc_eigenvalues": {k: v.tolist() for k, v in eigenvalues.items()},
+        "theorems": rows,
+        "fig_6_13": cross,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n-train", type=int, default=100)
+    parser.add_argument("--n-test", type=int, default=200)
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    payload = {"args": vars(args), "delta": DELTA, "beta": BETA, "seed": SEED_CLAIMS,
+               "datasets": {}}  # fmt: skip
+    for data in args.datasets.split(","):
+        result = run_dataset(data, args.n_train, args.n_test)
+        payload["datasets"][data] = result
+        for part in ("theorems", "fig_6_13"):
+            rows = printable(result[part])
+            print(table(rows, list(rows[0])))
+        print(f"{data}: {result['seconds']:.0f} s", flush=True)
+    previous = RESULTS / "universal_theorems.json"
+    if set(args.datasets.split(",")) != set(DATASETS) and previous.exists():
+        kept = json.loads(previous.read_text()).get("datasets", {})
+        payload["datasets"] = {**kept, **payload["datasets"]}
+    write("universal_theorems", payload)
+
+
+if __name__ == "__main__":
+    main()
