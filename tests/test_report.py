@@ -249,3 +249,39 @@ def test_class_names_cover_labels_beyond_the_datas_names():
     names = class_names(["a", "b"], maps)
     assert len(names) == 901 and names[:3] == ["a", "b", "2"] and names[900] == "900"
     assert class_names(None, [np.array([2])]) == ["0", "1", "2"]
+
+
+def test_report_other_models_add_the_cross_model_table(tmp_path):
+    """``report --other``: Table 4.2 in the universal section, checked image by image."""
+    import torch
+
+    from boundaryscope import Classifier
+    from boundaryscope.data import load_dataset
+    from boundaryscope.report.runner import run_report
+    from boundaryscope.zoo import load_model
+
+    other = "zoo:fc500-150-10-mnist"
+    path = run_report(
+        "zoo:lenet-mnist", "mnist5k", tmp_path / "r", n=12, profile="quick",
+        sections=["universal"], others=[other],
+    )  # fmt: skip
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["meta"]["others"] == [other]
+    section = results["sections"]["universal"]
+    this = "this model (zoo:lenet-mnist)"
+    cross = section["cross_model"]
+    assert cross["models"] == [this, other]
+    assert cross["matrix"][this][this] == pytest.approx(section["fooling_test"])
+    # Brute force: this model's v (as stored) on the other model, one image at a time.
+    v = torch.tensor(section["v"], dtype=torch.float32)
+    x = load_dataset("mnist5k", "test").subset(12).x
+    target = Classifier(load_model(other).module)
+    changed = sum(
+        int(target.predict((image + v).clamp(0, 1)[None])[0] != target.predict(image[None])[0])
+        for image in x
+    )
+    assert abs(cross["matrix"][this][other] - changed / len(x)) <= 1 / len(x)  # v is rounded
+    assert "Cross-model fooling" in path.read_text()
+    with pytest.raises(ValueError, match="--other 'zoo:mlp-digits' cannot classify"):
+        run_report("zoo:lenet-mnist", "mnist5k", tmp_path / "bad", n=4, profile="quick",
+                   sections=["universal"], others=["zoo:mlp-digits"])  # fmt: skip

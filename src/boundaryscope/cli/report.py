@@ -57,6 +57,14 @@ class ReportCommand(Command):
             "calibration batch × the passes each section needs) and stop",
         )
         parser.add_argument(
+            "--other",
+            action="append",
+            default=[],
+            metavar="MODEL",
+            help="another model of the same input shape (repeatable): the universal "
+            "section adds the cross-model fooling table of Table 4.2 (default: none)",
+        )
+        parser.add_argument(
             "--sections",
             default=None,
             help="comma-separated analyses to run, e.g. accuracy,robustness (default: all)",
@@ -81,6 +89,7 @@ class ReportCommand(Command):
             sections=args.sections.split(",") if args.sections else None,
             world=world,
             estimate_only=args.estimate_only,
+            others=args.other,
         )
         if not world.is_main or args.estimate_only:
             return 0

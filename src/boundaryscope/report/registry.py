@@ -94,6 +94,9 @@ class ReportContext:
     out_dir: Path
     data_spec: str = "mnist5k"  # the spec of `data` (its train split serves X)
     profile: str = "default"  # each section picks its own settings by this name
+    # Other models given with ``report --other`` (spec → classifier), for the measures that
+    # compare models (the universal section's cross-model table, Table 4.2).
+    others: dict[str, Classifier] = field(default_factory=dict)
 
 
 @dataclass

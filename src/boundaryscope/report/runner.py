@@ -16,6 +16,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ def run_report(
     sections: list[str] | None = None,
     world: distributed.World | None = None,
     estimate_only: bool = False,
+    others: Sequence[str] = (),
 ) -> Path:
     """Runs the report and returns the path of ``report.html``.
 
@@ -84,6 +86,9 @@ def run_report(
             Every process must call with the same arguments; only rank 0 writes files.
         estimate_only: Print the cost estimate (`boundaryscope.report.cost`) and stop,
             writing nothing; the returned path does not exist then.
+        others: Specs of other models of the same input shape (each with its own card's
+            bounds and normalisation), compared with `model` where a section measures
+            across models (the universal section's cross-model table, Table 4.2).
     """
     world = world or distributed.World()
     if profile not in PROFILES:
@@ -118,8 +123,18 @@ def run_report(
         "config": asdict(config),
         "sections": names,
     }
+    if others:
+        meta["others"] = list(others)
     ctx = ReportContext(
-        clf, dataset, loaded, config, seed, out_dir, data_spec=data, profile=profile
+        clf,
+        dataset,
+        loaded,
+        config,
+        seed,
+        out_dir,
+        data_spec=data,
+        profile=profile,
+        others={spec: _other_classifier(spec, dataset.x[:1], run_device) for spec in others},
     )
     if estimate_only:
         if not _estimate(ctx, names, profile):
@@ -291,6 +306,25 @@ class _Progress:
         weight = estimated_done / max(estimated_done + estimated_left, 1e-30)
         ratio = min(max(1.0 + (ratio - 1.0) * weight, 0.25), 4.0)
         return ratio * estimated_left
+
+
+def _other_classifier(spec: str, probe: torch.Tensor, device: torch.device) -> Classifier:
+    """The classifier of an ``--other`` model, checked to take the report's images."""
+    loaded = load_model(spec)
+    clf = Classifier(
+        loaded.module.to(device),
+        bounds=loaded.bounds,
+        preprocessing=loaded.preprocessing,
+        device=device,
+    )
+    try:
+        clf.predict(probe)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(
+            f"--other {spec!r} cannot classify the report's images of shape "
+            f"{tuple(probe.shape[1:])}: {error}"
+        ) from None
+    return clf
 
 
 def _same_settings(saved: dict[str, Any], profile: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from torch import Tensor
 
 from boundaryscope.data import load_dataset
 from boundaryscope.norms import lp_norm
@@ -29,6 +30,7 @@ from boundaryscope.universal import (
     flat_model,
     fooling_rate,
     phase_transition,
+    transfer_matrix,
     universal_perturbation,
 )
 
@@ -75,6 +77,20 @@ class UniversalAnalysis(Analysis):
             "linf_norm": REAL,
             "bounds": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
             "num_classes": {"type": "integer", "minimum": 1},
+            "cross_model": {
+                "type": "object",
+                "required": ["models", "matrix"],
+                "properties": {
+                    "models": {"type": "array", "items": {"type": "string"}},
+                    "matrix": {
+                        "type": "object",
+                        "additionalProperties": {
+                            "type": "object",
+                            "additionalProperties": FRACTION,
+                        },
+                    },
+                },
+            },
         },
     }
     title = "Universal perturbations"
@@ -101,6 +117,7 @@ class UniversalAnalysis(Analysis):
         curves = phase_transition(ctx.clf, test.x, v, norms, p=2, seed=ctx.seed)
         flat = flat_model(ctx.clf, test.x, l2, [5, 20, 100], seed=ctx.seed)
         examples = test.x[:4]
+        cross = _cross_model(ctx, train.x, cfg, v) if ctx.others else None
         return {
             "xi": cfg.xi,
             "n_train": len(train),
@@ -121,6 +138,7 @@ class UniversalAnalysis(Analysis):
             "dominant_labels": dominant_label_graph(ctx.clf, test.x, v)["edges"],
             "num_classes": ctx.clf.num_classes,
             "flat_model": asdict(flat),
+            **({"cross_model": cross} if cross else {}),
         }
 
     def render(self, result: dict[str, Any], out_dir: Path) -> Section:
@@ -201,6 +219,25 @@ class UniversalAnalysis(Analysis):
             ["random direction (same ‖·‖₂)", f"{flat['random_fooling_rate']:.3f}"],
         ]
         edge_rows = [[str(i), str(j), f"{share:.2f}"] for i, j, share in edges]
+        tables = [
+            ("Universal perturbation", ["quantity", "value"], rows),
+            (
+                "Dominant labels (cf. [[thesis, Fig. 4.7]]): class → where v sends most of it",
+                ["class", "dominant label", "share of the class"],
+                edge_rows,
+            ),
+        ]
+        cross = result.get("cross_model")
+        if cross:
+            models, matrix = cross["models"], cross["matrix"]
+            tables.append(
+                (
+                    "Cross-model fooling (cf. [[thesis, Table 4.2]]): each row's v, computed "
+                    "on that model, applied to every column's model on the held-out images",
+                    ["v computed on", *models],
+                    [[source] + [f"{matrix[source][t]:.3f}" for t in models] for source in models],
+                )
+            )
         return Section(
             title=self.title,
             intro=(
@@ -209,17 +246,29 @@ class UniversalAnalysis(Analysis):
                 "label changes is its fooling rate. It generalises because the decision "
                 "boundary's normals near the data share a few directions ([[thesis, §6.3]])."
             ),
-            tables=[
-                ("Universal perturbation", ["quantity", "value"], rows),
-                (
-                    "Dominant labels (cf. [[thesis, Fig. 4.7]]): class → where v sends most of it",
-                    ["class", "dominant label", "share of the class"],
-                    edge_rows,
-                ),
-            ],
+            tables=tables,
             figures=figs,
             notes=_radius_notes(result),
         )
+
+
+def _cross_model(
+    ctx: ReportContext, x_train: Tensor, cfg: UniversalSettings, v: Tensor
+) -> dict[str, Any]:
+    """Table 4.2: every ``--other`` model's own v (same X, ξ, passes, seed), on every model.
+
+    The report's model is named ``this model (SPEC)``; the diagonal holds each v's fooling
+    rate on its own model, off-diagonal entries how far it transfers.
+    """
+    this = f"this model ({ctx.model.spec})"
+    classifiers = {this: ctx.clf, **ctx.others}
+    perturbations = {this: v}
+    for spec, clf in ctx.others.items():
+        perturbations[spec] = universal_perturbation(
+            clf, x_train, cfg.xi, p=math.inf, max_passes=cfg.passes, seed=ctx.seed
+        ).v
+    matrix = transfer_matrix(classifiers, perturbations, ctx.data.x)
+    return {"models": list(classifiers), "matrix": matrix}
 
 
 def _radius_notes(result: dict[str, Any]) -> list[str]:
