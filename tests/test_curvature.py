@@ -34,7 +34,7 @@ from boundaryscope.geometry.hessian import (
     cross_entropy_objective,
     score_difference_objective,
 )
-from boundaryscope.geometry.theory import theorem5_bounds
+from boundaryscope.geometry.theory import theorem5_bounds, theorem5_simplified_bounds
 from boundaryscope.zoo import load_model
 
 from .conftest import affine_model, tiny_mlp
@@ -397,3 +397,23 @@ def test_smooth_zoo_model_fd_curvature_matches_exact(mnist_test):
     fd = principal_curvatures(clf, points, k=3, which="magnitude", method="fd", h=0.01)
     torch.testing.assert_close(fd.curvatures, exact.curvatures, rtol=1e-2, atol=1e-4)
     assert exact.method == "exact" and float(exact.curvatures.abs().min()) > 0
+
+
+def test_eq_8_4_simplified_bounds_enclose_theorem5(seed):
+    """Eq. 8.4 is looser than eqs. 8.2–8.3 on both sides and equal to them as ν → 0."""
+    g = torch.Generator().manual_seed(seed)
+    norm = 0.1 + torch.rand(500, generator=g, dtype=torch.float64) * 3
+    dot = norm * torch.rand(500, generator=g, dtype=torch.float64).clamp_min(1e-3)
+    nu = torch.rand(500, generator=g, dtype=torch.float64) * 10
+    c = torch.rand(500, generator=g, dtype=torch.float64) * 2
+    lower, upper = theorem5_bounds(norm, dot, nu, c)
+    simple_lower, simple_upper = theorem5_simplified_bounds(norm, dot, nu, c)
+    assert bool((simple_lower <= lower + 1e-12).all() and (upper <= simple_upper + 1e-12).all())
+    flat = torch.full_like(nu, 1e-13)
+    torch.testing.assert_close(theorem5_simplified_bounds(norm, dot, flat, c)[0], c / norm)
+    torch.testing.assert_close(theorem5_bounds(norm, dot, flat, c)[1], c / dot, rtol=1e-6, atol=0)
+    # Fig. 8.4's setting (||g|| = 1, c = 1, gᵀu = 0.5): the lower bound goes vacuous at ν = 1/2.
+    one = torch.ones(3, dtype=torch.float64)
+    low, _ = theorem5_simplified_bounds(one, 0.5 * one, torch.tensor([0.0, 0.5, 1.0]), one)
+    torch.testing.assert_close(low, torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64))
+    assert torch.isnan(theorem5_simplified_bounds(one, one, -one, one)[0]).all()

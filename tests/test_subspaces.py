@@ -18,6 +18,7 @@ from boundaryscope.geometry import (
     theorem1_interval,
     theorem2_condition,
     theorem2_interval,
+    theorem2_smallest_m,
     zeta1,
     zeta2,
 )
@@ -244,3 +245,13 @@ def test_excluded_classes_follow_eq_5_11():
     assert excluded_classes(r, m, d, delta).tolist() == [[False, False, False, True]]
     with pytest.raises(ValueError, match="shape"):
         excluded_classes(r[0], m, d, delta)
+
+
+@pytest.mark.parametrize(
+    ("d", "r_norm", "kappa"), [(784, 0.5, 0.01), (784, 2.0, 0.3), (100, 0.1, 0.0), (50, 5.0, 9.0)]
+)
+def test_theorem2_smallest_m_is_the_first_m_where_eq_5_9_holds(d, r_norm, kappa):
+    holds = [m for m in range(1, d + 1) if theorem2_condition(m, d, r_norm, kappa)]
+    assert theorem2_smallest_m(d, r_norm, kappa) == (holds[0] if holds else None)
+    if holds:  # and it keeps holding above (what makes bisection valid)
+        assert holds == list(range(holds[0], d + 1))

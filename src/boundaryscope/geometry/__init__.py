@@ -12,7 +12,9 @@ from boundaryscope.geometry.theory import (
     theorem1_interval,
     theorem2_condition,
     theorem2_interval,
+    theorem2_smallest_m,
     theorem5_bounds,
+    theorem5_simplified_bounds,
     zeta1,
     zeta2,
 )
@@ -23,7 +25,9 @@ __all__ = [
     "theorem1_interval",
     "theorem2_condition",
     "theorem2_interval",
+    "theorem2_smallest_m",
     "theorem5_bounds",
+    "theorem5_simplified_bounds",
     "zeta1",
     "zeta2",
 ]

@@ -37,7 +37,9 @@ __all__ = [
     "theorem1_interval",
     "theorem2_condition",
     "theorem2_interval",
+    "theorem2_smallest_m",
     "theorem5_bounds",
+    "theorem5_simplified_bounds",
     "zeta1",
     "zeta2",
 ]
@@ -90,6 +92,27 @@ def theorem2_condition(m: int, d: int, r_norm: float, kappa: float, delta: float
     if r_norm < 0 or kappa < 0:
         raise ValueError(f"r_norm and kappa must be >= 0; got r_norm={r_norm!r}, kappa={kappa!r}.")
     return kappa * zeta2(m, delta) * r_norm * d <= THEOREM2_C * m
+
+
+def theorem2_smallest_m(d: int, r_norm: float, kappa: float, delta: float = 0.05) -> int | None:
+    """The smallest subspace dimension ``m <= d`` at which eq. 5.9 holds (§5.6's check).
+
+    ``m ζ2(m, δ)^{-1}`` grows with ``m``, so the condition holds from some ``m`` on (or
+    never, returning ``None``); found by bisection on `theorem2_condition`. ``κ = 0``
+    (a flat boundary) gives ``1``.
+    """
+    if not theorem2_condition(d, d, r_norm, kappa, delta):
+        return None
+    lo, hi = 1, d  # the condition fails below lo's answer and holds at hi
+    if theorem2_condition(lo, d, r_norm, kappa, delta):
+        return lo
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if theorem2_condition(mid, d, r_norm, kappa, delta):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def theorem2_interval(
@@ -162,4 +185,27 @@ def theorem5_bounds(
     nan = torch.tensor(math.nan, dtype=torch.float64)
     lower = torch.where(valid, bound(gradient_norm), nan)
     upper = torch.where(valid, bound(gradient_dot_u), nan)
+    return lower, upper
+
+
+def theorem5_simplified_bounds(
+    gradient_norm: Tensor, gradient_dot_u: Tensor, nu: Tensor, c: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Eq. 8.4: Theorem 5's bounds simplified (thesis §8.3).
+
+        c/||g|| − 2ν c²/||g||³  <=  ||r*||  <=  c/|gᵀu|.
+
+    Looser than `theorem5_bounds` (``sqrt(1 + t) − 1 >= t/2 − t²/8`` below, ``<= t/2``
+    above) but readable: robustness grows with ``c/||g||`` and falls with the curvature
+    ``ν`` and the misalignment of ``g`` with ``u``. NaN where ``c < 0`` or ``ν < 0``.
+
+    Returns:
+        ``(lower, upper)``; the lower bound may be negative (vacuous) for large ``ν``.
+    """
+    g, gu = gradient_norm.double(), gradient_dot_u.double().abs()
+    c, nu = c.double(), nu.double()
+    valid = (c >= 0) & (nu >= 0)
+    nan = torch.tensor(math.nan, dtype=torch.float64)
+    lower = torch.where(valid, c / g - 2 * nu * c**2 / g**3, nan)
+    upper = torch.where(valid, c / gu, nan)
     return lower, upper
