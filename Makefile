@@ -68,6 +68,7 @@ bench: setup-bench
 	$(PY) benchmarks/reproduce_table_3_1.py
 	$(PY) benchmarks/reproduce_balda.py
 	$(PY) benchmarks/reproduce_table_5_1.py
+	$(PY) benchmarks/theory_checks.py
 	$(PY) benchmarks/universal_vs_art.py
 	$(PY) benchmarks/reproduce_universal.py
 	$(PY) benchmarks/universal_theorems.py
