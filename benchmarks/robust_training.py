@@ -30,8 +30,12 @@ benchmarks/results/robust_training/lenet-cure` works without retraining; a run w
 model.pt exists is not retrained unless --retrain). JSON: benchmarks/results/
 robust_training.json.
 
-Usage: python benchmarks/robust_training.py [--part a|b|both] [--retrain] [--models lenet]
-       [--trusted-only gradalign,fgsm-rs]
+Part (a) also runs on Fashion-MNIST (`--models lenet-fashion`, issue 27: its whole 60,000-
+image training split unless --train-n) and records FGSM's robustness estimate beside ρ_adv
+every epoch, drawn as Fig. 3.9 (robust_training_fig3_9_<model>.png).
+
+Usage: python benchmarks/robust_training.py [--part a|b|both] [--retrain]
+       [--models lenet,lenet-fashion] [--train-n N] [--trusted-only gradalign,fgsm-rs]
 """
 
 from __future__ import annotations
@@ -52,10 +56,14 @@ from boundaryscope.defenses.assessment import TRUSTED, AssessmentConfig, compare
 from boundaryscope.defenses.recipes import train_defense
 from boundaryscope.defenses.training import TrainConfig
 from boundaryscope.report import figures
-from boundaryscope.zoo import load_model
+from boundaryscope.zoo import default_data, load_model
 
 RUNS = RESULTS / "robust_training"
-MODELS = {"lenet": "zoo:lenet-mnist", "fc": "zoo:fc500-150-10-mnist"}
+MODELS = {
+    "lenet": "zoo:lenet-mnist",
+    "fc": "zoo:fc500-150-10-mnist",
+    "lenet-fashion": "zoo:lenet-fashion",  # issue 27: the same protocol on Fashion-MNIST
+}
 FINETUNE = {  # name → (defence, options); §3.3's protocol
     "standard": ("standard", {}),
     "deepfool": ("deepfool", {}),
@@ -83,8 +91,12 @@ def run(
     options: dict[str, Any],
     config: TrainConfig | None,
     retrain: bool,
+    **settings: Any,
 ) -> dict[str, Any]:
-    """Trains (or reads back) one run directory; returns its card."""
+    """Trains (or reads back) one run directory; returns its card.
+
+    `settings` go to `train_defense` (data, train_n, monitor_fgsm, …).
+    """
     directory = RUNS / tag
     if (directory / "model.pt").exists() and (directory / "train.json").exists() and not retrain:
         card: dict[str, Any] = json.loads((directory / "train.json").read_text())
@@ -95,26 +107,40 @@ def run(
             (directory / name).unlink(missing_ok=True)
     start = time.perf_counter()
     card = train_defense(
-        model, defense, directory, config=config, monitor_n=1000, progress=False, **options
+        model,
+        defense,
+        directory,
+        config=config,
+        monitor_n=1000,
+        progress=False,
+        **settings,
+        **options,
     )
     print(f"{tag}: trained in {time.perf_counter() - start:.1f} s")
     return card
 
 
-def part_a(models: list[str], retrain: bool) -> dict[str, Any]:
+def part_a(models: list[str], retrain: bool, train_n: int | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in models:
         model = MODELS[key]
         base_lr = float(load_model(model).card["config"]["lr"])
         config = TrainConfig(epochs=5, lr=base_lr / 2, schedule="constant")
-        rows, series_rho, series_err = [], {}, {}
+        data = default_data(model)
+        rows, series_rho, series_err, series_fgsm = [], {}, {}, {}
         for name, (defense, options) in FINETUNE.items():
-            card = run(model, f"{key}-{name}", defense, options, config, retrain)
+            card = run(
+                model, f"{key}-{name}", defense, options, config, retrain,
+                data=data, train_n=train_n, monitor_fgsm=True,
+            )  # fmt: skip
             history = card["history"]
             rho = [r["rho_adv"] for r in history]
             error = [1 - r["test_accuracy"] for r in history]
             series_rho[name] = [v / rho[0] for v in rho]
             series_err[name] = error
+            fgsm = [r.get("rho_fgsm") for r in history]
+            if None not in fgsm:  # runs cached from before the Monitor recorded it lack it
+                series_fgsm[name] = [v / fgsm[0] for v in fgsm]
             rows.append(
                 {
                     "model": key,
@@ -130,6 +156,14 @@ def part_a(models: list[str], retrain: bool) -> dict[str, Any]:
                     "median l2 of examples": card["preparation"].get("median_l2", 0.0),
                     "preparation s": card["preparation"].get("seconds", 0.0),
                     "s/epoch": sum(r["seconds"] for r in history[1:]) / (len(history) - 1),
+                    "rho_fgsm gain +1 (%)": (
+                        100 * (fgsm[1] / fgsm[0] - 1) if None not in fgsm else None
+                    ),
+                    "rho_fgsm gain +5 (%)": (
+                        100 * (fgsm[-1] / fgsm[0] - 1) if None not in fgsm else None
+                    ),
+                    "data": data,
+                    "train images": card["train_size"],
                 }
             )
         fig, _ = figures.lines(range(6), series_rho, "extra epoch", "ρ_adv / ρ_adv before")
@@ -137,8 +171,20 @@ def part_a(models: list[str], retrain: bool) -> dict[str, Any]:
         fig, _ = figures.lines(range(6), {k: [100 * e for e in v] for k, v in series_err.items()},
                                "extra epoch", "test error (%)")  # fmt: skip
         figures.save(fig, RESULTS / f"robust_training_error_{key}.png")
+        if series_fgsm:  # Fig. 3.9: the same nets judged by DeepFool (solid) and FGSM (dashed)
+            fig, ax = figures.lines(range(6), series_rho, "extra epoch", "robustness / before")
+            for (name, values), line in zip(series_fgsm.items(), ax.get_lines(), strict=False):
+                ax.plot(range(6), values, ls="--", color=line.get_color(), label=f"{name} (FGSM)")
+            ax.legend(fontsize=6)
+            ax.set_title(f"Fig. 3.9, {key}: ρ_adv by DeepFool (solid) and by FGSM (dashed)")
+            figures.save(fig, RESULTS / f"robust_training_fig3_9_{key}.png")
         print(table(rows, list(rows[0])))
-        out[key] = {"rows": rows, "rho_ratio": series_rho, "test_error": series_err}
+        out[key] = {
+            "rows": rows,
+            "rho_ratio": series_rho,
+            "rho_fgsm_ratio": series_fgsm,
+            "test_error": series_err,
+        }
     return out
 
 
@@ -263,7 +309,13 @@ def main() -> None:
         "under 'trusted_only' in the JSON",
     )
     parser.add_argument("--retrain", action="store_true")
-    parser.add_argument("--models", default="lenet", help="part (a): lenet,fc")
+    parser.add_argument("--models", default="lenet", help="part (a): lenet,fc,lenet-fashion")
+    parser.add_argument(
+        "--train-n",
+        type=int,
+        default=None,
+        help="part (a): training images fine-tuned on (default: the whole train split)",
+    )
     parser.add_argument("--n", type=int, default=1000, help="part (b): test images assessed")
     args = parser.parse_args()
     RUNS.mkdir(parents=True, exist_ok=True)
@@ -275,7 +327,11 @@ def main() -> None:
         write("robust_training", payload)
         return
     if args.part in ("a", "both"):
-        payload["finetuning"] = part_a(args.models.split(","), args.retrain)
+        # A run of some models keeps the others' rows.
+        payload["finetuning"] = {
+            **payload.get("finetuning", {}),
+            **part_a(args.models.split(","), args.retrain, args.train_n),
+        }
     if args.part in ("b", "both"):
         payload["robust"] = part_b(args.retrain, args.n)
     write("robust_training", payload)
