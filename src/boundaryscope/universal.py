@@ -49,6 +49,7 @@ __all__ = [
     "fooling_rate",
     "fooling_vs_size",
     "normal_subspace",
+    "perturbed_labels",
     "phase_transition",
     "subspace_fooling_rates",
     "transfer_matrix",
@@ -112,11 +113,11 @@ def fooling_rate(
     with clf.session():
         if clean is None:
             clean = clf.predict_unchecked(x, batch_size)
-        changed = int((_labels_under(clf, x, v, batch_size) != clean.to(x.device)).sum())
+        changed = int((perturbed_labels(clf, x, v, batch_size) != clean.to(x.device)).sum())
     return changed / x.shape[0] if x.shape[0] else math.nan
 
 
-def _labels_under(clf: Classifier, x: Tensor, v: Tensor, batch_size: int | None) -> Tensor:
+def perturbed_labels(clf: Classifier, x: Tensor, v: Tensor, batch_size: int | None) -> Tensor:
     """Predicted labels of ``clip(x + v)``, with ``x + v`` formed chunk by chunk (memory)."""
     size = batch_size or clf.batch_size
     return torch.cat([clf.predict_unchecked(clf.clip(chunk + v), size) for chunk in x.split(size)])
@@ -346,7 +347,7 @@ def dominant_label_graph(
     v = check_perturbation(v, x)
     with clf.session():
         clean = clf.predict_unchecked(x)
-        perturbed = _labels_under(clf, x, v, None)
+        perturbed = perturbed_labels(clf, x, v, None)
     c = num_classes or clf.num_classes
     counts = torch.zeros(c, c, dtype=torch.int64)
     counts.index_put_((clean.cpu(), perturbed.cpu()), torch.ones_like(clean.cpu()), accumulate=True)

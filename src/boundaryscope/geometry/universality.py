@@ -39,6 +39,7 @@ from boundaryscope import memory
 from boundaryscope.classifier import Classifier, check_classifier
 from boundaryscope.geometry.curvature import BoundaryPoints, boundary_points
 from boundaryscope.geometry.hessian import HessianOperator, Method, score_difference_objective
+from boundaryscope.universal import perturbed_labels
 
 __all__ = [
     "UniversalityCheck",
@@ -340,7 +341,7 @@ def universality_check(
                 fooled_both += float(either.double().mean())
                 stripe = (unit_r @ u).abs() * rho >= distance
                 called += int(stripe.sum())
-                agree += int((stripe & either.cpu()).sum())
+                agree += int((stripe & either).sum())
             direction.append(fooled_both / len(vectors))
             vector.append(fooled_plus / len(vectors))
     return UniversalityCheck(
@@ -363,10 +364,7 @@ def universality_check(
 
 
 def _changed(clf: Classifier, x: Tensor, v: Tensor, clean: Tensor, batch_size: int) -> Tensor:
-    """Whether ``clip(x + v)`` changes each image's predicted label ``(N,)`` bool."""
+    """Whether ``clip(x + v)`` changes each image's predicted label ``(N,)`` bool (CPU)."""
     if not len(x):
         return torch.zeros(0, dtype=torch.bool)
-    labels = torch.cat(
-        [clf.predict_unchecked(clf.clip(chunk + v), batch_size) for chunk in x.split(batch_size)]
-    )
-    return labels != clean.to(labels.device)
+    return (perturbed_labels(clf, x, v, batch_size) != clean.to(x.device)).cpu()
