@@ -14,8 +14,14 @@ given), which attack broke the images, the failure checks. Target: ours no highe
 torchattacks' at every ε, checks silent on these three models. JSON:
 benchmarks/results/evaluation.json.
 
+With ``--autoattack N``: the full standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square 5,000
+queries: torchattacks' `AutoAttack(version="standard")`, an independent implementation of
+Croce & Hein's; their own package is not installable here) run once per ε on the first N
+images, beside ours with the chosen profile on the same images (one call for every ε):
+robust accuracy and wall time of each. JSON: benchmarks/results/evaluation_autoattack.json.
+
 Usage: python benchmarks/evaluation.py [--profile standard|fast|quick] [--n 1000]
-       [--threads 1] [--models lenet,pgd,cure]
+       [--threads 1] [--models lenet,pgd,cure] [--autoattack N]
 """
 
 from __future__ import annotations
@@ -111,15 +117,63 @@ def run_model(
     return row
 
 
+def autoattack_row(
+    name: str, spec: str, x: torch.Tensor, y: torch.Tensor, profile: str
+) -> dict[str, Any]:
+    """torchattacks' full standard AutoAttack per ε against one `evaluate` call, same images."""
+    import torchattacks
+
+    module = load_model(spec).module.eval()
+    clf = Classifier(module, bounds=(0.0, 1.0))
+    row: dict[str, Any] = {"model": name, "spec": spec, "n": len(x), "profile": profile}
+    start = time.perf_counter()
+    ours = evaluate(clf, x, y, EPSILONS, config=profile, progress=False)
+    row["ours_seconds"] = time.perf_counter() - start
+    row["autoattack_seconds"] = 0.0
+    with torch.no_grad():
+        correct = module(x).argmax(1) == y
+    for eps in EPSILONS:
+        attack = torchattacks.AutoAttack(module, norm="Linf", eps=eps, version="standard",
+                                         n_classes=10, seed=0)  # fmt: skip
+        start = time.perf_counter()
+        adversarial = attack(x, y).detach()
+        row["autoattack_seconds"] += time.perf_counter() - start
+        assert float((adversarial - x).abs().amax()) <= eps + 1e-6
+        with torch.no_grad():
+            robust = correct & (module(adversarial).argmax(1) == y)
+        row[f"autoattack@{eps}"] = float(robust.double().mean())
+        row[f"ours@{eps}"] = ours.robust_accuracy(eps)
+        # Where each says robust and the other does not (ours is a subset when stronger).
+        row[f"ours_robust_autoattack_not@{eps}"] = int((ours.robust(eps).cpu() & ~robust).sum())
+        row[f"autoattack_robust_ours_not@{eps}"] = int((robust & ~ours.robust(eps).cpu()).sum())
+    row["time_ratio"] = row["ours_seconds"] / row["autoattack_seconds"]
+    print(
+        f"{name}: AutoAttack {[round(row[f'autoattack@{e}'], 3) for e in EPSILONS]} in "
+        f"{row['autoattack_seconds']:.0f} s; ours {[round(row[f'ours@{e}'], 3) for e in EPSILONS]}"
+        f" in {row['ours_seconds']:.0f} s",
+        flush=True,
+    )
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="standard", choices=["standard", "fast", "quick"])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--autoattack", type=int, default=0, metavar="N",
+                        help="compare with the full AutoAttack on the first N images")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_mnist5k("test").balanced(args.n)
+    if args.autoattack:
+        x, y = data.x[: args.autoattack], data.y[: args.autoattack]
+        for name in args.models.split(","):
+            row = autoattack_row(name, MODELS[name], x, y, args.profile)
+            row["machine_of_this_row"] = machine()
+            merge_row("autoattack", len(x), row)
+        return
     rows = []
     for name in args.models.split(","):
         row = run_model(name, MODELS[name], data.x, data.y, args.profile)
