@@ -33,9 +33,11 @@ import torch
 from _common import RESULTS, table, write
 from boundaryscope import Classifier
 from boundaryscope.data import load_dataset
-from boundaryscope.geometry.curvature import boundary_points, curved_subspace
-from boundaryscope.geometry.universality import universality_check
-from boundaryscope.universal import normal_subspace
+from boundaryscope.geometry.universality import (
+    TheoremsConfig,
+    subspace_bases,
+    universality_study,
+)
 from boundaryscope.zoo import load_model
 
 DATASETS = {
@@ -61,31 +63,12 @@ SEED_CLAIMS = {
 }
 
 
-def random_basis(d: int, m: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.linalg.qr(torch.randn(d, m, generator=g, dtype=torch.float64)).Q.T
+def config_for(method: str) -> TheoremsConfig:
+    return TheoremsConfig(ms=MS, radius_factors=FACTORS, delta=DELTA, beta=BETA, method=method)
 
 
-def subspaces(clf, method, x_train, m_max):
-    points = boundary_points(clf, x_train)
-    sf = normal_subspace(points.z - points.x)[2][:m_max]
-    sc, values = curved_subspace(clf, points, m_max, method=method)
-    d = x_train[0].numel()
-    return {"S_f": sf, "S_c": sc.flatten(1).double(), "random": random_basis(d, m_max, 0)}, values
-
-
-def check_rows(name, clf, method, test, points, bases, radii, label=None):
-    rows = []
-    for kind, basis in bases.items():
-        for m in MS:
-            m_used = min(m, basis.shape[0])
-            check = universality_check(
-                clf, test, basis, m_used, radii, delta=DELTA, beta=BETA, method=method,
-                points=points, seed=0,
-            )  # fmt: skip
-            summary = check.summary()
-            rows.append({"model": name, "subspace": label or kind, "m": m_used, **summary})
-    return rows
+def rows_of(name: str, result: dict) -> list[dict]:
+    return [{"model": name, **row} for row in result["rows"]]
 
 
 def printable(rows):
@@ -111,32 +94,27 @@ def run_dataset(data, n_train, n_test):
     start = time.perf_counter()
     train = load_dataset(data, "train").balanced(n_train).x
     test = load_dataset(data, "test").balanced(n_test).x
-    models, own, eigenvalues, points = {}, {}, {}, {}
-    for name, method in DATASETS[data]:
-        clf = Classifier(load_model(f"zoo:{name}").module)
-        models[name] = (clf, method)
-        own[name], eigenvalues[name] = subspaces(clf, method, train, max(MS))
-        points[name] = boundary_points(clf, test)
-    radii = {}
-    rows = []
-    for name, (clf, method) in models.items():
-        median = float(points[name].distance.median())
-        radii[name] = [f * median for f in FACTORS]
-        rows += check_rows(name, clf, method, test, points[name], own[name], radii[name])
+    models = {name: Classifier(load_model(f"zoo:{name}").module) for name, _ in DATASETS[data]}
+    methods = dict(DATASETS[data])
+    bases = {
+        name: subspace_bases(clf, train, config_for(methods[name]), seed=0)
+        for name, clf in models.items()
+    }
+    rows, cross = [], []
+    for name, clf in models.items():
+        config = config_for(methods[name])
+        # Fig. 6.13: this model along every other model's S_c, beside its own subspaces.
+        others = {f"S_c of {other}": bases[other]["S_c"] for other in models if other != name}
+        result = universality_study(
+            clf, train, test, config, seed=0, bases={**bases[name], **others}
+        )
+        own = [r for r in rows_of(name, result) if not r["subspace"].startswith("S_c of ")]
+        rows += own
+        cross += [r for r in rows_of(name, result) if r["subspace"].startswith("S_c of ")]
         print(f"{data} {name}: {time.perf_counter() - start:.0f} s", flush=True)
-    cross = []
-    for name, (clf, method) in models.items():
-        for other in models:
-            if other == name:
-                continue
-            cross += check_rows(
-                name, clf, method, test, points[name], {"S_c": own[other]["S_c"]},
-                radii[name], label=f"S_c of {other}",
-            )  # fmt: skip
     return {
         "models": [n for n, _ in DATASETS[data]],
         "radius_factors": list(FACTORS),
-        "sc_eigenvalues": {k: v.tolist() for k, v in eigenvalues.items()},
         "theorems": rows,
         "fig_6_13": cross,
         "seconds": time.perf_counter() - start,

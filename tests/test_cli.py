@@ -353,6 +353,22 @@ def test_geometry_sections_paths_angles_cli(tmp_path):
     assert all(0 <= c <= 1 + 1e-9 for c in result["S_f"]["cosines"])
 
 
+def test_geometry_theorems_cli(tmp_path):
+    out = tmp_path / "thm"
+    args = ["geometry", "theorems", "--n", "8", "--n-train", "8", "--m", "1,3", "--radii", "1,8"]
+    assert main([*args, "--draws", "2", "--out", str(out)]) == 0
+    result = json.loads((out / "theorems.json").read_text())
+    assert [(r["subspace"], r["m"]) for r in result["rows"]] == [
+        (s, m) for s in ("S_f", "S_c", "random") for m in (1, 3)
+    ]
+    assert len(result["radii"]) == 2 and result["radii"][1] == 8 * result["radii"][0]
+    for row in result["rows"]:
+        assert all(0 <= v <= 1 for v in row["direction_fooling"] + row["flat_predicted"])
+    assert (out / "theorems_S_f.png").stat().st_size > 1000
+    assert main([*args, "--subspaces", "S_x", "--out", str(out)]) == 2
+    assert main([*args, "--radii", "0,1", "--out", str(out)]) == 2
+
+
 def test_train_defense_resume_and_compare(tmp_path, capsys):
     run = tmp_path / "run"
     common = ["train", "--defense", "cure", "--model", "zoo:fc500-150-10-mnist", "--epochs",

@@ -5,7 +5,9 @@
   (`boundaryscope.geometry.sections.sections_study`, Fig. 5.5, 6.7, 8.3);
 - ``geometry paths``: Alg. 5 paths, D(p), convexity probe
   (`boundaryscope.geometry.topology.regions_study`, §7.3);
-- ``geometry angles``: principal angles between two models' S_c and S_f (Fig. 6.12).
+- ``geometry angles``: principal angles between two models' S_c and S_f (Fig. 6.12);
+- ``geometry theorems``: Theorems 3–4 predicted vs measured for S_f, S_c and a random
+  subspace (`boundaryscope.geometry.universality.universality_study`, §6.3–6.4).
 
 Each writes ``<name>.json`` plus the figures of its report section into ``--out DIR``.
 """
@@ -25,10 +27,10 @@ __all__ = ["GeometryCommand"]
 
 @register_command
 class GeometryCommand(Command):
-    """``geometry curvature|sections|paths|angles``."""
+    """``geometry curvature|sections|paths|angles|theorems``."""
 
     name = "geometry"
-    help = "geometry of the decision boundary (curvature, sections, paths, angles)"
+    help = "geometry of the decision boundary (curvature, sections, paths, angles, theorems)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """The four studies, each with its own flags."""
@@ -87,6 +89,55 @@ def _add_arguments(geometry: argparse.ArgumentParser) -> None:
     _add_sections_parser(kinds)
     _add_paths_parser(kinds)
     _add_angles_parser(kinds)
+    _add_theorems_parser(kinds)
+
+
+def _add_theorems_parser(kinds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    theorems = kinds.add_parser(
+        "theorems",
+        help="Theorems 3-4: universal directions and vectors from S_f, S_c, random (JSON + PNG)",
+    )
+    add_model_args(theorems)
+    theorems.add_argument(
+        "--n", type=positive_int, default=200, help="held-out test images (default: %(default)s)"
+    )
+    theorems.add_argument(
+        "--n-train",
+        type=positive_int,
+        default=100,
+        help="training images whose boundary points define S_f and S_c (default: %(default)s)",
+    )
+    theorems.add_argument(
+        "--subspaces", default="S_f,S_c,random", help="subspaces compared (default: %(default)s)"
+    )
+    theorems.add_argument(
+        "--m", default="1,5,20", help="subspace dimensions (default: %(default)s)"
+    )
+    theorems.add_argument(
+        "--radii",
+        default="1,2,4,8,16",
+        help="l2 radii as multiples of the median ||r(x)|| (default: %(default)s)",
+    )
+    theorems.add_argument("--delta", type=float, default=0.2, help="δ (default: %(default)s)")
+    theorems.add_argument(
+        "--beta", type=float, default=0.2, help="Theorem 4's β (default: %(default)s)"
+    )
+    theorems.add_argument(
+        "--draws", type=positive_int, default=10, help="random vectors per radius (default: 10)"
+    )
+    theorems.add_argument(
+        "--method",
+        choices=["fd", "exact", "auto"],
+        default="fd",
+        help="Hessian-vector products (default: %(default)s)",
+    )
+    theorems.add_argument(
+        "--h",
+        type=nonnegative_float,
+        default=None,
+        help="finite-difference scale in input units (default: 0.1 x box width)",
+    )
+    add_out_arg(theorems, "theorems", "theorems.json and one figure per subspace")
 
 
 def _add_sections_parser(kinds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -204,7 +255,7 @@ def _add_angles_parser(kinds: argparse._SubParsersAction) -> None:  # type: igno
 
 def run(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> int:  # type: ignore[type-arg]
     """Runs the chosen ``geometry`` subcommand; returns the exit code."""
-    commands = {"sections": _sections, "paths": _paths, "angles": _angles}
+    commands = {"sections": _sections, "paths": _paths, "angles": _angles, "theorems": _theorems}
     if args.geometry_command in commands:
         return commands[args.geometry_command](args, classifier_and_data)
     return _curvature(args, classifier_and_data)
@@ -342,4 +393,63 @@ def _angles(args: argparse.Namespace, classifier_and_data: Callable[..., tuple])
         + ", ".join(f"{name} {values[0]:.3f}" for name, values in series.items())
     )
     print(f"wrote {out.resolve() / 'angles.json'} and angles.png")
+    return 0
+
+
+def _numbers(text: str, flag: str, kind: type) -> tuple[Any, ...]:
+    try:
+        values = tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(
+            f"{flag} must be comma-separated numbers, e.g. 1,5,20; got {text!r}."
+        ) from None
+    if not values or min(values) <= 0:
+        raise ValueError(f"{flag} must be positive numbers; got {text!r}.")
+    return values
+
+
+def _theorems(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> int:  # type: ignore[type-arg]
+    from boundaryscope._io import dump_json
+    from boundaryscope.data import load_dataset
+    from boundaryscope.geometry.universality import TheoremsConfig, universality_study
+    from boundaryscope.report import figures
+
+    out = output_dir(args)  # a file name is refused before any work
+    config = TheoremsConfig(
+        subspaces=tuple(s.strip() for s in args.subspaces.split(",") if s.strip()),
+        ms=_numbers(args.m, "--m", int),
+        radius_factors=_numbers(args.radii, "--radii", float),
+        delta=args.delta,
+        beta=args.beta,
+        draws=args.draws,
+        method=args.method,
+        h=args.h,
+    )
+    clf, test = classifier_and_data(args)
+    train = load_dataset(args.data, "train").subset(args.n_train)
+    result = universality_study(clf, train.x, test.x, config, seed=args.seed)
+    result["model"] = args.model
+    dump_json(out / "theorems.json", result)
+    for name in config.subspaces:
+        rows = [row for row in result["rows"] if row["subspace"] == name]
+        series = {}
+        for row in rows:
+            series[f"m={row['m']} ±v measured"] = row["direction_fooling"]
+            series[f"m={row['m']} flat model"] = row["flat_predicted"]
+        fig, ax = figures.lines(
+            config.radius_factors, series, "radius / median ‖r(x)‖", "fooling rate"
+        )
+        ax.set_xscale("log")
+        ax.set_title(f"{name}: universal directions, measured vs Theorem 3's flat model")
+        figures.save(fig, out / f"theorems_{name}.png")
+    for row in result["rows"]:
+        print(
+            f"{row['subspace']} m={row['m']}: ||P_S r|| {row['projection_median']:.2f}, "
+            f"kappa>0 {row['kappa_positive']:.0%}; ±v fooling "
+            + " ".join(f"{v:.2f}" for v in row["direction_fooling"])
+            + " (flat model "
+            + " ".join(f"{v:.2f}" for v in row["flat_predicted"])
+            + ")"
+        )
+    print(f"wrote {out.resolve() / 'theorems.json'} and {len(config.subspaces)} figures")
     return 0

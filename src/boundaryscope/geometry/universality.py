@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from scipy.special import betainc
@@ -37,17 +38,21 @@ from torch import Tensor
 
 from boundaryscope import memory
 from boundaryscope.classifier import Classifier, check_classifier
-from boundaryscope.geometry.curvature import BoundaryPoints, boundary_points
+from boundaryscope.geometry.curvature import BoundaryPoints, boundary_points, curved_subspace
 from boundaryscope.geometry.hessian import HessianOperator, Method, score_difference_objective
-from boundaryscope.universal import perturbed_labels
+from boundaryscope.universal import normal_subspace, perturbed_labels
 
 __all__ = [
+    "SUBSPACES",
+    "TheoremsConfig",
     "UniversalityCheck",
     "flat_fooling_probability",
     "normal_section_curvatures",
+    "subspace_bases",
     "theorem3_radius",
     "theorem4_radius",
     "universality_check",
+    "universality_study",
 ]
 
 
@@ -368,3 +373,125 @@ def _changed(clf: Classifier, x: Tensor, v: Tensor, clean: Tensor, batch_size: i
     if not len(x):
         return torch.zeros(0, dtype=torch.bool)
     return (perturbed_labels(clf, x, v, batch_size) != clean.to(x.device)).cpu()
+
+
+SUBSPACES = ("S_f", "S_c", "random")
+
+
+@dataclass(frozen=True)
+class TheoremsConfig:
+    """Sizes of `universality_study` (the CLI's ``geometry theorems`` settings).
+
+    Attributes:
+        subspaces: Which of ``S_f`` (normals of the training images, Theorem 3), ``S_c``
+            (top eigenvectors of their average curvature matrix, Theorem 4) and ``random``.
+        ms: Subspace dimensions (capped at the basis size).
+        radius_factors: Radii as multiples of the held-out images' median ``||r(x)||``.
+        delta: The theorems' ``δ``.
+        beta: Theorem 4's share of directions that may break its curvature condition.
+        draws: Random vectors of S per radius.
+        samples: Directions of S per image for the curvature quantile.
+        method: Hessian-vector products (``"fd"`` for ReLU networks, ``"exact"``, ``"auto"``).
+        h: Finite-difference scale (``None``: 0.1 × box width).
+        batch_size: Rows per model pass.
+    """
+
+    subspaces: tuple[str, ...] = SUBSPACES
+    ms: tuple[int, ...] = (1, 5, 20)
+    radius_factors: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
+    delta: float = 0.2
+    beta: float = 0.2
+    draws: int = 10
+    samples: int = 16
+    method: Method = "fd"
+    h: float | None = None
+    batch_size: int = 256
+
+
+def subspace_bases(
+    clf: Classifier, x_train: Tensor, config: TheoremsConfig = TheoremsConfig(), *, seed: int = 0
+) -> dict[str, Tensor]:
+    """The subspaces of `config.subspaces` as orthonormal rows ``(max(ms), d)`` (float64).
+
+    S_f: right singular vectors of the unit normals at the training images' boundary points
+    (§6.3); S_c: top eigenvectors of their average curvature matrix (§6.4.1, `curved_subspace`);
+    random: a seeded Gaussian basis, orthonormalised.
+    """
+    unknown = sorted(set(config.subspaces) - set(SUBSPACES))
+    if unknown or not config.subspaces:
+        raise ValueError(
+            f"The 'subspaces' setting must be among {list(SUBSPACES)}. Got {config.subspaces!r}."
+        )
+    m_max = max(config.ms)
+    d = int(x_train[0].numel())
+    bases: dict[str, Tensor] = {}
+    if {"S_f", "S_c"} & set(config.subspaces):
+        train = boundary_points(clf, x_train, batch_size=config.batch_size)
+        if "S_f" in config.subspaces:
+            bases["S_f"] = normal_subspace(train.z - train.x)[2][:m_max]
+        if "S_c" in config.subspaces:
+            sc, _ = curved_subspace(
+                clf, train, min(m_max, d - 1), method=config.method, h=config.h, seed=seed
+            )
+            bases["S_c"] = sc.flatten(1).double()
+    if "random" in config.subspaces:
+        generator = torch.Generator().manual_seed(seed)
+        gaussian = torch.randn(d, m_max, generator=generator, dtype=torch.float64)
+        bases["random"] = torch.linalg.qr(gaussian).Q.T
+    return {name: bases[name] for name in config.subspaces}
+
+
+def universality_study(
+    clf: Classifier,
+    x_train: Tensor,
+    x_test: Tensor,
+    config: TheoremsConfig = TheoremsConfig(),
+    *,
+    seed: int = 0,
+    bases: dict[str, Tensor] | None = None,
+) -> dict[str, Any]:
+    """Theorems 3–4 for S_f, S_c and a random subspace, built on `x_train`, on `x_test`.
+
+    S_f and S_c come from the boundary points of the training images (the seed: 100;
+    `subspace_bases`), or are given as `bases` (name → orthonormal rows: e.g. another
+    model's S_c, Fig. 6.13). Every check runs on the held-out images at radii
+    ``radius_factors × median ||r(x)||``.
+
+    Returns:
+        ``{"config", "distance_median", "radii", "rows": [summary per (subspace, m)]}``,
+        JSON-ready (`UniversalityCheck.summary` rows with ``subspace`` added).
+    """
+    opts: dict[str, Any] = {"method": config.method, "h": config.h}
+    bases = subspace_bases(clf, x_train, config, seed=seed) if bases is None else bases
+    points = boundary_points(clf, x_test, batch_size=config.batch_size)
+    if not len(points):
+        raise ValueError("DeepFool found no boundary point next to any of the test images.")
+    median = float(points.distance.median())
+    radii = [factor * median for factor in config.radius_factors]
+    rows = []
+    for name, basis in bases.items():
+        for m in config.ms:
+            check = universality_check(
+                clf,
+                x_test,
+                basis,
+                min(int(m), basis.shape[0]),
+                radii,
+                delta=config.delta,
+                beta=config.beta,
+                draws=config.draws,
+                samples=config.samples,
+                points=points,
+                seed=seed,
+                batch_size=config.batch_size,
+                **opts,
+            )
+            rows.append({"subspace": name, **check.summary()})
+    return {
+        "config": asdict(config),
+        "n_train": int(x_train.shape[0]),
+        "n_test_points": len(points),
+        "distance_median": median,
+        "radii": radii,
+        "rows": rows,
+    }
