@@ -222,6 +222,22 @@ def test_flat_model_on_a_linear_classifier():
     assert model.fooling_rates[classes - 1] > 3 * model.random_fooling_rate
 
 
+def test_flat_model_prediction_is_exact_for_two_classes_and_a_lower_bound_for_more(seed):
+    """§6.3's flat model: exact for one hyperplane, a lower bound for a polytope region."""
+    from boundaryscope.universal import flat_model
+
+    d = 30
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(120, d, generator=g, dtype=torch.float64)
+    binary = Classifier(linear_classifier(d, 2, seed=seed), bounds=(-math.inf, math.inf))
+    model = flat_model(binary, x, xi=1.0, ms=[1], draws=400, seed=seed)
+    assert 0.05 < model.predicted_rates[1] < 0.5
+    assert abs(model.fooling_rates[1] - model.predicted_rates[1]) < 0.02
+    four = Classifier(linear_classifier(d, 4, seed=seed), bounds=(-math.inf, math.inf))
+    model = flat_model(four, x, xi=1.0, ms=[3], draws=100, seed=seed)
+    assert model.fooling_rates[3] >= model.predicted_rates[3] - 0.05
+
+
 def test_universal_finetune_on_a_copy(mnist_test):
     from boundaryscope.data import load_mnist5k
     from boundaryscope.defenses import TrainConfig, universal_finetune

@@ -13,13 +13,12 @@ from torch import Tensor, nn
 
 from boundaryscope import Classifier
 from boundaryscope.geometry.curvature import boundary_points
-from boundaryscope.geometry.universality import (
+from boundaryscope.geometry.theory import (
     flat_fooling_probability,
-    normal_section_curvatures,
     theorem3_radius,
     theorem4_radius,
-    universality_check,
 )
+from boundaryscope.geometry.universality import normal_section_curvatures, universality_check
 
 from .conftest import affine_model
 from .factories import cifar_resnet

@@ -37,6 +37,7 @@ from boundaryscope._io import load_checkpoint, remove_stale_temporaries, save_to
 from boundaryscope._progress import tqdm_disable
 from boundaryscope.attacks import DeepFool
 from boundaryscope.classifier import Classifier, check_classifier
+from boundaryscope.geometry.theory import flat_fooling_probability
 from boundaryscope.norms import lp_norm, parse_p, project_lp_ball
 
 __all__ = [
@@ -446,6 +447,10 @@ class FlatModel:
         random_fooling_rate: Mean fooling rate of random directions of norm ``xi``.
         xi: Norm of the drawn perturbations (l2).
         draws: Random vectors drawn per ``m``.
+        predicted_rates: ``{m: rate}`` the flat model predicts for the same draws (Theorem
+            3's model, one-sided for vectors: ``x`` is fooled when ``r̂ᵀv >= ||r||``, with
+            probability ``P(|u₁| >= ||r|| / (ξ ||P_S r̂||)) / 2``, averaged over the images;
+            0 for an image DeepFool did not fool).
     """
 
     singular_values: list[float]
@@ -454,6 +459,7 @@ class FlatModel:
     random_fooling_rate: float
     xi: float
     draws: int
+    predicted_rates: dict[int, float] = field(default_factory=dict)
 
 
 def normal_subspace(perturbations: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -549,7 +555,9 @@ def flat_model(
     generator = torch.Generator().manual_seed(seed)
     clean = clf.predict_unchecked(x, batch_size)
     result = DeepFool(p=2, batch_size=batch_size)(clf, x)
-    normals, singular, basis = normal_subspace(result.perturbation[result.success])
+    r = result.perturbation[result.success]
+    normals, singular, basis = normal_subspace(r)
+    distance = r.flatten(1).double().norm(dim=1).cpu()
     gaussian = torch.randn(normals.shape, generator=generator, dtype=torch.float64)
     random_singular = torch.linalg.svdvals(gaussian / gaussian.norm(dim=1, keepdim=True))
 
@@ -578,6 +586,17 @@ def flat_model(
         clean=clean,
         batch_size=batch_size,
     )[0]
+    predicted = {}
+    for m in fooling:
+        projection = (normals.cpu() @ basis[:m].cpu().T).norm(dim=1).clamp_min(1e-30)
+        chance = flat_fooling_probability(m, distance / (float(xi) * projection)) / 2
+        predicted[m] = float(chance.sum()) / max(x.shape[0], 1)
     return FlatModel(
-        singular.tolist(), random_singular.tolist(), fooling, random_rate, float(xi), draws
+        singular.tolist(),
+        random_singular.tolist(),
+        fooling,
+        random_rate,
+        float(xi),
+        draws,
+        predicted,
     )

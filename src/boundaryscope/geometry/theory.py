@@ -1,4 +1,4 @@
-"""Bounds of the noise-regime theory (thesis §5.4–5.5, Theorem 1, Corollary 1; ALGORITHMS §3).
+"""The seeds' theorems in closed form (thesis §5.4–5.5, §6.3–6.4, §8.3; ALGORITHMS §3, §6, §10).
 
 For a random ``m``-dimensional subspace ``S`` of ``R^d`` and an affine ``L``-class classifier,
 with probability at least ``1 − 2(L+1)δ`` (Theorem 1):
@@ -22,6 +22,12 @@ and then
 
 with ``C1 = 0.625``, ``C2 = 2.25``. In the multi-class case the classes whose boundary is
 far are excluded (eq. 5.11): ``A = {k : ||r^k|| >= 1.45 sqrt(ζ2) sqrt(d/m) ||r*||}``.
+
+Universal perturbations (§6.3–6.4): Theorem 3's radius for random directions of a subspace
+holding the normals, with the flat model's exact fooling probability, and Theorem 4's for
+random vectors of a positively curved subspace (measured on models in
+`boundaryscope.geometry.universality`). Theorem 5 (§8.3): bounds on the smallest
+perturbation raising the loss to a level, exact (eqs. 8.2–8.3) and simplified (eq. 8.4).
 """
 
 from __future__ import annotations
@@ -29,15 +35,20 @@ from __future__ import annotations
 import math
 
 import torch
+from scipy.special import betainc
 from torch import Tensor
 
 __all__ = [
+    "check_probability",
     "corollary1_interval",
     "excluded_classes",
+    "flat_fooling_probability",
     "theorem1_interval",
     "theorem2_condition",
     "theorem2_interval",
     "theorem2_smallest_m",
+    "theorem3_radius",
+    "theorem4_radius",
     "theorem5_bounds",
     "theorem5_simplified_bounds",
     "zeta1",
@@ -209,3 +220,51 @@ def theorem5_simplified_bounds(
     lower = torch.where(valid, c / g - 2 * nu * c**2 / g**3, nan)
     upper = torch.where(valid, c / gu, nan)
     return lower, upper
+
+
+def check_probability(delta: float, name: str = "delta") -> None:
+    """Refuses a probability parameter outside (0, 1), naming it."""
+    if not 0 < delta < 1:
+        raise ValueError(f"The {name!r} parameter must lie in (0, 1). Got {delta!r}.")
+
+
+def theorem3_radius(m: int, delta: float, xi: float = 0.0) -> float:
+    """Theorem 3's radius ``ρ = sqrt(e m) / (δ (1 − ξ))`` (units of ``||r(x)||``, §6.3).
+
+    A random direction of norm ``ρ`` in an ``m``-dimensional subspace holding
+    ``||P_S r̂(x)|| >= 1 − ξ`` fools ``x`` (eq. 6.2) with probability ``>= 1 − δ`` under the
+    flat model (the proof's Lemma 2 bound).
+    """
+    if m < 1 or not 0 <= xi < 1:
+        raise ValueError(f"Need m >= 1 and 0 <= xi < 1; got m={m!r}, xi={xi!r}.")
+    check_probability(delta)
+    return math.sqrt(math.e * m) / (delta * (1 - xi))
+
+
+def theorem4_radius(m: int, kappa: Tensor | float, delta: float) -> Tensor:
+    """Theorem 4's radius ``ρ = sqrt(2 log(2/δ)/m)/κ + κ^{-1/2}`` (units of ``||r(x)||``).
+
+    ``κ`` is the normal-section curvature in units of ``1/||r(x)||``; ``inf`` where
+    ``κ <= 0`` (the theorem needs a positively curved subspace).
+    """
+    if m < 1:
+        raise ValueError(f"The 'm' parameter must be >= 1. Got {m!r}.")
+    check_probability(delta)
+    kappa = torch.as_tensor(kappa, dtype=torch.float64)
+    positive = kappa > 0
+    safe = torch.where(positive, kappa, torch.ones_like(kappa))
+    radius = math.sqrt(2 * math.log(2 / delta) / m) / safe + safe.rsqrt()
+    return torch.where(positive, radius, torch.full_like(radius, math.inf))
+
+
+def flat_fooling_probability(m: int, t: Tensor) -> Tensor:
+    """``P(|u₁| >= t)`` for ``u`` uniform on the unit sphere of ``R^m`` (exact, elementwise).
+
+    ``u₁² ~ Beta(1/2, (m − 1)/2)``, so the probability is ``1 − I_{t²}(1/2, (m−1)/2)``
+    (`scipy.special.betainc`); for ``m = 1``, ``|u₁| = 1``.
+    """
+    t = torch.as_tensor(t, dtype=torch.float64).clamp_min(0)
+    if m == 1:
+        return (t <= 1).double()
+    squared = t.clamp_max(1).pow(2).numpy()
+    return torch.from_numpy(1 - betainc(0.5, (m - 1) / 2, squared)).where(t <= 1, 0.0)

@@ -33,74 +33,29 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from scipy.special import betainc
 from torch import Tensor
 
 from boundaryscope import memory
 from boundaryscope.classifier import Classifier, check_classifier
 from boundaryscope.geometry.curvature import BoundaryPoints, boundary_points, curved_subspace
 from boundaryscope.geometry.hessian import HessianOperator, Method, score_difference_objective
+from boundaryscope.geometry.theory import (
+    check_probability,
+    flat_fooling_probability,
+    theorem3_radius,
+    theorem4_radius,
+)
 from boundaryscope.universal import normal_subspace, perturbed_labels
 
 __all__ = [
     "SUBSPACES",
     "TheoremsConfig",
     "UniversalityCheck",
-    "flat_fooling_probability",
     "normal_section_curvatures",
     "subspace_bases",
-    "theorem3_radius",
-    "theorem4_radius",
     "universality_check",
     "universality_study",
 ]
-
-
-def _check_delta(delta: float, name: str = "delta") -> None:
-    if not 0 < delta < 1:
-        raise ValueError(f"The {name!r} parameter must lie in (0, 1). Got {delta!r}.")
-
-
-def theorem3_radius(m: int, delta: float, xi: float = 0.0) -> float:
-    """Theorem 3's radius ``ρ = sqrt(e m) / (δ (1 − ξ))`` (units of ``||r(x)||``, §6.3).
-
-    A random direction of norm ``ρ`` in an ``m``-dimensional subspace holding
-    ``||P_S r̂(x)|| >= 1 − ξ`` fools ``x`` (eq. 6.2) with probability ``>= 1 − δ`` under the
-    flat model (the proof's Lemma 2 bound).
-    """
-    if m < 1 or not 0 <= xi < 1:
-        raise ValueError(f"Need m >= 1 and 0 <= xi < 1; got m={m!r}, xi={xi!r}.")
-    _check_delta(delta)
-    return math.sqrt(math.e * m) / (delta * (1 - xi))
-
-
-def theorem4_radius(m: int, kappa: Tensor | float, delta: float) -> Tensor:
-    """Theorem 4's radius ``ρ = sqrt(2 log(2/δ)/m)/κ + κ^{-1/2}`` (units of ``||r(x)||``).
-
-    ``κ`` is the normal-section curvature in units of ``1/||r(x)||``; ``inf`` where
-    ``κ <= 0`` (the theorem needs a positively curved subspace).
-    """
-    if m < 1:
-        raise ValueError(f"The 'm' parameter must be >= 1. Got {m!r}.")
-    _check_delta(delta)
-    kappa = torch.as_tensor(kappa, dtype=torch.float64)
-    positive = kappa > 0
-    safe = torch.where(positive, kappa, torch.ones_like(kappa))
-    radius = math.sqrt(2 * math.log(2 / delta) / m) / safe + safe.rsqrt()
-    return torch.where(positive, radius, torch.full_like(radius, math.inf))
-
-
-def flat_fooling_probability(m: int, t: Tensor) -> Tensor:
-    """``P(|u₁| >= t)`` for ``u`` uniform on the unit sphere of ``R^m`` (exact, elementwise).
-
-    ``u₁² ~ Beta(1/2, (m − 1)/2)``, so the probability is ``1 − I_{t²}(1/2, (m−1)/2)``
-    (`scipy.special.betainc`); for ``m = 1``, ``|u₁| = 1``.
-    """
-    t = torch.as_tensor(t, dtype=torch.float64).clamp_min(0)
-    if m == 1:
-        return (t <= 1).double()
-    squared = t.clamp_max(1).pow(2).numpy()
-    return torch.from_numpy(1 - betainc(0.5, (m - 1) / 2, squared)).where(t <= 1, 0.0)
 
 
 def normal_section_curvatures(
@@ -293,8 +248,8 @@ def universality_check(
     """
     clf = check_classifier(clf)
     x = clf.validate(x)
-    _check_delta(delta)
-    _check_delta(beta, "beta")
+    check_probability(delta)
+    check_probability(beta, "beta")
     flat_basis = basis.flatten(1).double().cpu()
     if not 1 <= m <= flat_basis.shape[0]:
         raise ValueError(

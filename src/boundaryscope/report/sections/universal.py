@@ -213,7 +213,11 @@ class UniversalAnalysis(Analysis):
             ],
             ["radius ξ of Alg. 4 (l∞)", f"{result['xi']:.3g}"],
             *[
-                [f"random v ∈ S_f, m = {m} (same ‖·‖₂)", f"{rate:.3f}"]
+                [
+                    f"random v ∈ S_f, m = {m} (same ‖·‖₂); flat model's prediction "
+                    "(cf. [[thesis, §6.3]])",
+                    f"{rate:.3f}; {flat.get('predicted_rates', {}).get(m, math.nan):.3f}",
+                ]
                 for m, rate in flat["fooling_rates"].items()
             ],
             ["random direction (same ‖·‖₂)", f"{flat['random_fooling_rate']:.3f}"],
