@@ -195,11 +195,50 @@ def _quantile(values: Tensor, q: float) -> float:
     return float(torch.quantile(values.double(), q)) if values.numel() else math.nan
 
 
-def _unit_rows(basis: Tensor, m: int, count: int, generator: torch.Generator) -> Tensor:
-    """``count`` uniform unit vectors of the span of the first m (orthonormal) rows."""
+def _unit_coefficients(m: int, count: int, generator: torch.Generator) -> Tensor:
+    """``count`` uniform unit vectors of ``R^m``: coordinates of random unit vectors of S."""
     coefficients = torch.randn(count, m, generator=generator, dtype=torch.float64)
-    coefficients = coefficients / coefficients.norm(dim=1, keepdim=True).clamp_min(1e-30)
-    return coefficients @ basis[:m]
+    return coefficients / coefficients.norm(dim=1, keepdim=True).clamp_min(1e-30)
+
+
+def _normal_coordinates(points: BoundaryPoints, basis: Tensor) -> tuple[Tensor, Tensor]:
+    """``(||r(x)|| (N,), coordinates of r̂(x) in the basis rows (N, m))``, block by block.
+
+    Only ``(N, m)`` numbers are kept, never another ``(N, d)`` copy of the perturbations.
+    """
+    d = basis.shape[1]
+    distances, coordinates = [], []
+    for block in memory.row_blocks(len(points), 3 * d * 8):
+        r = (points.z[block] - points.x[block]).flatten(1).double().cpu()
+        norm = r.norm(dim=1)
+        distances.append(norm)
+        coordinates.append((r @ basis.T) / norm[:, None].clamp_min(1e-30))
+    if not distances:
+        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, basis.shape[0])
+    return torch.cat(distances), torch.cat(coordinates)
+
+
+def _section_kappa(
+    clf: Classifier,
+    points: BoundaryPoints,
+    basis: Tensor,
+    coefficients: Tensor,
+    beta: float,
+    **options: Any,
+) -> Tensor:
+    """Per point, the β-quantile of `normal_section_curvatures` over its directions of S.
+
+    ``coefficients`` ``(N, J, m)``; the ``(J, d)`` directions of a block of points are formed
+    only while that block is measured (memory bounded by the budget, not by ``N × J × d``).
+    """
+    n, j, _ = coefficients.shape
+    out = []
+    for block in memory.row_blocks(n, 6 * (j + 1) * basis.shape[1] * 8):
+        rows = torch.arange(n)[block]
+        directions = coefficients[block] @ basis
+        sections = normal_section_curvatures(clf, points.subset(rows), directions, **options)
+        out.append(torch.quantile(sections, beta, dim=1))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
 def universality_check(
@@ -266,24 +305,23 @@ def universality_check(
         raise ValueError(f"The 'radii' parameter must be positive norms. Got {radii!r}.")
     points = boundary_points(clf, x, batch_size=batch_size) if points is None else points
     generator = torch.Generator().manual_seed(seed)
-    r = (points.z - points.x).flatten(1).double().cpu()
-    distance = r.norm(dim=1)
-    unit_r = r / distance[:, None].clamp_min(1e-30)
-    projection = (unit_r @ flat_basis[:m].T).norm(dim=1)
+    basis_m = flat_basis[:m]
+    distance, inside = _normal_coordinates(points, basis_m)  # r̂ = P_S r̂ + (orthogonal part)
+    projection = inside.norm(dim=1)
     radius3 = theorem3_radius(m, delta) * distance / projection.clamp_min(1e-30)
 
     kappa = torch.full_like(distance, math.nan)
     if curvature and len(points):
-        directions = torch.stack(
-            [_unit_rows(flat_basis, m, samples, generator) for _ in range(len(points))]
+        # One image after the other from one generator: the draws are those of the seed.
+        coefficients = torch.stack(
+            [_unit_coefficients(m, samples, generator) for _ in range(len(points))]
         )
-        sections = normal_section_curvatures(
-            clf, points, directions, method=method, h=h, batch_size=batch_size
+        kappa = _section_kappa(
+            clf, points, basis_m, coefficients, beta, method=method, h=h, batch_size=batch_size
         )
-        kappa = torch.quantile(sections, beta, dim=1)
     radius4 = distance * theorem4_radius(m, kappa.nan_to_num(-1.0), delta)
 
-    vectors = _unit_rows(flat_basis, m, draws, generator)
+    draws_in_s = _unit_coefficients(m, draws, generator)
     flat_predicted, curved_predicted, direction, vector = [], [], [], []
     agree = called = 0
     with clf.session():
@@ -293,17 +331,18 @@ def universality_check(
             flat_predicted.append(float(flat_fooling_probability(m, t).mean()))
             curved_predicted.append(float((1 - delta - beta) * (radius4 <= rho).double().mean()))
             fooled_both, fooled_plus = 0.0, 0.0
-            for u in vectors:
-                v = (rho * u).view(x.shape[1:]).to(x)
+            for c in draws_in_s:
+                v = (rho * (c @ basis_m)).view(x.shape[1:]).to(x)
                 plus = _changed(clf, points.x, v, clean, batch_size)
                 either = plus | _changed(clf, points.x, -v, clean, batch_size)
                 fooled_plus += float(plus.double().mean())
                 fooled_both += float(either.double().mean())
-                stripe = (unit_r @ u).abs() * rho >= distance
+                # r̂ᵀv = (P_S r̂)ᵀv for v in S: the flat model's stripe test (eq. 6.3).
+                stripe = (inside @ c).abs() * rho >= distance
                 called += int(stripe.sum())
                 agree += int((stripe & either).sum())
-            direction.append(fooled_both / len(vectors))
-            vector.append(fooled_plus / len(vectors))
+            direction.append(fooled_both / len(draws_in_s))
+            vector.append(fooled_plus / len(draws_in_s))
     return UniversalityCheck(
         m=m,
         delta=delta,
