@@ -130,6 +130,38 @@ def test_trades_kl_and_loss_match_a_hand_computation():
         )
 
 
+@pytest.mark.parametrize("kind", [PGDTraining, TRADES])
+def test_eps_ramp_grows_the_radius_from_zero_and_then_changes_nothing(kind):
+    """A ramped PGD-AT / TRADES: clean at the start, half the radius half-way, then the same
+    batch loss bit for bit as the unramped objective (same generator draws)."""
+    x, y = _blobs(12)
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double().eval()
+    clf = Classifier(model, bounds=(0, 1))
+    plain, ramped = kind(eps=0.2, steps=5), kind(eps=0.2, steps=5, eps_ramp_epochs=2.0)
+
+    def loss(objective, progress):
+        step = TrainingStep(clf, x, y, progress, torch.Generator().manual_seed(4))
+        value, _ = objective.batch_loss(step)
+        return value.detach(), step.backward_rows
+
+    clean = nn.functional.cross_entropy(model(x), y, reduction="none").detach()
+    at_start, rows = loss(ramped, 0.0)
+    torch.testing.assert_close(at_start, clean)
+    assert rows == 0  # no inner attack at radius 0
+    after, _ = loss(ramped, 2.5)
+    reference, _ = loss(plain, 2.5)
+    assert torch.equal(after, reference)
+    half_way, _ = loss(ramped, 1.0)
+    assert float((half_way - clean).abs().max()) > 0  # the attack ran, at radius 0.1
+    if kind is PGDTraining:
+        attack = ramped.attack(0, 0.1)
+        moved = attack(clf, x, y).adversarial - x
+        assert attack.eps == 0.1 and float(moved.abs().max()) <= 0.1 + 1e-12
+    with pytest.raises(ValueError, match="eps_ramp_epochs >= 0"):
+        kind(eps=0.2, eps_ramp_epochs=-1.0)
+
+
 def test_fgsm_rs_start_is_uniform_in_the_ball_and_the_step_is_the_papers(seed):
     from boundaryscope._random import image_generators
 
@@ -429,3 +461,12 @@ def test_accuracy_budget_stops_and_keeps_the_epoch_before(tmp_path):
     )
     with pytest.raises(ValueError, match="max_accuracy_drop"):
         TrainConfig(max_accuracy_drop=0.0)
+
+
+def test_ramp_epochs_default_per_defence():
+    from boundaryscope.defenses.recipes import defense_objective
+
+    assert defense_objective("pgd").eps_ramp_epochs == 0.0  # the full radius from the start
+    assert defense_objective("trades", ramp_epochs=3.0).eps_ramp_epochs == 3.0
+    assert defense_objective("cure").ramp_epochs == 5.0  # the seed's h ramp
+    assert defense_objective("cure", ramp_epochs=2.0).ramp_epochs == 2.0

@@ -164,8 +164,9 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--ramp-epochs",
         type=nonnegative_float,
-        default=5.0,
-        help="cure: epochs over which h grows from 0 (default 5, the seed's)",
+        default=None,
+        help="cure: epochs over which h grows from 0 (default 5, the seed's); pgd, trades: "
+        "epochs over which ε grows from 0 (default 0: none)",
     )
     train.add_argument(
         "--xi",

@@ -29,18 +29,28 @@ from torch import Tensor, nn
 from boundaryscope.attacks import PGD
 from boundaryscope.attacks.gradient import uniform_ball
 from boundaryscope.classifier import Classifier
-from boundaryscope.defenses.objectives import Objective, TrainingStep, input_gradient_with_graph
+from boundaryscope.defenses.objectives import (
+    Objective,
+    TrainingStep,
+    input_gradient_with_graph,
+    linear_ramp,
+)
 from boundaryscope.defenses.watch import OverfittingCheck
 from boundaryscope.norms import project_lp_ball, steepest_direction
 
 __all__ = ["FGSMRS", "TRADES", "GradAlign", "PGDTraining", "gradient_alignment", "trades_kl"]
 
 
-def _check_ball(owner: str, eps: float, steps: int, p: float) -> None:
-    if not (eps > 0 and math.isfinite(eps)) or steps < 1 or p not in (2.0, math.inf):
+def _check_ball(owner: str, eps: float, steps: int, p: float, ramp: float = 0.0) -> None:
+    if (
+        not (eps > 0 and math.isfinite(eps))
+        or steps < 1
+        or p not in (2.0, math.inf)
+        or not ramp >= 0
+    ):
         raise ValueError(
-            f"{owner} needs eps > 0, steps >= 1 and p = 2 or inf; got eps={eps!r}, "
-            f"steps={steps!r}, p={p!r}."
+            f"{owner} needs eps > 0, steps >= 1, p = 2 or inf and eps_ramp_epochs >= 0; got "
+            f"eps={eps!r}, steps={steps!r}, p={p!r}, eps_ramp_epochs={ramp!r}."
         )
 
 
@@ -55,13 +65,17 @@ class PGDTraining(Objective):
 
     Every batch is replaced by ``argmax_{||δ||_p ≤ ε, x+δ ∈ box} ℓ(x + δ)`` found by PGD from a
     random start, all `steps` steps taken (no early stop), the model in eval mode for the
-    attack and in train mode for the update.
+    attack and in train mode for the update. With ``eps_ramp_epochs > 0`` the radius grows
+    linearly from 0 to ε over those epochs (a curriculum: fine-tuning a standard LeNet
+    straight at Madry et al.'s ε = 0.3 collapses it, benchmarks/robust_training.py); the
+    step size follows the current radius.
 
     Attributes:
         eps: Radius of the threat model (input units).
         steps: PGD iterations.
         step_size: ``None``: ``2.5 ε / steps`` (Madry et al.'s rule).
         p: ``inf`` or 2.
+        eps_ramp_epochs: Epochs over which the radius grows from 0 (0: none).
     """
 
     name: ClassVar[str] = "pgd"
@@ -69,27 +83,35 @@ class PGDTraining(Objective):
     steps: int = 10
     step_size: float | None = None
     p: float = math.inf
+    eps_ramp_epochs: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_ball("PGDTraining", self.eps, self.steps, self.p)
+        _check_ball("PGDTraining", self.eps, self.steps, self.p, self.eps_ramp_epochs)
 
-    def attack(self, seed: int) -> PGD:
-        """The inner attack (one seed per batch, drawn from the run's generator)."""
+    def attack(self, seed: int, eps: float | None = None) -> PGD:
+        """The inner attack at radius `eps` (default ε), one seed per batch."""
+        radius = self.eps if eps is None else eps
+        step_size = self.step_size
+        if step_size is not None and radius != self.eps:
+            step_size = step_size * radius / self.eps  # the ratio to the radius stays
         return PGD(
-            eps=self.eps,
+            eps=radius,
             p=self.p,
             steps=self.steps,
-            step_size=self.step_size,
+            step_size=step_size,
             seed=seed,
             early_stop=False,
         )
 
     def batch_loss(self, step: TrainingStep) -> tuple[Tensor, Tensor]:
-        """Cross-entropy at the batch's PGD points."""
+        """Cross-entropy at the batch's PGD points (at the ramped radius)."""
         seed = _batch_seed(step)
-        before = step.clf.counter.backward_rows
-        adversarial = self.attack(seed)(step.clf, step.x, step.y).adversarial.detach()
-        step.backward_rows += step.clf.counter.backward_rows - before
+        radius = linear_ramp(self.eps, self.eps_ramp_epochs, step.progress)
+        adversarial = step.x
+        if radius > 0:
+            before = step.clf.counter.backward_rows
+            adversarial = self.attack(seed, radius)(step.clf, step.x, step.y).adversarial.detach()
+            step.backward_rows += step.clf.counter.backward_rows - before
         logits = step.logits(adversarial)
         return nn.functional.cross_entropy(logits, step.y, reduction="none"), logits
 
@@ -184,6 +206,8 @@ class TRADES(Objective):
         steps: Inner ascent steps.
         step_size: ``None``: ``2.5 ε / steps``.
         p: ``inf`` or 2.
+        eps_ramp_epochs: Epochs over which the radius grows from 0 (0: none; as
+            `PGDTraining`).
     """
 
     name: ClassVar[str] = "trades"
@@ -192,32 +216,42 @@ class TRADES(Objective):
     steps: int = 10
     step_size: float | None = None
     p: float = math.inf
+    eps_ramp_epochs: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_ball("TRADES", self.eps, self.steps, self.p)
+        _check_ball("TRADES", self.eps, self.steps, self.p, self.eps_ramp_epochs)
         if not (self.beta >= 0 and math.isfinite(self.beta)):
             raise ValueError(f"TRADES.beta must be >= 0; got {self.beta!r}.")
 
-    def maximise_kl(self, clf: Classifier, x: Tensor, generator: torch.Generator) -> Tensor:
-        """The inner maximiser ``x'`` ``(B, *shape)`` (detached), model in eval mode."""
-        alpha = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+    def maximise_kl(
+        self, clf: Classifier, x: Tensor, generator: torch.Generator, eps: float | None = None
+    ) -> Tensor:
+        """The inner maximiser ``x'`` ``(B, *shape)`` (detached) at radius `eps` (default ε)."""
+        radius = self.eps if eps is None else eps
+        if self.step_size is None:
+            alpha = 2.5 * radius / self.steps
+        else:  # the ratio to the radius stays
+            alpha = self.step_size if radius == self.eps else self.step_size * radius / self.eps
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         current = clf.clip(x + 0.001 * noise)
         natural = clf.forward_scores(x)
         for _ in range(self.steps):
             _, grad = clf.value_and_gradient(current, lambda scores: trades_kl(natural, scores))
             moved = current + alpha * steepest_direction(grad, self.p)
-            current = clf.clip(x + project_lp_ball(moved - x, self.eps, self.p))
+            current = clf.clip(x + project_lp_ball(moved - x, radius, self.p))
         return current
 
     def batch_loss(self, step: TrainingStep) -> tuple[Tensor, Tensor]:
-        """Per-sample TRADES loss and the natural logits."""
-        before = step.clf.counter.backward_rows
-        adversarial = self.maximise_kl(step.clf, step.x, step.generator)
-        step.backward_rows += step.clf.counter.backward_rows - before
+        """Per-sample TRADES loss and the natural logits (at the ramped radius)."""
+        radius = linear_ramp(self.eps, self.eps_ramp_epochs, step.progress)
+        adversarial = None
+        if radius > 0:  # the maximiser first, in eval mode, as without a ramp
+            before = step.clf.counter.backward_rows
+            adversarial = self.maximise_kl(step.clf, step.x, step.generator, radius)
+            step.backward_rows += step.clf.counter.backward_rows - before
         natural = step.logits(step.x)
         loss = nn.functional.cross_entropy(natural, step.y, reduction="none")
-        if self.beta > 0:
+        if self.beta > 0 and adversarial is not None:
             loss = loss + self.beta * trades_kl(natural, step.logits(adversarial))
         return loss, natural
 

@@ -41,6 +41,7 @@ __all__ = [
     "TrainingStep",
     "cure_penalty",
     "cure_step_size",
+    "linear_ramp",
 ]
 
 
@@ -251,15 +252,23 @@ class FGSMFinetune(PerturbedSet):
         return float(norms.median())
 
 
+def linear_ramp(value: float, ramp_epochs: float, progress: float) -> float:
+    """``value · min(1, progress / ramp_epochs)``: from 0 to `value` over `ramp_epochs`.
+
+    Per step (`progress` is fractional epochs); ``ramp_epochs <= 0`` means no ramp.
+    """
+    if ramp_epochs <= 0:
+        return value
+    return value * min(1.0, max(progress, 0.0) / ramp_epochs)
+
+
 def cure_step_size(h: float, ramp_epochs: float, progress: float) -> float:
     """CURE's ``h`` at a point of training: linear from 0 to `h` over `ramp_epochs` (§8.4).
 
     The thesis "linearly increase[s] the value of h from 0 to 1.5 during the first 5
-    epochs"; we ramp per step, ``h · min(1, progress / ramp_epochs)``.
+    epochs"; we ramp per step (`linear_ramp`).
     """
-    if ramp_epochs <= 0:
-        return h
-    return h * min(1.0, max(progress, 0.0) / ramp_epochs)
+    return linear_ramp(h, ramp_epochs, progress)
 
 
 def _cross_entropy(scores: Tensor, y: Tensor) -> Tensor:

@@ -123,7 +123,7 @@ def defense_objective(
     beta: float | None = None,
     lam: float | None = None,
     h: float | None = None,
-    ramp_epochs: float = 5.0,
+    ramp_epochs: float | None = None,
     xi: float = 0.3,
     seed: int = 0,
     box_width: float = 1.0,
@@ -142,7 +142,8 @@ def defense_objective(
         beta: TRADES' ``β`` (default: `TRADES`' own).
         lam: CURE's ``λ`` (default 4) or GradAlign's (default 0.2).
         h: CURE's final ``h`` (l2, input units); default `CURE_H` of the box width.
-        ramp_epochs: Epochs of CURE's ``h`` ramp.
+        ramp_epochs: Epochs of CURE's ``h`` ramp (default 5, the seed's) or of PGD-AT's and
+            TRADES' ε ramp (default 0: the full radius from the first step).
         xi: Radius of the universal pool.
         seed: Seed of the universal pool.
         box_width: ``hi − lo`` of the input box (scales the default radii and ``h``).
@@ -153,16 +154,19 @@ def defense_objective(
         "deepfool": DeepFoolFinetune,
         "deepfool-alpha": lambda: DeepFoolFinetune(alpha=alpha),
         "fgsm": lambda: FGSMFinetune(eps=eps),
-        "pgd": lambda: PGDTraining(eps=radius, steps=steps),
+        "pgd": lambda: PGDTraining(eps=radius, steps=steps, eps_ramp_epochs=ramp_epochs or 0.0),
         "trades": lambda: TRADES(
-            eps=radius, steps=steps, **({} if beta is None else {"beta": beta})
+            eps=radius,
+            steps=steps,
+            eps_ramp_epochs=ramp_epochs or 0.0,
+            **({} if beta is None else {"beta": beta}),
         ),
         "fgsm-rs": lambda: FGSMRS(eps=radius),
         "gradalign": lambda: GradAlign(eps=radius, lam=GradAlign.lam if lam is None else lam),
         "cure": lambda: CURE(
             lam=4.0 if lam is None else lam,
             h=h if h is not None else CURE_H * box_width,
-            ramp_epochs=ramp_epochs,
+            ramp_epochs=5.0 if ramp_epochs is None else ramp_epochs,
         ),
     }
     if name == "universal":
