@@ -41,7 +41,7 @@ from boundaryscope.report import sections as sections_module
 from boundaryscope.report.references import Citations
 from boundaryscope.report.registry import ANALYSES, PROFILES, ReportContext, Section
 from boundaryscope.report.verdict import Verdict, build_verdict
-from boundaryscope.zoo import InputSpec, load_model
+from boundaryscope.zoo import InputSpec, LoadedModel, load_model
 
 __all__ = ["run_report", "write_html"]
 
@@ -105,12 +105,7 @@ def run_report(
     torch.manual_seed(seed)
     loaded = load_model(model, arch=arch, inputs=inputs)
     run_device = resolve_device(device)
-    clf = Classifier(
-        loaded.module.to(run_device),
-        bounds=loaded.bounds,
-        preprocessing=loaded.preprocessing,
-        device=run_device,
-    )
+    clf = _classifier_of(loaded, run_device)
     dataset = load_dataset(data, "test").subset(config.n)
     meta = {
         "model": model,
@@ -308,15 +303,19 @@ class _Progress:
         return ratio * estimated_left
 
 
-def _other_classifier(spec: str, probe: torch.Tensor, device: torch.device) -> Classifier:
-    """The classifier of an ``--other`` model, checked to take the report's images."""
-    loaded = load_model(spec)
-    clf = Classifier(
+def _classifier_of(loaded: LoadedModel, device: torch.device) -> Classifier:
+    """The classifier of a loaded model on `device`, with its card's box and normalisation."""
+    return Classifier(
         loaded.module.to(device),
         bounds=loaded.bounds,
         preprocessing=loaded.preprocessing,
         device=device,
     )
+
+
+def _other_classifier(spec: str, probe: torch.Tensor, device: torch.device) -> Classifier:
+    """The classifier of an ``--other`` model, checked to take the report's images."""
+    clf = _classifier_of(load_model(spec), device)
     try:
         clf.predict(probe)
     except (RuntimeError, ValueError) as error:
