@@ -404,7 +404,11 @@ def main() -> None:
     payload: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     payload.pop("machine", None)
     if args.trusted_only:
-        payload["trusted_only"] = trusted_only(args.trusted_only.split(","), args.n, args.retrain)
+        result = trusted_only(args.trusted_only.split(","), args.n, args.retrain)
+        kept = payload.get("trusted_only", {})
+        if kept.get("n") == result["n"] and kept.get("evaluation") == result["evaluation"]:
+            result["rows"] = {**kept.get("rows", {}), **result["rows"]}  # same images, evaluator
+        payload["trusted_only"] = result
         write("robust_training", payload)
         return
     if args.part in ("a", "both"):
