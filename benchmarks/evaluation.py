@@ -148,7 +148,7 @@ def autoattack_row(
     clf = Classifier(module, bounds=(0.0, 1.0))
     variant = "torchattacks defaults (10 iterations)" if steps is None else f"{steps} iterations"
     row: dict[str, Any] = {
-        "model": name if steps is None else f"{name} (AutoAttack {steps} iterations)",
+        "model": f"{name}: {profile} vs AutoAttack {steps or 10} iterations",
         "spec": spec,
         "n": len(x),
         "profile": profile,
