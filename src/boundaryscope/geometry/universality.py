@@ -37,8 +37,13 @@ from torch import Tensor
 
 from boundaryscope import memory
 from boundaryscope.classifier import Classifier, check_classifier
-from boundaryscope.geometry.curvature import BoundaryPoints, boundary_points, curved_subspace
-from boundaryscope.geometry.hessian import HessianOperator, Method, score_difference_objective
+from boundaryscope.geometry.curvature import (
+    BoundaryPoints,
+    boundary_points,
+    curvature_operator,
+    curved_subspace,
+)
+from boundaryscope.geometry.hessian import Method
 from boundaryscope.geometry.theory import (
     check_probability,
     flat_fooling_probability,
@@ -87,14 +92,9 @@ def normal_section_curvatures(
     """
     n_points, j = directions.shape[:2]
     d = points.normal[0].numel()
-    hessian = HessianOperator(
-        clf,
-        points.z,
-        score_difference_objective(points.target, points.source),
-        method=method,
-        h=h,
-        batch_size=batch_size,
-    )
+    # The Hessian of F at z itself (not the projected operator G): the section's normal-normal
+    # and cross terms count in Theorem 4's condition.
+    hessian, _ = curvature_operator(clf, points, method=method, h=h, batch_size=batch_size)
     normal = points.normal.flatten(1).double().cpu()
     scale = (points.distance.double() / points.grad_norm.double().clamp_min(1e-30)).cpu()
     out = []
