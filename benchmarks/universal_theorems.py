@@ -108,9 +108,8 @@ def run_dataset(data, n_train, n_test):
         result = universality_study(
             clf, train, test, config, seed=0, bases={**bases[name], **others}
         )
-        own = [r for r in rows_of(name, result) if not r["subspace"].startswith("S_c of ")]
-        rows += own
-        cross += [r for r in rows_of(name, result) if r["subspace"].startswith("S_c of ")]
+        for row in rows_of(name, result):
+            (cross if row["subspace"].startswith("S_c of ") else rows).append(row)
         print(f"{data} {name}: {time.perf_counter() - start:.0f} s", flush=True)
     return {
         "models": [n for n, _ in DATASETS[data]],

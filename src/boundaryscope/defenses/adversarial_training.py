@@ -54,6 +54,13 @@ def _check_ball(owner: str, eps: float, steps: int, p: float, ramp: float = 0.0)
         )
 
 
+def _step_at_radius(step_size: float | None, radius: float, eps: float) -> float | None:
+    """A fixed step size at a ramped radius: its ratio to the radius stays (``None`` stays)."""
+    if step_size is None or radius == eps:
+        return step_size
+    return step_size * radius / eps
+
+
 def _batch_seed(step: TrainingStep) -> int:
     """A seed for the batch's attack, drawn from the run's generator."""
     return int(torch.randint(0, 2**31 - 1, (1,), generator=step.generator))
@@ -91,14 +98,11 @@ class PGDTraining(Objective):
     def attack(self, seed: int, eps: float | None = None) -> PGD:
         """The inner attack at radius `eps` (default ε), one seed per batch."""
         radius = self.eps if eps is None else eps
-        step_size = self.step_size
-        if step_size is not None and radius != self.eps:
-            step_size = step_size * radius / self.eps  # the ratio to the radius stays
         return PGD(
             eps=radius,
             p=self.p,
             steps=self.steps,
-            step_size=step_size,
+            step_size=_step_at_radius(self.step_size, radius, self.eps),
             seed=seed,
             early_stop=False,
         )
@@ -228,10 +232,9 @@ class TRADES(Objective):
     ) -> Tensor:
         """The inner maximiser ``x'`` ``(B, *shape)`` (detached) at radius `eps` (default ε)."""
         radius = self.eps if eps is None else eps
-        if self.step_size is None:
+        alpha = _step_at_radius(self.step_size, radius, self.eps)
+        if alpha is None:
             alpha = 2.5 * radius / self.steps
-        else:  # the ratio to the radius stays
-            alpha = self.step_size if radius == self.eps else self.step_size * radius / self.eps
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         current = clf.clip(x + 0.001 * noise)
         natural = clf.forward_scores(x)
