@@ -411,18 +411,22 @@ def main() -> None:
         payload["trusted_only"] = result
         write("robust_training", payload)
         return
+    measured: dict[str, Any] = {}
+    if args.part in ("a", "both"):
+        finetuning = part_a(args.models.split(","), args.retrain, args.train_n)
+    if args.part in ("b", "both"):
+        measured["robust"] = part_b(args.retrain, args.n)
+    if args.part == "fashion":
+        measured["robust_fashion"] = part_fashion(args.retrain, args.n)
+    if args.part == "fig8_10":
+        measured["fig_8_10"] = part_fig_8_10(args.retrain)
+    # Re-read before writing: another part may have finished while this one ran.
+    payload = json.loads(path.read_text()) if path.exists() else {}
+    payload.pop("machine", None)
     if args.part in ("a", "both"):
         # A run of some models keeps the others' rows.
-        payload["finetuning"] = {
-            **payload.get("finetuning", {}),
-            **part_a(args.models.split(","), args.retrain, args.train_n),
-        }
-    if args.part in ("b", "both"):
-        payload["robust"] = part_b(args.retrain, args.n)
-    if args.part == "fashion":
-        payload["robust_fashion"] = part_fashion(args.retrain, args.n)
-    if args.part == "fig8_10":
-        payload["fig_8_10"] = part_fig_8_10(args.retrain)
+        payload["finetuning"] = {**payload.get("finetuning", {}), **finetuning}
+    payload.update(measured)
     write("robust_training", payload)
     print(f"-> {Path(RESULTS / 'robust_training.json').resolve()}")
 

@@ -4,6 +4,8 @@ the dense ones they replace."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -218,12 +220,27 @@ def test_deepfool_in_a_structured_subspace_equals_deepfool_in_its_basis(resnet, 
     torch.testing.assert_close(a.perturbation, b.perturbation, rtol=1e-3, atol=1e-5)
 
 
-def test_curvature_under_a_tiny_budget_equals_the_unbounded_result(resnet):
+def smooth_copy(net: nn.Module) -> nn.Module:
+    """`net` with every ReLU replaced by a sharp softplus (same weights, same BatchNorm)."""
+    smooth = copy.deepcopy(net)
+    for module in list(smooth.modules()):
+        for child_name, child in module.named_children():
+            if isinstance(child, nn.ReLU):
+                setattr(module, child_name, nn.Softplus(beta=20))
+    assert not any(isinstance(m, nn.ReLU) for m in smooth.modules())
+    return smooth
+
+
+def test_curvature_under_a_tiny_budget_equals_the_unbounded_result():
     """Lanczos blocks, quadratic-form blocks and direction blocks change no number.
 
     The direction blocks of `curvature_ratios` draw the same numbers as one draw because
     torch fills normal samples in runs of 16 and ``d × samples`` is a multiple of 16 here.
+    The ResNet's ReLUs are made smooth: on a piecewise-affine net a finite difference of
+    gradients jumps wherever a unit switches inside ``±h v``, and a batch of another size
+    rounds the convolutions differently in the last bit, enough to switch one there.
     """
+    resnet = Classifier(smooth_copy(cifar_resnet()))
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     points = boundary_points(resnet, x, steps=20)
     basis = torch.linalg.qr(torch.randn(3072, 4, dtype=torch.float64))[0].T.float()
@@ -237,8 +254,9 @@ def test_curvature_under_a_tiny_budget_equals_the_unbounded_result(resnet):
     whole = run()
     with memory.budget_limit(3 * 12 * 3072 * 8 + 1):  # one Krylov basis at a time
         split = run()
+    # Unit directions of 3,072 entries (typically 0.018): rounding moves them by < 1e-4.
     for a, b in zip(whole, split, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_detector_defaults_to_the_top_nine_classes_and_chunks_by_budget(resnet, images):
