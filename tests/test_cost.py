@@ -39,11 +39,36 @@ def test_estimates_scale_per_image_sections_with_n(monkeypatch):
     monkeypatch.setattr(cost, "reference_passes", lambda: table)
     times = cost.PassTimes(forward=0.01, backward=0.02, rows=32)
     per_image = {"accuracy": True, "curvature": False}
-    got = cost.estimate_sections("default", ["accuracy", "curvature"], 300, times, per_image)
+
+    def images_used(name: str, n: int) -> float:
+        return float(n) if per_image[name] else 0.0
+
+    got = cost.estimate_sections("default", ["accuracy", "curvature"], 300, times, images_used)
     assert got == pytest.approx({"accuracy": 3 * 100 * 0.01, "curvature": 1000 * 0.01 + 500 * 0.02})
-    assert cost.estimate_sections("full", ["accuracy"], 300, times, per_image) == {}
+    assert cost.estimate_sections("full", ["accuracy"], 300, times, images_used) == {}
     text = cost.summary({"a": 4000.0, "b": 100.0}, quick=60.0, profile="default")
     assert "about 68 min estimated" in text and "--profile quick takes about 60 s" in text
+
+
+def test_a_section_capping_its_images_is_estimated_at_its_cap(monkeypatch):
+    # The noise section attacks at most its settings' n + spectral_n images (8 + 6 in
+    # quick): a quick report of 16 images costs what the reference's 64 did, not a quarter.
+    from boundaryscope.report import ANALYSES
+    from boundaryscope.report import sections as sections_module
+
+    sections_module.load_all()
+    noise = ANALYSES["noise"]
+    assert noise.images_used("quick", 64) == noise.images_used("quick", 16) == 14
+    assert noise.images_used("quick", 4) == 8
+    table = {"quick": {"n": 64, "sections": {"noise": {"forward_rows": 10, "backward_rows": 0}}}}
+    monkeypatch.setattr(cost, "reference_passes", lambda: table)
+    times = cost.PassTimes(forward=1.0, backward=1.0, rows=32)
+    estimate = cost.estimate_sections(
+        "quick", ["noise"], 16, times, lambda _, n: noise.images_used("quick", n)
+    )
+    assert estimate == {"noise": 10.0}
+    assert ANALYSES["robustness"].images_used("quick", 16) == 16  # per image: all of them
+    assert ANALYSES["regions"].images_used("quick", 16) == 0  # fixed sizes
 
 
 def test_time_left_follows_the_estimates_corrected_by_the_sections_done():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -92,16 +93,24 @@ def reference_passes() -> dict[str, Any]:
 
 
 def estimate_sections(
-    profile: str, names: list[str], n: int, times: PassTimes, per_image: dict[str, bool]
+    profile: str,
+    names: list[str],
+    n: int,
+    times: PassTimes,
+    images_used: Callable[[str, int], float],
 ) -> dict[str, float]:
     """Estimated seconds of each section in `names` with a reference (others are left out).
+
+    A section's reference passes scale by ``images_used(name, n) / images_used(name,
+    n_ref)`` (1 where it uses no test image of its own at ``n_ref``: a fixed cost).
 
     Args:
         profile: The report profile.
         names: Sections to run.
         n: Test images of the run.
         times: `measure_pass_times` of the model.
-        per_image: Whether each section loops over the test images (scales with ``n``).
+        images_used: ``(section, n) ↦`` test images whose own work the section does in a
+            report of ``n`` images of this profile (`Analysis.images_used`).
     """
     reference = reference_passes().get(profile)
     if not reference:
@@ -111,7 +120,8 @@ def estimate_sections(
         passes = reference["sections"].get(name)
         if passes is None:
             continue
-        scale = n / reference["n"] if per_image.get(name, False) else 1.0
+        at_reference = images_used(name, int(reference["n"]))
+        scale = images_used(name, n) / at_reference if at_reference > 0 else 1.0
         seconds = passes["forward_rows"] * times.forward + passes["backward_rows"] * times.backward
         out[name] = scale * seconds
     return out

@@ -181,6 +181,17 @@ class Analysis(ABC):
             return {}
         return dict(from_jsonable(to_jsonable(asdict(chosen))))
 
+    def images_used(self, profile: str, n: int) -> float:
+        """Test images whose own work this section does in a report of `n` images.
+
+        The cost estimate (`boundaryscope.report.cost`) scales the section's reference
+        passes by this number at `n` over the same at the reference's ``n``. Default: `n`
+        for a `per_image` section, 0 (a fixed cost, whatever `n`) for the others; a
+        section that caps its images in its settings says so here.
+        """
+        del profile
+        return float(n) if self.per_image else 0.0
+
     @abstractmethod
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """Computes the JSON-ready result."""

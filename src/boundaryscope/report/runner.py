@@ -16,7 +16,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -213,10 +213,13 @@ def _estimate(ctx: ReportContext, todo: list[str], profile: str) -> dict[str, An
     if profile not in cost.reference_passes() or len(ctx.data) == 0:
         return {}
     times = cost.measure_pass_times(ctx.clf, ctx.data.x)
-    per_image = {name: ANALYSES[name].per_image for name in ANALYSES}
-    sections = cost.estimate_sections(profile, todo, len(ctx.data), times, per_image)
+
+    def images_in(chosen: str) -> Callable[[str, int], float]:
+        return lambda name, n: ANALYSES[name].images_used(chosen, n)
+
+    sections = cost.estimate_sections(profile, todo, len(ctx.data), times, images_in(profile))
     quick_n = min(len(ctx.data), int(cost.reference_passes().get("quick", {}).get("n", 0)))
-    quick = cost.estimate_sections("quick", todo, quick_n, times, per_image)
+    quick = cost.estimate_sections("quick", todo, quick_n, times, images_in("quick"))
     print(cost.summary(sections, sum(quick.values()) or None, profile), file=sys.stderr)
     return {"pass_times": asdict(times), "sections": sections}
 

@@ -66,6 +66,11 @@ class NoiseAnalysis(Analysis):
     per_image = True
     settings = SETTINGS
 
+    def images_used(self, profile: str, n: int) -> float:
+        """The regimes' ``n`` and the spectral ``spectral_n`` images, each at most `n`."""
+        cfg: NoiseSettings = self.settings_for(profile)
+        return float(min(n, cfg.n) + min(n, cfg.spectral_n))
+
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """Noise regimes on the settings' ``n`` images, spectral bands on ``spectral_n``."""
         cfg: NoiseSettings = self.settings_for(ctx.profile)
