@@ -69,6 +69,8 @@ def test_a_section_capping_its_images_is_estimated_at_its_cap(monkeypatch):
     assert estimate == {"noise": 10.0}
     assert ANALYSES["robustness"].images_used("quick", 16) == 16  # per image: all of them
     assert ANALYSES["regions"].images_used("quick", 16) == 0  # fixed sizes
+    universal = ANALYSES["universal"]  # Alg. 4 fixed, the evaluation on every test image
+    assert 0 < universal.images_used("quick", 0) < universal.images_used("quick", 16) - 15
 
 
 def test_time_left_follows_the_estimates_corrected_by_the_sections_done():
