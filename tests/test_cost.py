@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -112,3 +114,56 @@ def test_estimate_only_prints_the_estimate_and_writes_nothing(tmp_path, capsys):
     named = re.findall(r"(\w+) \d+ (?:s|min|h)\b", err.split(";", 1)[1])
     assert len(named) == 4 and set(named) <= set(cost.reference_passes()["quick"]["sections"])
     assert not out.exists()
+
+
+def test_the_cascade_part_follows_the_survivors_per_image(monkeypatch):
+    # Reference: 1,000 rows in all, 600 of them the evaluator's cascade on 1.5 survivors
+    # per image. A model whose images all fall below the budgets pays the other 400 only.
+    model = {"cascade": {"forward_rows": 600.0, "backward_rows": 0.0}, "survivors": 1.5}
+    section = {"forward_rows": 1000, "backward_rows": 0, "cost_model": model}
+    table = {"default": {"n": 10, "sections": {"robustness": section}}}
+    monkeypatch.setattr(cost, "reference_passes", lambda: table)
+    times = cost.PassTimes(forward=1.0, backward=1.0, rows=32)
+
+    def estimate(survivors: dict[str, float] | None) -> float:
+        got = cost.estimate_sections(
+            "default", ["robustness"], 20, times, lambda _, n: float(n), survivors
+        )
+        return got["robustness"]
+
+    assert estimate(None) == pytest.approx(2 * 1000)  # twice the images, as the reference
+    assert estimate({"robustness": 0.0}) == pytest.approx(2 * 400)
+    assert estimate({"robustness": 3.0}) == pytest.approx(2 * (400 + 2 * 600))
+
+
+def test_survivors_count_the_budgets_each_image_outlives():
+    from boundaryscope.report.sections.robustness import survivors_per_image
+
+    # MNIST's usual budgets (metrics.usual_budgets): l∞ 0.1 and 0.3, l2 2.0.
+    linf = torch.tensor([0.05, 0.15, 0.35, math.inf])
+    norms = {math.inf: linf, 2.0: torch.tensor([0.5, 1.5, 2.5, 3.0])}
+    # l∞: 0 + 1 + 2 + 2 budgets outlived; l2: 0 + 0 + 1 + 1; over 5 images (one misclassified).
+    assert survivors_per_image(norms, (1, 28, 28), (0.0, 1.0), 5) == pytest.approx(7 / 5)
+
+
+def test_calibration_runs_deepfool_on_the_calibration_images():
+    from boundaryscope.attacks import DeepFool
+    from boundaryscope.data import load_mnist5k
+    from boundaryscope.metrics import usual_budgets
+    from boundaryscope.report import ANALYSES
+    from boundaryscope.report import sections as sections_module
+    from boundaryscope.zoo import load_model
+
+    sections_module.load_all()
+    loaded = load_model("zoo:lenet-mnist")
+    clf = Classifier(loaded.module, bounds=(0.0, 1.0))
+    data = load_mnist5k("test").subset(12)
+    ctx = SimpleNamespace(clf=clf, profile="quick")  # what the calibration reads
+    got = ANALYSES["robustness"].calibrate(ctx, data.x, data.y)
+    correct = clf.predict(data.x) == data.y
+    outlived = 0
+    for budget in usual_budgets((1, 28, 28), (0.0, 1.0)):
+        norms = DeepFool(p=budget.p)(clf, data.x[correct], data.y[correct]).norms
+        outlived += int((norms > budget.eps).sum())
+    assert got == pytest.approx(outlived / 12)
+    assert 0 < got < 3  # the shipped LeNet outlives some of MNIST's three budgets

@@ -40,7 +40,13 @@ def measure(profile: str, n: int, folder: Path, sections: str | None) -> dict[st
     return {
         "n": n,
         "sections": {
-            name: {**result["passes"], "seconds_lenet": round(result["seconds_total"], 2)}
+            name: {
+                **result["passes"],
+                "seconds_lenet": round(result["seconds_total"], 2),
+                # A section whose cost follows what it finds says how (robustness: the
+                # evaluator's cascade and the images it attacks).
+                **({"cost_model": result["cost_model"]} if "cost_model" in result else {}),
+            }
             for name, result in sections.items()
         },
     }

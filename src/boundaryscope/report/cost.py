@@ -98,11 +98,16 @@ def estimate_sections(
     n: int,
     times: PassTimes,
     images_used: Callable[[str, int], float],
+    survivors: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Estimated seconds of each section in `names` with a reference (others are left out).
 
     A section's reference passes scale by ``images_used(name, n) / images_used(name,
-    n_ref)`` (1 where it uses no test image of its own at ``n_ref``: a fixed cost).
+    n_ref)`` (1 where it uses no test image of its own at ``n_ref``: a fixed cost). Where
+    the reference splits off a ``cost_model["cascade"]`` (the robustness section's
+    evaluator, which attacks only the images that outlive their minimal perturbation),
+    that part scales instead by this model's survivors per image over the reference's
+    (``cost_model["survivors"]``, both from DeepFool's norms).
 
     Args:
         profile: The report profile.
@@ -111,6 +116,9 @@ def estimate_sections(
         times: `measure_pass_times` of the model.
         images_used: ``(section, n) ↦`` test images whose own work the section does in a
             report of ``n`` images of this profile (`Analysis.images_used`).
+        survivors: Per section, this model's survivors per image
+            (`RobustnessAnalysis.survivors` on the calibration images); absent: as the
+            reference.
     """
     reference = reference_passes().get(profile)
     if not reference:
@@ -122,7 +130,13 @@ def estimate_sections(
             continue
         at_reference = images_used(name, int(reference["n"]))
         scale = images_used(name, n) / at_reference if at_reference > 0 else 1.0
-        seconds = passes["forward_rows"] * times.forward + passes["backward_rows"] * times.backward
+        rows = {key: float(passes[key]) for key in ("forward_rows", "backward_rows")}
+        model = passes.get("cost_model")
+        if model and survivors and name in survivors and model["survivors"] > 0:
+            ratio = survivors[name] / model["survivors"]
+            for key in rows:
+                rows[key] += (ratio - 1.0) * float(model["cascade"][key])
+        seconds = rows["forward_rows"] * times.forward + rows["backward_rows"] * times.backward
         out[name] = scale * seconds
     return out
 

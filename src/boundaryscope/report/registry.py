@@ -16,6 +16,7 @@ from typing import Any, ClassVar, TypeVar
 
 import jsonschema
 import numpy as np
+from torch import Tensor
 
 from boundaryscope._io import from_jsonable, to_jsonable
 from boundaryscope.classifier import Classifier
@@ -191,6 +192,16 @@ class Analysis(ABC):
         """
         del profile
         return float(n) if self.per_image else 0.0
+
+    def calibrate(self, ctx: ReportContext, x: Tensor, y: Tensor) -> float | None:
+        """A cheap measurement on a few test images that sharpens this section's estimate.
+
+        Where the reference table holds a ``cost_model`` for the section (see
+        `boundaryscope.report.cost.estimate_sections`), the estimate scales its variable
+        part by this value over the reference's. Default: ``None`` (nothing to measure).
+        """
+        del ctx, x, y
+        return None
 
     @abstractmethod
     def run(self, ctx: ReportContext) -> dict[str, Any]:

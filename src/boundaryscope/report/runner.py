@@ -217,11 +217,29 @@ def _estimate(ctx: ReportContext, todo: list[str], profile: str) -> dict[str, An
     def images_in(chosen: str) -> Callable[[str, int], float]:
         return lambda name, n: ANALYSES[name].images_used(chosen, n)
 
-    sections = cost.estimate_sections(profile, todo, len(ctx.data), times, images_in(profile))
+    survivors = _calibrated_survivors(ctx, todo)
+    sections = cost.estimate_sections(
+        profile, todo, len(ctx.data), times, images_in(profile), survivors
+    )
     quick_n = min(len(ctx.data), int(cost.reference_passes().get("quick", {}).get("n", 0)))
-    quick = cost.estimate_sections("quick", todo, quick_n, times, images_in("quick"))
+    quick = cost.estimate_sections("quick", todo, quick_n, times, images_in("quick"), survivors)
     print(cost.summary(sections, sum(quick.values()) or None, profile), file=sys.stderr)
     return {"pass_times": asdict(times), "sections": sections}
+
+
+_CALIBRATION_IMAGES = 16
+
+
+def _calibrated_survivors(ctx: ReportContext, todo: list[str]) -> dict[str, float]:
+    """Each section's `Analysis.calibrate` on the first `_CALIBRATION_IMAGES` test images.
+
+    The robustness section runs DeepFool on them (seconds on a CIFAR ResNet-18 on one CPU
+    thread): how many budgets each image outlives decides how much of the evaluator's
+    cascade runs (`cost.estimate_sections`).
+    """
+    calibration = ctx.data.subset(_CALIBRATION_IMAGES)
+    measured = {name: ANALYSES[name].calibrate(ctx, calibration.x, calibration.y) for name in todo}
+    return {name: value for name, value in measured.items() if value is not None}
 
 
 def _compute_whole(

@@ -178,6 +178,23 @@ class AccuracyAnalysis(Analysis):
         )
 
 
+def survivors_per_image(
+    norms: dict[float, torch.Tensor],
+    shape: tuple[int, ...],
+    bounds: tuple[float, float],
+    n: int,
+) -> float:
+    """Budgets per image at which an image outlives its minimal-perturbation estimate.
+
+    ``Σ_b #{i : ‖r_i‖_{p_b} > ε_b} / n`` over the data's usual budgets `usual_budgets`
+    (for each budget, `norms` holds the correctly classified images' norms in its ``p``;
+    failures are ``inf``): the images the evaluator's cascade attacks, per test image.
+    """
+    budgets = usual_budgets(tuple(shape), bounds)
+    total = sum(int((norms[b.p] > b.eps).sum()) for b in budgets)
+    return total / max(n, 1)
+
+
 @register_analysis
 class RobustnessAnalysis(Analysis):
     """Minimal perturbations by DeepFool (l2, l∞) against FGSM at 90% fooling (Table 3.1)."""
@@ -266,9 +283,16 @@ class RobustnessAnalysis(Analysis):
             if key == "l2":
                 l2_result = attack_result
         result["fgsm"] = self._fgsm(ctx, correct)
-        result["robust_accuracy"] = self._robust_accuracy(
+        result["robust_accuracy"], cascade = self._robust_accuracy(
             ctx, correct, smallest, cfg.evaluation, f"DeepFool + FMN-{cfg.tightest_steps}"
         )
+        deepfool_norms = {2.0: torch.tensor(result["norms"]["l2"])}
+        deepfool_norms[math.inf] = torch.tensor(result["norms"]["linf"])
+        result["cost_model"] = {
+            "cascade": cascade,
+            "survivors": survivors_per_image(deepfool_norms, ctx.data.x.shape[1:], ctx.clf.bounds,
+                                             len(x)),
+        }  # fmt: skip
         assert l2_result is not None
         result["examples"] = self._examples(l2_result, x, correct, cfg.examples)
         return result
@@ -304,6 +328,21 @@ class RobustnessAnalysis(Analysis):
         )
         return summary, refined.norms
 
+    def calibrate(self, ctx: ReportContext, x: torch.Tensor, y: torch.Tensor) -> float:
+        """`survivors_per_image` of DeepFool's norms on `x`: the cost estimate's calibration.
+
+        The evaluator's cascade runs only on the images the minimal perturbations leave
+        robust at a usual budget, so its cost follows this number (`report.cost`).
+        DeepFool's norms are upper bounds of the minimal ones, so this errs high.
+        """
+        cfg: RobustnessSettings = self.settings_for(ctx.profile)
+        correct = ctx.clf.predict(x) == y.to(ctx.clf.device)
+        norms = {}
+        for p in {budget.p for budget in usual_budgets(tuple(x.shape[1:]), ctx.clf.bounds)}:
+            attack = DeepFool(p=p, steps=cfg.deepfool_steps, candidates=cfg.candidates)
+            norms[p] = attack(ctx.clf, x[correct.cpu()], y[correct.cpu()]).norms.cpu()
+        return survivors_per_image(norms, tuple(x.shape[1:]), ctx.clf.bounds, len(x))
+
     @staticmethod
     def _robust_accuracy(
         ctx: ReportContext,
@@ -311,7 +350,7 @@ class RobustnessAnalysis(Analysis):
         smallest: dict[float, torch.Tensor],
         profile: str,
         minimal_label: str,
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], dict[str, float]]:
         """Robust accuracy at the data's usual budgets (`usual_budgets`), per image.
 
         `boundaryscope.evaluation.evaluate` starts from the minimal perturbations this
@@ -323,6 +362,7 @@ class RobustnessAnalysis(Analysis):
         x, y = ctx.data.x, ctx.data.y
         budgets = usual_budgets(tuple(x.shape[1:]), ctx.clf.bounds)
         rows = []
+        cascade = {"forward_rows": 0.0, "backward_rows": 0.0}
         for p in sorted({budget.p for budget in budgets}):
             chosen = [budget for budget in budgets if budget.p == p]
             minimal = torch.where(correct, smallest[p].to(correct.device), 0.0)
@@ -331,6 +371,9 @@ class RobustnessAnalysis(Analysis):
                 minimal=minimal, minimal_label=minimal_label, seed=ctx.seed, progress=False,
             )  # fmt: skip
             report = evaluation.to_dict()
+            for stage in evaluation.config.attacks:  # the cascade: every stage after the first
+                for key in cascade:
+                    cascade[key] += evaluation.cost.get(stage, {}).get(key, 0.0)
             by_eps = {entry["eps"]: entry for entry in report["budgets"]}
             for budget in chosen:
                 entry = by_eps[budget.eps]
@@ -349,7 +392,7 @@ class RobustnessAnalysis(Analysis):
                         "checks": [c for c in report["checks"] if c["fired"]],
                     }
                 )
-        return rows
+        return rows, cascade
 
     @staticmethod
     def _fgsm(ctx: ReportContext, correct: torch.Tensor) -> dict[str, Any]:
