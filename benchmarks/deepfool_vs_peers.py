@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from _common import art_classifier, import_adv_lib, table, write
 from boundaryscope import Classifier
 from boundaryscope.attacks import DeepFool
-from boundaryscope.data import load_fashion_mnist, load_mnist5k
+from boundaryscope.data import Dataset, load_fashion_mnist, load_mnist5k
 from boundaryscope.zoo import build, load_model
 
 warnings.filterwarnings("ignore")
@@ -50,13 +50,17 @@ SLOW = ("art", "torchattacks")  # timed once: seconds per image, on `--slow-n` i
 Runner = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 
-def lenet_case(n: int) -> tuple[nn.Module, Tensor, Tensor]:
-    model = load_model("zoo:lenet-mnist").module.eval()
-    data = load_mnist5k("test")
+def zoo_case(spec: str, data: Dataset, n: int) -> tuple[nn.Module, Tensor, Tensor]:
+    """A shipped model and its first `n` correctly classified images of `data`."""
+    model = load_model(spec).module.eval()
     x, y = data.x[: 2 * n], data.y[: 2 * n]
     with torch.no_grad():
         correct = model(x).argmax(1) == y
     return model, x[correct][:n], y[correct][:n]
+
+
+def lenet_case(n: int) -> tuple[nn.Module, Tensor, Tensor]:
+    return zoo_case("zoo:lenet-mnist", load_mnist5k("test"), n)
 
 
 def smooth_images(n: int, seed: int) -> Tensor:
@@ -86,12 +90,7 @@ def cifar_case(n: int) -> tuple[nn.Module, Tensor, Tensor]:
 
 
 def fashion_case(n: int) -> tuple[nn.Module, Tensor, Tensor]:
-    model = load_model("zoo:resnet8-fashion").module.eval()
-    data = load_fashion_mnist("test")
-    x, y = data.x[: 2 * n], data.y[: 2 * n]
-    with torch.no_grad():
-        correct = model(x).argmax(1) == y
-    return model, x[correct][:n], y[correct][:n]
+    return zoo_case("zoo:resnet8-fashion", load_fashion_mnist("test"), n)
 
 
 def ours(**kwargs: Any) -> Runner:
