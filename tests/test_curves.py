@@ -62,6 +62,24 @@ def test_deepfool_curve_is_its_norm_distribution(lenet_clf, mnist_test):
     assert curves.n_correct == int(correct.sum())
 
 
+def test_budget_curves_count_an_image_fooled_within_a_smaller_budget(lenet_clf, mnist_test):
+    # Brute force: each ε attacked on every image, then "fooled at some budget ≤ ε" (the
+    # perturbation found there lies within ε too). FGSM and PGD from zero are deterministic.
+    x, y = mnist_test.x[:60], mnist_test.y[:60]
+    eps = [0.2, 0.0, 0.05, 0.1, 0.3]  # unsorted on purpose
+    curves = fooling_curves(lenet_clf, x, y, ["fgsm", "alg1"], eps, steps=5)
+    correct = lenet_clf.predict(x) == y
+    for name in ("fgsm", "alg1"):
+        success = {e: budget_attack(name, e, steps=5)(lenet_clf, x, y).success for e in eps}
+        expected = []
+        for e in eps:
+            within = torch.stack([success[s] for s in eps if s <= e]).any(dim=0)
+            expected.append(fooling_ratio(within, correct))
+        assert curves.ratios[name] == pytest.approx(expected), name
+        ordered = [curves.ratios[name][eps.index(e)] for e in sorted(eps)]
+        assert ordered == sorted(ordered) and ordered[0] == 0.0
+
+
 def test_balda_measures_on_affine():
     net = affine_model(d=5, classes=2, seed=2)
     clf = Classifier(net, bounds=(-100, 100))
