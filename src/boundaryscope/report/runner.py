@@ -170,6 +170,9 @@ def run_report(
                 with distributed.sharding(world):  # its attack calls split over the processes
                     section_result = _compute(name, ctx)
                 section_result["passes"] = _all_passes(section_result["passes"], world)
+                cost_model = section_result.get("cost_model")
+                if cost_model and "cascade" in cost_model:  # counted per process, as passes
+                    cost_model["cascade"] = _all_passes(cost_model["cascade"], world)
                 record(name, section_result)
         for name, section_result in _compute_whole(whole, ctx, world):
             record(name, section_result)
