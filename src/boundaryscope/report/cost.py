@@ -117,7 +117,7 @@ def estimate_sections(
         images_used: ``(section, n) ↦`` test images whose own work the section does in a
             report of ``n`` images of this profile (`Analysis.images_used`).
         survivors: Per section, this model's survivors per image
-            (`RobustnessAnalysis.survivors` on the calibration images); absent: as the
+            (`Analysis.calibrate` on the calibration images); absent: as the
             reference.
     """
     reference = reference_passes().get(profile)
