@@ -119,7 +119,7 @@ def test_estimate_only_prints_the_estimate_and_writes_nothing(tmp_path, capsys):
 def test_the_cascade_part_follows_the_survivors_per_image(monkeypatch):
     # Reference: 1,000 rows in all, 600 of them the evaluator's cascade on 1.5 survivors
     # per image. A model whose images all fall below the budgets pays the other 400 only.
-    model = {"cascade": {"forward_rows": 600.0, "backward_rows": 0.0}, "survivors": 1.5}
+    model = {"variable": {"forward_rows": 600.0, "backward_rows": 0.0}, "unit": 1.5}
     section = {"forward_rows": 1000, "backward_rows": 0, "cost_model": model}
     table = {"default": {"n": 10, "sections": {"robustness": section}}}
     monkeypatch.setattr(cost, "reference_passes", lambda: table)
@@ -167,3 +167,27 @@ def test_calibration_runs_deepfool_on_the_calibration_images():
         outlived += int((norms > budget.eps).sum())
     assert got == pytest.approx(outlived / 12)
     assert 0 < got < 3  # the shipped LeNet outlives some of MNIST's three budgets
+
+
+def test_regions_calibration_counts_the_rows_of_one_path_per_scenario():
+    from boundaryscope.data import load_mnist5k
+    from boundaryscope.geometry.topology import config_path, scenario_pairs
+    from boundaryscope.report import ANALYSES
+    from boundaryscope.report import sections as sections_module
+    from boundaryscope.zoo import load_model
+
+    sections_module.load_all()
+    clf = Classifier(load_model("zoo:lenet-mnist").module, bounds=(0.0, 1.0))
+    data = load_mnist5k("test").subset(16)
+    ctx = SimpleNamespace(clf=clf, profile="quick", seed=3)  # what the calibration reads
+    got = ANALYSES["regions"].calibrate(ctx, data.x, data.y)
+    # Recount: the same pairs (regions_study's seed per scenario) and their paths.
+    config = ANALYSES["regions"].settings_for("quick")
+    before = clf.counter.forward_rows + clf.counter.backward_rows
+    for offset, scenario in enumerate(config.scenarios):
+        x1, x2 = scenario_pairs(clf, data.x, scenario, 1, seed=3 + offset)
+        assert x1.shape[0] == 1
+        config_path(clf, x1[0], x2[0], config)
+    rows = clf.counter.forward_rows + clf.counter.backward_rows - before
+    assert got == pytest.approx(rows / 3)
+    assert got > 30  # at least the sparse check of one segment per path

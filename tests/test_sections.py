@@ -6,6 +6,7 @@ membership of sampled path points, the SVD formula for principal angles.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -22,7 +23,9 @@ from boundaryscope.geometry.sections import (
     section_gallery,
 )
 from boundaryscope.geometry.topology import (
+    _LENGTHEN,
     NoPairsError,
+    _inside,
     convexity_probe,
     find_path,
     principal_angles,
@@ -214,6 +217,52 @@ def test_depth_limit_reports_the_failure() -> None:
     assert not path.valid
     assert path.failure is not None and "depth 0" in path.failure
     assert path.segment_valid.tolist() == [False]
+
+
+def test_anchor_budget_leaves_a_longer_path_undecided_and_keeps_a_shorter_one() -> None:
+    clf = Classifier(Annulus().double().eval(), bounds=(-3, 3))
+    x1, x2 = torch.tensor([1.5, 0.0]).double(), torch.tensor([-1.5, 0.3]).double()
+    free = find_path(clf, x1, x2, spacing=1e-3)
+    assert free.valid and not free.undecided and free.anchor_count >= 2
+    exact = find_path(clf, x1, x2, spacing=1e-3, max_anchors=free.anchor_count)
+    assert exact.valid and not exact.undecided
+    assert torch.equal(exact.anchors, free.anchors) and exact.samples == free.samples
+    short = find_path(clf, x1, x2, spacing=1e-3, max_anchors=free.anchor_count - 1)
+    assert short.undecided and not short.valid
+    assert short.failure is not None and f"more than {free.anchor_count - 1}" in short.failure
+    assert short.samples < free.samples  # the rest of the path is not checked
+    none = find_path(clf, x1, x2, spacing=1e-3, max_anchors=0)
+    assert none.undecided and none.anchor_count == 0 and none.segment_valid.tolist() == [False]
+    with pytest.raises(ValueError, match="max_anchors"):
+        find_path(clf, x1, x2, max_anchors=-1)
+
+
+def test_pushes_are_lengthened_to_the_least_factor_with_a_safe_margin(lenet_clf, mnist_test):
+    """`_inside` against every factor of its ladder evaluated at once (the brute force).
+
+    In float64, so that no margin near the threshold depends on the batch it is computed in.
+    """
+    lenet_clf = Classifier(copy.deepcopy(lenet_clf.model).double(), bounds=(0.0, 1.0))
+    x = mnist_test.x[:6].double()
+    labels = lenet_clf.predict(x)
+    target = (labels + 1) % 10
+    found = DeepFool(p=2, overshoot=0.0, refine_steps=0)(lenet_clf, x, target=target)
+    # Ends short of, at and beyond the targeted boundary: some need lengthening, some not.
+    for scale in (0.5, 0.999, 1.0, 1.05, 3.0):
+        end = x + scale * (found.adversarial - x)
+        points, ok = _inside(lenet_clf, x, end, target, 1e-4)
+        for i in range(x.shape[0]):
+            ladder = torch.tensor(_LENGTHEN, dtype=x.dtype)
+            candidates = lenet_clf.clip(x[i] + ladder.view(-1, 1, 1, 1) * (end[i] - x[i]))
+            candidates[0] = lenet_clf.clip(end[i])  # factor 1: the push's own end
+            scores = lenet_clf.scores(candidates).double()
+            own = scores[:, int(target[i])].clone()
+            scores[:, int(target[i])] = -math.inf
+            top = lenet_clf.scores(candidates).double().abs().max(1).values
+            good = ((own - scores.max(1).values) / top >= 1e-4).nonzero()[:, 0]
+            assert bool(ok[i]) == (good.numel() > 0), (scale, i)
+            expected = candidates[int(good[0])] if good.numel() else candidates[0]
+            torch.testing.assert_close(points[i], expected, rtol=0, atol=1e-6)
 
 
 def test_find_path_rejects_points_of_two_labels() -> None:

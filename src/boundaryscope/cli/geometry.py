@@ -217,6 +217,13 @@ def _add_paths_parser(kinds: argparse._SubParsersAction) -> None:  # type: ignor
         help="bisection depth limit (default: %(default)s)",
     )
     paths.add_argument(
+        "--max-anchors",
+        type=positive_int,
+        default=None,
+        help="anchors per path before it is left undecided; bounds the cost on models with "
+        "fragmented regions (default: no limit, as the thesis)",
+    )
+    paths.add_argument(
         "--trials",
         type=positive_int,
         default=1000,
@@ -352,6 +359,7 @@ def _paths(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) 
         scenarios=scenarios,  # type: ignore[arg-type]
         spacing=args.spacing,
         max_depth=args.max_depth,
+        max_anchors=args.max_anchors,
         trials=args.trials,
         refine=not args.dense,
     )
@@ -362,7 +370,8 @@ def _paths(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) 
     stats = result["scenarios"]
     for name, s in stats.items():
         print(
-            f"{name}: {s['connected']:.0%} of {s['pairs']} pairs connected, "
+            f"{name}: {s['connected']:.0%} of {s['pairs']} pairs connected "
+            f"({s['undecided']} undecided), "
             f"{s['mean_anchors']:.1f} anchors, D(p) - 1 = {s['mean_deviation_minus_one']:.2e}"
         )
     print(f"wrote {out.resolve() / 'paths.json'} and {len(section.figures)} figures")

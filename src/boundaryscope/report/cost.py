@@ -98,16 +98,18 @@ def estimate_sections(
     n: int,
     times: PassTimes,
     images_used: Callable[[str, int], float],
-    survivors: dict[str, float] | None = None,
+    calibrations: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Estimated seconds of each section in `names` with a reference (others are left out).
 
     A section's reference passes scale by ``images_used(name, n) / images_used(name,
     n_ref)`` (1 where it uses no test image of its own at ``n_ref``: a fixed cost). Where
-    the reference splits off a ``cost_model["cascade"]`` (the robustness section's
-    evaluator, which attacks only the images that outlive their minimal perturbation),
-    that part scales instead by this model's survivors per image over the reference's
-    (``cost_model["survivors"]``, both from DeepFool's norms).
+    the reference splits off a ``cost_model`` — the rows ``"variable"`` whose number
+    depends on the model, measured per ``"unit"`` — that part scales instead by this
+    model's calibration over the reference's unit: the robustness section's evaluator
+    attacks only the images that outlive their minimal perturbation (unit: survivors per
+    image, from DeepFool's norms); the regions section's paths need as many anchors as the
+    regions are fragmented (unit: rows per path on a few calibration pairs).
 
     Args:
         profile: The report profile.
@@ -116,9 +118,8 @@ def estimate_sections(
         times: `measure_pass_times` of the model.
         images_used: ``(section, n) ↦`` test images whose own work the section does in a
             report of ``n`` images of this profile (`Analysis.images_used`).
-        survivors: Per section, this model's survivors per image
-            (`Analysis.calibrate` on the calibration images); absent: as the
-            reference.
+        calibrations: Per section, this model's `Analysis.calibrate` on the
+            calibration images; absent: as the reference.
     """
     reference = reference_passes().get(profile)
     if not reference:
@@ -132,10 +133,10 @@ def estimate_sections(
         scale = images_used(name, n) / at_reference if at_reference > 0 else 1.0
         rows = {key: float(passes[key]) for key in ("forward_rows", "backward_rows")}
         model = passes.get("cost_model")
-        if model and survivors and name in survivors and model["survivors"] > 0:
-            ratio = survivors[name] / model["survivors"]
+        if model and calibrations and name in calibrations and model["unit"] > 0:
+            ratio = calibrations[name] / model["unit"]
             for key in rows:
-                rows[key] += (ratio - 1.0) * float(model["cascade"][key])
+                rows[key] += (ratio - 1.0) * float(model["variable"][key])
         seconds = rows["forward_rows"] * times.forward + rows["backward_rows"] * times.backward
         out[name] = scale * seconds
     return out

@@ -171,8 +171,8 @@ def run_report(
                     section_result = _compute(name, ctx)
                 section_result["passes"] = _all_passes(section_result["passes"], world)
                 cost_model = section_result.get("cost_model")
-                if cost_model and "cascade" in cost_model:  # counted per process, as passes
-                    cost_model["cascade"] = _all_passes(cost_model["cascade"], world)
+                if cost_model:  # its variable rows were counted per process, as passes
+                    cost_model["variable"] = _all_passes(cost_model["variable"], world)
                 record(name, section_result)
         for name, section_result in _compute_whole(whole, ctx, world):
             record(name, section_result)
@@ -220,12 +220,12 @@ def _estimate(ctx: ReportContext, todo: list[str], profile: str) -> dict[str, An
     def images_in(chosen: str) -> Callable[[str, int], float]:
         return lambda name, n: ANALYSES[name].images_used(chosen, n)
 
-    survivors = _calibrated_survivors(ctx, todo)
+    calibrations = _calibrations(ctx, todo)
     sections = cost.estimate_sections(
-        profile, todo, len(ctx.data), times, images_in(profile), survivors
+        profile, todo, len(ctx.data), times, images_in(profile), calibrations
     )
     quick_n = min(len(ctx.data), int(cost.reference_passes().get("quick", {}).get("n", 0)))
-    quick = cost.estimate_sections("quick", todo, quick_n, times, images_in("quick"), survivors)
+    quick = cost.estimate_sections("quick", todo, quick_n, times, images_in("quick"), calibrations)
     print(cost.summary(sections, sum(quick.values()) or None, profile), file=sys.stderr)
     return {"pass_times": asdict(times), "sections": sections}
 
@@ -233,12 +233,13 @@ def _estimate(ctx: ReportContext, todo: list[str], profile: str) -> dict[str, An
 _CALIBRATION_IMAGES = 16
 
 
-def _calibrated_survivors(ctx: ReportContext, todo: list[str]) -> dict[str, float]:
+def _calibrations(ctx: ReportContext, todo: list[str]) -> dict[str, float]:
     """Each section's `Analysis.calibrate` on the first `_CALIBRATION_IMAGES` test images.
 
     The robustness section runs DeepFool on them (seconds on a CIFAR ResNet-18 on one CPU
     thread): how many budgets each image outlives decides how much of the evaluator's
-    cascade runs (`cost.estimate_sections`).
+    cascade runs; the regions section finds one path per scenario among them, with its
+    anchor budget (`cost.estimate_sections`).
     """
     calibration = ctx.data.subset(_CALIBRATION_IMAGES)
     measured = {name: ANALYSES[name].calibrate(ctx, calibration.x, calibration.y) for name in todo}

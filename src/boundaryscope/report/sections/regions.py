@@ -10,8 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import Tensor
 
-from boundaryscope.geometry.topology import RegionsConfig, regions_study
+from boundaryscope.geometry.topology import (
+    NoPairsError,
+    RegionsConfig,
+    config_path,
+    regions_study,
+    scenario_pairs,
+)
 from boundaryscope.report import figures
 from boundaryscope.report.registry import (
     Analysis,
@@ -23,10 +30,16 @@ from boundaryscope.report.registry import (
 
 __all__ = ["SETTINGS", "RegionsAnalysis"]
 
+# Anchor budgets: the shipped LeNet's paths need 0 anchors for most pairs and at most 117
+# (benchmarks/results/regions.json, 300 pairs; 78 in the default report's 60), so the
+# default budget leaves its numbers as they were; a random-weight CIFAR ResNet-18 needs
+# 15–200 per pair, at ≈ 0.4 s each on one CPU thread. A path over budget is undecided.
 SETTINGS: dict[str, RegionsConfig] = {
-    "default": RegionsConfig(pairs=20, trials=500),
+    "default": RegionsConfig(pairs=20, trials=500, max_anchors=128),
     "full": RegionsConfig(),
-    "quick": RegionsConfig(pairs=3, spacing=1e-3, ks=(2, 5, 10), trials=100, max_depth=10),
+    "quick": RegionsConfig(
+        pairs=3, spacing=1e-3, ks=(2, 5, 10), trials=100, max_depth=10, max_anchors=32
+    ),
 }
 
 _SCENARIO_NAMES = {
@@ -47,9 +60,42 @@ class RegionsAnalysis(Analysis):
     settings = SETTINGS
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
-        """`regions_study` on the test images."""
+        """`regions_study` on the test images, with its cost model (rows per path)."""
         config = self.settings_for(ctx.profile)
-        return regions_study(ctx.clf, ctx.data.x, config, seed=ctx.seed, classes=ctx.data.classes)
+        result = regions_study(ctx.clf, ctx.data.x, config, seed=ctx.seed, classes=ctx.data.classes)
+        pairs = sum(int(s["pairs"]) for s in result["scenarios"].values())
+        result["cost_model"] = {
+            "variable": result["path_passes"],
+            "unit": sum(result["path_passes"].values()) / pairs if pairs else 0.0,
+        }
+        return result
+
+    def calibrate(self, ctx: ReportContext, x: Tensor, y: Tensor) -> float | None:
+        """Model rows per path on one pair per scenario drawn from `x`, as the run finds them.
+
+        How many anchors a path needs follows how fragmented this model's regions are (0
+        for most pairs on the shipped LeNet, 15–200 on a random-weight CIFAR ResNet-18), so
+        the paths' share of the estimate scales by this over the reference's rows per path
+        (`report.cost`). One pair per scenario is a small sample: the estimate is a guide.
+        """
+        del y
+        config = self.settings_for(ctx.profile)
+        counter = ctx.clf.counter
+        before, paths = counter.forward_rows + counter.backward_rows, 0
+        with ctx.clf.sweep():
+            for offset, scenario in enumerate(config.scenarios):  # regions_study's seeds
+                try:
+                    x1, x2 = scenario_pairs(
+                        ctx.clf, x, scenario, 1, seed=ctx.seed + offset,
+                        batch_size=config.batch_size,
+                    )  # fmt: skip
+                except NoPairsError:
+                    continue
+                for a, b in zip(x1, x2, strict=True):
+                    config_path(ctx.clf, a, b, config)
+                    paths += 1
+        rows = counter.forward_rows + counter.backward_rows - before
+        return rows / paths if paths else None
 
     def render(self, result: dict[str, Any], out_dir: Path) -> Section:
         """Path statistics per scenario, D(p) histogram, convexity curve, stitched path."""
@@ -65,6 +111,7 @@ class RegionsAnalysis(Analysis):
                     _SCENARIO_NAMES.get(name, name),
                     f"{s['pairs']}",
                     f"{s['connected']:.0%}" if s["pairs"] else "—",
+                    f"{s.get('undecided', 0)}",
                     format_number(s["straight"], ".0%"),
                     format_number(s["mean_anchors"], ".1f"),
                     f"{np.max(anchors[valid]):.0f}" if valid.any() else "—",
@@ -96,6 +143,7 @@ class RegionsAnalysis(Analysis):
                         "scenario",
                         "pairs",
                         "connected",
+                        "undecided (anchor budget)",
                         "straight segment valid",
                         "anchors (mean, connected)",
                         "anchors (max)",
@@ -133,7 +181,14 @@ class RegionsAnalysis(Analysis):
                     else "every sample is checked. "
                 )
                 + "Anchors are pushed until their label margin is at least 1e-4 of the largest "
-                "score so that no anchor's label depends on float rounding.",
+                "score so that no anchor's label depends on float rounding. "
+                + (
+                    f"A path that needs more than {cfg['max_anchors']} anchors is left "
+                    "undecided (counted as not connected): it bounds the section's cost on "
+                    "models with fragmented regions."
+                    if cfg.get("max_anchors") is not None
+                    else ""
+                ),
             ],
         )
 

@@ -294,9 +294,9 @@ class RobustnessAnalysis(Analysis):
             ctx, correct, smallest, cfg.evaluation, f"DeepFool + FMN-{cfg.tightest_steps}"
         )
         result["cost_model"] = {
-            "cascade": cascade,
-            "survivors": survivors_per_image(deepfool_norms, ctx.data.x.shape[1:], ctx.clf.bounds,
-                                             len(x)),
+            "variable": cascade,
+            "unit": survivors_per_image(deepfool_norms, ctx.data.x.shape[1:], ctx.clf.bounds,
+                                        len(x)),
         }  # fmt: skip
         assert l2_result is not None
         result["examples"] = self._examples(l2_result, x, correct, cfg.examples)
