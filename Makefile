@@ -31,6 +31,7 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.installed
 	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q onnx && $(PIP) install -q --no-deps onnx2torch
 	touch $@
 
 $(VENV)/.bench: pyproject.toml $(VENV)/.installed

@@ -42,7 +42,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         "--model",
         default="zoo:lenet-mnist",
         help="zoo:NAME, a weights file PATH.pt (with --arch), a `train --defense` run "
-        "directory, or module:factory / ./file.py:factory (default: %(default)s)",
+        "directory, module:factory / ./file.py:factory, or an ONNX model PATH.onnx (extra "
+        "boundaryscope[onnx]) (default: %(default)s)",
     )
     parser.add_argument(
         "--arch",

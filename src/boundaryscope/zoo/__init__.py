@@ -10,7 +10,11 @@ A model spec, as every command accepts it, is one of:
 - ``package.module:factory`` — imported (the working directory is searched first) and
   called with no arguments; ``./path/file.py:factory`` imports the file itself. With
   ``weights=`` (``--weights``) the factory's model gets those weights: your own
-  architecture and a plain state dict in one line.
+  architecture and a plain state dict in one line;
+- ``PATH.onnx`` — an ONNX model, converted to a torch module by ``onnx2torch`` (the
+  optional extra ``boundaryscope[onnx]``). An ONNX file is a graph of standard operators
+  and tensors: data, like a weights file. A model exported with a fixed batch size is run
+  in chunks of that size.
 
 Weights files are ``.pt``/``.pth`` (a state dict or checkpoint) or ``.safetensors`` (read
 by the ``safetensors`` library, which holds tensors only: no pickle at all). A
@@ -52,6 +56,7 @@ from boundaryscope.zoo.architectures import ARCHITECTURES
 
 __all__ = [
     "ARCHITECTURES",
+    "FixedBatch",
     "InputSpec",
     "LoadedModel",
     "build",
@@ -360,6 +365,17 @@ def _build_recorded(
     user must name that code, and the record is only compared with it.
     """
     recorded_factory = meta.get("factory")
+    if arch is not None and Path(arch).suffix == ".onnx":
+        return _from_onnx(Path(arch)), {"onnx": arch}
+    recorded_onnx = meta.get("onnx")
+    if arch is None and recorded_onnx is not None:  # a graph file is data, not code
+        if not isinstance(recorded_onnx, str) or not Path(recorded_onnx).is_file():
+            raise ValueError(
+                f"{path} was trained from the ONNX model {str(recorded_onnx)[:200]!r}, which "
+                "is not a file here; pass its path as --arch (library: load_model(..., "
+                "arch='model.onnx'))."
+            )
+        return _from_onnx(Path(recorded_onnx)), {"onnx": recorded_onnx}
     if arch is not None and is_code_spec(arch):
         if recorded_factory and str(recorded_factory) != arch:
             _logger.warning(
@@ -456,6 +472,69 @@ def _working_directory_on_path() -> Iterator[None]:
     finally:
         if added and cwd in sys.path:
             sys.path.remove(cwd)
+
+
+def _from_onnx(path: Path) -> nn.Module:
+    """The ONNX model at `path` as a torch module (``onnx2torch``), batched as exported.
+
+    Raises:
+        ValueError: the file is missing or not a valid ONNX model, an operator has no
+            converter, or the optional extra is not installed.
+    """
+    if not path.is_file():
+        raise ValueError(f"The ONNX model {str(path)!r} does not exist.")
+    try:
+        import onnx
+        from onnx2torch import convert
+    except ImportError as error:
+        raise ValueError(
+            f"Reading the ONNX model {path} needs the optional extra: pip install "
+            f"'boundaryscope[onnx]' (onnx and onnx2torch; {error})."
+        ) from None
+    try:
+        graph = onnx.load(str(path))
+        onnx.checker.check_model(graph)
+        module = convert(graph)
+    except Exception as error:  # onnx and onnx2torch raise many kinds for a bad graph
+        raise ValueError(
+            f"{path} could not be converted to a torch module: {type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}"
+        ) from None
+    batch = _fixed_batch(graph)
+    return module if batch is None else FixedBatch(module, batch)
+
+
+def _fixed_batch(graph: Any) -> int | None:
+    """The batch size the graph's first input was exported with (``None``: symbolic)."""
+    weights = {tensor.name for tensor in graph.graph.initializer}
+    inputs = [value for value in graph.graph.input if value.name not in weights]
+    if not inputs:
+        return None
+    dims = inputs[0].type.tensor_type.shape.dim
+    return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") else None
+
+
+class FixedBatch(nn.Module):
+    """Runs a module exported for exactly `batch` rows on any number of rows.
+
+    The rows are split into chunks of `batch`; the last is padded with copies of its last
+    row, whose outputs are dropped (rows are independent in eval mode).
+    """
+
+    def __init__(self, module: nn.Module, batch: int) -> None:
+        super().__init__()
+        self.module = module
+        self.batch = batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``module`` on `x` ``(N, *shape)`` in chunks of ``batch`` rows."""
+        outputs = []
+        for chunk in x.split(self.batch):
+            rows = chunk.shape[0]
+            if rows < self.batch:
+                chunk = torch.cat([chunk, chunk[-1:].expand(self.batch - rows, *chunk.shape[1:])])
+            outputs.append(self.module(chunk)[:rows])
+        return torch.cat(outputs)
 
 
 def _from_factory(spec: str) -> nn.Module:
@@ -617,6 +696,12 @@ def load_model(
         )
     elif Path(spec).is_dir():
         loaded = _from_run_directory(Path(spec), arch)
+    elif Path(spec).suffix == ".onnx":
+        if arch is not None:
+            raise ValueError(
+                f"An ONNX model records its own architecture; got arch {arch!r} with {spec!r}."
+            )
+        loaded = LoadedModel(_from_onnx(Path(spec)), spec, origin={"onnx": spec})
     elif Path(spec).suffix in (".pt", ".pth", ".safetensors") or Path(spec).is_file():
         path = Path(spec)
         if not path.is_file():
