@@ -66,3 +66,61 @@ def test_projection_on_balls():
     np.testing.assert_allclose(lp_norm(l2_proj, 2).numpy(), np.minimum(1.0, lp_norm(v, 2).numpy()))
     small = v * 1e-3
     torch.testing.assert_close(project_lp_ball(small, 10.0, 2), small)
+
+
+def _hyperplane_box_reference(w, b, p, lower, upper):
+    """scipy's answer to min ‖δ‖_p s.t. <w, δ> = b, lower <= δ <= upper (one sample)."""
+    from scipy.optimize import linprog, minimize
+
+    d = w.size
+    if p == 2:
+        result = minimize(
+            lambda z: z @ z, np.zeros(d), jac=lambda z: 2 * z, method="SLSQP",
+            bounds=list(zip(lower, upper, strict=True)),
+            constraints=[{"type": "eq", "fun": lambda z: w @ z - b, "jac": lambda z: w}],
+            options={"ftol": 1e-14, "maxiter": 500},
+        )  # fmt: skip
+        assert result.success, result.message  # the reference's own status first
+        return result.x
+    # l∞: variables (δ, t); minimise t with −t <= δ_i <= t.
+    cost = np.r_[np.zeros(d), 1.0]
+    rows = np.block([[np.eye(d), -np.ones((d, 1))], [-np.eye(d), -np.ones((d, 1))]])
+    result = linprog(
+        cost, A_ub=rows, b_ub=np.zeros(2 * d), A_eq=np.r_[w, 0.0][None], b_eq=[b],
+        bounds=[*zip(lower, upper, strict=True), (0, None)], method="highs",
+    )  # fmt: skip
+    assert result.status == 0, result.message
+    return result.x[:d]
+
+
+@pytest.mark.parametrize("p", [2.0, math.inf])
+def test_hyperplane_box_projection_matches_scipy_where_reachable(p):
+    from boundaryscope.norms import project_hyperplane_box
+
+    generator = torch.Generator().manual_seed(0)
+    n, d = 40, 9
+    w = torch.randn(n, d, generator=generator, dtype=torch.float64)
+    w[::5, :3] = 0.0  # coordinates the normal ignores
+    b = torch.randn(n, generator=generator, dtype=torch.float64)
+    lower = -torch.rand(n, d, generator=generator, dtype=torch.float64)
+    upper = torch.rand(n, d, generator=generator, dtype=torch.float64)
+    lower[::3] = 0.0  # a pixel on the box's lower face, as on MNIST
+    got = project_hyperplane_box(w, b, p, lower, upper)
+    assert bool((got >= lower).all() and (got <= upper).all())
+    # The most <w, δ> can reach in the direction of b inside the box.
+    reach = torch.where(w * b.sign()[:, None] > 0, upper, lower) * w * b.sign()[:, None]
+    reachable = reach.sum(1) >= b.abs() * (1 + 1e-9)
+    assert 10 < int(reachable.sum()) < n  # both kinds are exercised
+    for i in range(n):
+        if reachable[i]:
+            expected = _hyperplane_box_reference(
+                w[i].numpy(), float(b[i]), p, lower[i].numpy(), upper[i].numpy()
+            )
+            assert float(w[i] @ got[i]) == pytest.approx(float(b[i]), abs=1e-9)
+            assert float(lp_norm(got[i : i + 1], p)) == pytest.approx(
+                float(np.linalg.norm(expected, ord=p)), rel=1e-6, abs=1e-9
+            )
+        else:  # out of reach: the box corner that comes closest
+            corner = torch.where(w[i] * b[i].sign() > 0, upper[i], lower[i])
+            corner = torch.where(w[i] == 0, torch.zeros_like(corner), corner)
+            torch.testing.assert_close(got[i], corner)
