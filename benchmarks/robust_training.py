@@ -88,6 +88,8 @@ ROBUST: dict[str, tuple[str, dict[str, Any], TrainConfig | None]] = {
     # straight at 0.3 the fine-tuned LeNet collapses to a constant classifier).
     "pgd-0.3-ramp": ("pgd", {"eps": 0.3, "steps": 10, "ramp_epochs": 3.0}, SGD_5_EPOCHS),
     "trades": ("trades", {"eps": 0.2}, None),
+    # TRADES at 0.3 with the same ramp as PGD-AT's (session 17).
+    "trades-0.3-ramp": ("trades", {"eps": 0.3, "ramp_epochs": 3.0}, SGD_5_EPOCHS),
     "fgsm-rs": ("fgsm-rs", {"eps": 0.2}, None),
     "gradalign": ("gradalign", {"eps": 0.2}, None),
     "cure": ("cure", {"lam": 4.0, "h": 1.0, "ramp_epochs": 2.0}, SGD_5_EPOCHS),
