@@ -113,6 +113,9 @@ def test_estimate_only_prints_the_estimate_and_writes_nothing(tmp_path, capsys):
     # The four costliest sections are named, each with its time.
     named = re.findall(r"(\w+) \d+ (?:s|min|h)\b", err.split(";", 1)[1])
     assert len(named) == 4 and set(named) <= set(cost.reference_passes()["quick"]["sections"])
+    # Then the whole breakdown, one line per section.
+    listed = re.findall(r"^  (\w+) +\d+ (?:s|min|h)$", err, flags=re.MULTILINE)
+    assert listed == list(cost.reference_passes()["quick"]["sections"])
     assert not out.exists()
 
 

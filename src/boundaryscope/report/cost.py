@@ -142,8 +142,13 @@ def estimate_sections(
     return out
 
 
-def summary(estimates: dict[str, float], quick: float | None, profile: str) -> str:
-    """The lines printed before a report starts: total, the costliest sections, advice."""
+def summary(
+    estimates: dict[str, float], quick: float | None, profile: str, every: bool = False
+) -> str:
+    """The lines printed before a report starts: total, the costliest sections, advice.
+
+    With `every`, one more line per section (``--estimate-only``: the whole breakdown).
+    """
     total = sum(estimates.values())
     top = sorted(estimates.items(), key=lambda item: -item[1])[:4]
     parts = ", ".join(f"{name} {_duration(seconds)}" for name, seconds in top)
@@ -159,6 +164,8 @@ def summary(estimates: dict[str, float], quick: float | None, profile: str) -> s
             + "a GPU (--device cuda) runs the same passes far faster, and the finished "
             "sections are kept (--resume)."
         )
+    if every:
+        lines += [f"  {name:13s} {_duration(seconds)}" for name, seconds in estimates.items()]
     return "\n".join(lines)
 
 

@@ -132,7 +132,7 @@ def run_report(
         others={spec: _other_classifier(spec, dataset.x[:1], run_device) for spec in others},
     )
     if estimate_only:
-        if not _estimate(ctx, names, profile):
+        if not _estimate(ctx, names, profile, every=True):
             print(f"report: no estimate for --profile {profile} (no reference passes)")
         return out_dir / "report.html"
     with contextlib.ExitStack() as stack:
@@ -208,8 +208,12 @@ def _all_passes(passes: dict[str, int], world: distributed.World) -> dict[str, i
     return {key: sum(int(part[key]) for part in parts) for key in passes}
 
 
-def _estimate(ctx: ReportContext, todo: list[str], profile: str) -> dict[str, Any]:
+def _estimate(
+    ctx: ReportContext, todo: list[str], profile: str, every: bool = False
+) -> dict[str, Any]:
     """Per-section time estimates from a one-batch calibration, printed before the run.
+
+    With `every` (``--estimate-only``), each section's estimate is printed too.
 
     Empty (and nothing printed) for a profile without reference passes (``full``).
     """
@@ -226,7 +230,7 @@ def _estimate(ctx: ReportContext, todo: list[str], profile: str) -> dict[str, An
     )
     quick_n = min(len(ctx.data), int(cost.reference_passes().get("quick", {}).get("n", 0)))
     quick = cost.estimate_sections("quick", todo, quick_n, times, images_in("quick"), calibrations)
-    print(cost.summary(sections, sum(quick.values()) or None, profile), file=sys.stderr)
+    print(cost.summary(sections, sum(quick.values()) or None, profile, every), file=sys.stderr)
     return {"pass_times": asdict(times), "sections": sections}
 
 
