@@ -79,6 +79,24 @@ def export(model: nn.Module, path: Path, *, dynamic_batch: bool) -> Path:
     return path
 
 
+def exported_with_data(
+    folder: Path, *, seed: int, images: int, relabel: bool = False
+) -> tuple[nn.Module, Path, str]:
+    """`cifar_bn_cnn` exported to ``net.onnx`` and an ``npz:`` data spec it labels.
+
+    With `relabel`, every other label is moved to the next class (something to learn).
+    """
+    model = cifar_bn_cnn(seed=seed)
+    path = export(model, folder / "net.onnx", dynamic_batch=True)
+    x = torch.rand(images, 3, 32, 32, generator=torch.Generator().manual_seed(seed + 1))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    if relabel:
+        y = (y + torch.arange(images) % 2) % 10
+    np.savez(folder / "data.npz", x=x.numpy(), y=y.numpy())
+    return model, path, f"npz:{folder / 'data.npz'}"
+
+
 @pytest.mark.parametrize("dynamic_batch", [True, False])
 def test_onnx_model_gives_the_torch_models_scores_and_gradients(
     tmp_path: Path, torchvision_or_stand_in: None, dynamic_batch: bool
@@ -103,13 +121,7 @@ def test_attack_command_on_an_onnx_model_matches_the_torch_model(
     from boundaryscope.cli import main
     from boundaryscope.cli.common import load_sample
 
-    model = cifar_bn_cnn(seed=2)
-    path = export(model, tmp_path / "net.onnx", dynamic_batch=True)
-    x = torch.rand(30, 3, 32, 32, generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    data = f"npz:{tmp_path / 'data.npz'}"
-    np.savez(tmp_path / "data.npz", x=x.numpy(), y=y.numpy())
+    model, path, data = exported_with_data(tmp_path, seed=2, images=30)
     out = tmp_path / "run"
     argv = ["attack", "deepfool", "--model", str(path), "--data", data, "--n", "6"]
     assert main([*argv, "--out", str(out)]) == 0
@@ -161,14 +173,9 @@ def test_a_model_trained_from_an_onnx_file_loads_back_with_its_new_weights(
 ) -> None:
     from boundaryscope.cli import main
 
-    model = cifar_bn_cnn(seed=4)
-    path = export(model, tmp_path / "net.onnx", dynamic_batch=True)
-    x = torch.rand(60, 3, 32, 32, generator=torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        y = (model(x).argmax(1) + torch.arange(60) % 2) % 10  # half the labels to learn
-    np.savez(tmp_path / "data.npz", x=x.numpy(), y=y.numpy())
+    _, path, data = exported_with_data(tmp_path, seed=4, images=60, relabel=True)
     run = tmp_path / "run"
-    argv = ["train", "--model", str(path), "--data", f"npz:{tmp_path / 'data.npz'}"]
+    argv = ["train", "--model", str(path), "--data", data]
     assert main([*argv, "--defense", "standard", "--epochs", "1", "--out", str(run)]) == 0
     trained = load_model(str(run))  # the run records the graph file: data, not code
     assert trained.origin == {"onnx": str(path)}
