@@ -90,6 +90,8 @@ ROBUST: dict[str, tuple[str, dict[str, Any], TrainConfig | None]] = {
     "trades": ("trades", {"eps": 0.2}, None),
     # TRADES at 0.3 with the same ramp as PGD-AT's (session 17).
     "trades-0.3-ramp": ("trades", {"eps": 0.3, "ramp_epochs": 3.0}, SGD_5_EPOCHS),
+    # FGSM-RS with the same ramp and schedule: its cost against PGD-AT's at ε = 0.3.
+    "fgsm-rs-0.3-ramp": ("fgsm-rs", {"eps": 0.3, "ramp_epochs": 3.0}, SGD_5_EPOCHS),
     "fgsm-rs": ("fgsm-rs", {"eps": 0.2}, None),
     "gradalign": ("gradalign", {"eps": 0.2}, None),
     "cure": ("cure", {"lam": 4.0, "h": 1.0, "ramp_epochs": 2.0}, SGD_5_EPOCHS),

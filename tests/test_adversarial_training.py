@@ -130,15 +130,16 @@ def test_trades_kl_and_loss_match_a_hand_computation():
         )
 
 
-@pytest.mark.parametrize("kind", [PGDTraining, TRADES])
+@pytest.mark.parametrize("kind", [PGDTraining, TRADES, FGSMRS])
 def test_eps_ramp_grows_the_radius_from_zero_and_then_changes_nothing(kind):
-    """A ramped PGD-AT / TRADES: clean at the start, half the radius half-way, then the same
-    batch loss bit for bit as the unramped objective (same generator draws)."""
+    """A ramped PGD-AT / TRADES / FGSM-RS: clean at the start, half the radius half-way,
+    then the same batch loss bit for bit as the unramped objective (same generator draws)."""
     x, y = _blobs(12)
     torch.manual_seed(2)
     model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double().eval()
     clf = Classifier(model, bounds=(0, 1))
-    plain, ramped = kind(eps=0.2, steps=5), kind(eps=0.2, steps=5, eps_ramp_epochs=2.0)
+    sizes = {} if kind is FGSMRS else {"steps": 5}
+    plain, ramped = kind(eps=0.2, **sizes), kind(eps=0.2, eps_ramp_epochs=2.0, **sizes)
 
     def loss(objective, progress):
         step = TrainingStep(clf, x, y, progress, torch.Generator().manual_seed(4))
@@ -154,7 +155,7 @@ def test_eps_ramp_grows_the_radius_from_zero_and_then_changes_nothing(kind):
     assert torch.equal(after, reference)
     half_way, _ = loss(ramped, 1.0)
     assert float((half_way - clean).abs().max()) > 0  # the attack ran, at radius 0.1
-    if kind is PGDTraining:
+    if kind is not TRADES:
         attack = ramped.attack(0, 0.1)
         moved = attack(clf, x, y).adversarial - x
         assert attack.eps == 0.1 and float(moved.abs().max()) <= 0.1 + 1e-12

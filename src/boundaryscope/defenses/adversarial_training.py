@@ -144,13 +144,15 @@ class FGSMRS(_SingleStepTraining):
     attack gradient per image instead of PGD-10's ten. Its known failure, catastrophic
     overfitting, is watched after every epoch (`overfitting_check`): PGD(10) on 128 fixed
     training images; a fall of more than 20 points stops the run with the previous
-    epoch's weights.
+    epoch's weights. With ``eps_ramp_epochs > 0`` the radius (and ``α`` with it) grows
+    linearly from 0, as `PGDTraining`'s; the check always attacks at the full ε.
 
     Attributes:
         eps: Radius of the threat model (input units).
         step_ratio: ``α / ε``.
         p: ``inf`` or 2.
         check: Run the catastrophic-overfitting check.
+        eps_ramp_epochs: Epochs over which the radius grows from 0 (0: none).
     """
 
     name: ClassVar[str] = "fgsm-rs"
@@ -158,30 +160,39 @@ class FGSMRS(_SingleStepTraining):
     step_ratio: float = 1.25
     p: float = math.inf
     check: bool = True
+    eps_ramp_epochs: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_ball("FGSMRS", self.eps, 1, self.p)
+        _check_ball("FGSMRS", self.eps, 1, self.p, self.eps_ramp_epochs)
         if not (self.step_ratio > 0 and math.isfinite(self.step_ratio)):
             raise ValueError(f"FGSMRS.step_ratio must be > 0; got {self.step_ratio!r}.")
 
-    def attack(self, seed: int) -> PGD:
-        """One PGD step of ``α = step_ratio · ε`` from a uniform point of the ball."""
+    def attack(self, seed: int, eps: float | None = None) -> PGD:
+        """One PGD step of ``α = step_ratio · ε`` from a uniform point of the ball.
+
+        At radius `eps` (default ε) when a ramp asks for a smaller one.
+        """
+        radius = self.eps if eps is None else eps
         return PGD(
-            eps=self.eps,
+            eps=radius,
             p=self.p,
             steps=1,
-            step_size=self.step_ratio * self.eps,
+            step_size=self.step_ratio * radius,
             random_start=True,
             seed=seed,
             early_stop=False,
         )
 
     def batch_loss(self, step: TrainingStep) -> tuple[Tensor, Tensor]:
-        """Cross-entropy at the batch's FGSM-RS points."""
-        before = step.clf.counter.backward_rows
-        adversarial = self.attack(_batch_seed(step))(step.clf, step.x, step.y).adversarial
-        step.backward_rows += step.clf.counter.backward_rows - before
-        logits = step.logits(adversarial.detach())
+        """Cross-entropy at the batch's FGSM-RS points (at the ramped radius)."""
+        radius = linear_ramp(self.eps, self.eps_ramp_epochs, step.progress)
+        adversarial = step.x
+        if radius > 0:
+            before = step.clf.counter.backward_rows
+            attack = self.attack(_batch_seed(step), radius)
+            adversarial = attack(step.clf, step.x, step.y).adversarial.detach()
+            step.backward_rows += step.clf.counter.backward_rows - before
+        logits = step.logits(adversarial)
         return nn.functional.cross_entropy(logits, step.y, reduction="none"), logits
 
 

@@ -161,7 +161,7 @@ def defense_objective(
             eps_ramp_epochs=ramp_epochs or 0.0,
             **({} if beta is None else {"beta": beta}),
         ),
-        "fgsm-rs": lambda: FGSMRS(eps=radius),
+        "fgsm-rs": lambda: FGSMRS(eps=radius, eps_ramp_epochs=ramp_epochs or 0.0),
         "gradalign": lambda: GradAlign(eps=radius, lam=GradAlign.lam if lam is None else lam),
         "cure": lambda: CURE(
             lam=4.0 if lam is None else lam,
