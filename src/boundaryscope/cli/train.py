@@ -165,8 +165,8 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
         "--ramp-epochs",
         type=nonnegative_float,
         default=None,
-        help="cure: epochs over which h grows from 0 (default 5, the seed's); pgd, trades, fgsm-rs: "
-        "epochs over which ε grows from 0 (default 0: none)",
+        help="cure: epochs over which h grows from 0 (default 5, the seed's); pgd, trades, "
+        "fgsm-rs: epochs over which ε grows from 0 (default 0: none)",
     )
     train.add_argument(
         "--xi",
