@@ -77,8 +77,21 @@ def estimate_only(argv: list[str], cwd: Path) -> dict[str, Any]:
     print(line)
     match = re.search(r"about ([0-9.]+) (s|min|h) estimated", line)
     assert match is not None, line
-    seconds = float(match.group(1)) * {"s": 1, "min": 60, "h": 3600}[match.group(2)]
-    return {"command": "boundaryscope " + " ".join(argv), "line": line, "seconds": seconds}
+    seconds = float(match.group(1)) * UNIT_SECONDS[match.group(2)]
+    # --estimate-only then lists every section: "  name  12 min".
+    sections = {
+        name: float(value) * UNIT_SECONDS[unit]
+        for name, value, unit in re.findall(r"^  (\w+) +([0-9.]+) (s|min|h)$", text, re.M)
+    }
+    return {
+        "command": "boundaryscope " + " ".join(argv),
+        "line": line,
+        "seconds": seconds,
+        "sections_seconds": sections,
+    }
+
+
+UNIT_SECONDS = {"s": 1.0, "min": 60.0, "h": 3600.0}
 
 
 RESNET = ["report", "--model", "./model.py:factory", "--data", "npz:data.npz"]
