@@ -243,13 +243,19 @@ def project_hyperplane_box(w: Tensor, b: Tensor, p: float, lower: Tensor, upper:
         free = linear_step(distance, direction, p)
         if bool(unbounded.all()):
             return free
-    a = direction.flatten(1).double()
-    bound = torch.where(a > 0, upper.flatten(1), lower.flatten(1)).double()
-    bound = torch.where(unbounded[:, None] | (a == 0), torch.zeros_like(bound), bound)
+    # In the inputs' dtype, in place where possible: as many (N, d) buffers as bisection
+    # held (this runs on DeepFool's N × K candidate rows); the sums are float64.
+    a = direction.flatten(1)
+    idle = a == 0
+    saturation = torch.where(a > 0, upper.flatten(1), lower.flatten(1))
+    saturation.masked_fill_(idle | unbounded[:, None], 0.0)
     if p == 2:
-        weight, saturation = a.square(), bound / torch.where(a == 0, torch.ones_like(a), a)
+        saturation.div_(a.masked_fill(idle, 1.0))
+        weight = a.square()
     else:
-        weight, saturation = a.abs(), bound.abs()
+        saturation.abs_()
+        weight = a.abs()
+    del idle
     scale = _saturating_root(weight, saturation, b.abs().double()).to(w.dtype).view(shape)
     move = direction * scale if p == 2 else direction.sign() * scale
     step = torch.minimum(torch.maximum(move, lower), upper)
@@ -267,29 +273,36 @@ def _saturating_root(weight: Tensor, saturation: Tensor, target: Tensor) -> Tens
     ``F`` never reaches `target`, the largest saturation (every coordinate saturated).
 
     Args:
-        weight: ``(N, M)`` weights ``>= 0`` (float64).
-        saturation: ``(N, M)`` breakpoints ``>= 0`` (float64).
-        target: ``(N,)`` values ``>= 0``.
+        weight: ``(N, M)`` weights ``>= 0``.
+        saturation: ``(N, M)`` breakpoints ``>= 0``, of `weight`'s dtype.
+        target: ``(N,)`` values ``>= 0`` (float64).
 
     Returns:
-        ``(N,)`` roots ``t``.
+        ``(N,)`` float64 roots ``t``: exact to the precision of `weight`'s dtype.
     """
     t = torch.zeros_like(target)
-    tolerance = 1e-12 * target
+    # The products are rounded in the inputs' dtype; the sums are float64.
+    tolerance = max(1e-12, 64 * torch.finfo(weight.dtype).eps) * target
+    scratch = torch.empty_like(weight)
+
+    def value_at(point: Tensor) -> Tensor:
+        torch.minimum(point.to(weight.dtype)[:, None], saturation, out=scratch)
+        return scratch.mul_(weight).sum(dim=1, dtype=torch.float64)
+
     for _ in range(_NEWTON_STEPS):
         # Every row each time: cheaper than gathering the unfinished ones (4–6 steps).
-        gap = target - (weight * torch.minimum(t[:, None], saturation)).sum(dim=1)
+        gap = target - value_at(t)
         short = gap > tolerance
         if not bool(short.any()):
             return t
-        slope = (weight * (saturation > t[:, None])).sum(dim=1)
+        torch.gt(saturation, t.to(weight.dtype)[:, None], out=scratch)
+        slope = scratch.mul_(weight).sum(dim=1, dtype=torch.float64)
         stuck = short & (slope <= 0)  # every coordinate saturated below the target
         step = gap / slope.clamp_min(torch.finfo(slope.dtype).tiny)
         t = torch.where(short, t + step, t)
         if bool(stuck.any()):
-            t = torch.where(stuck, saturation.amax(dim=1), t)
-    gap = target - (weight * torch.minimum(t[:, None], saturation)).sum(dim=1)
-    left = (gap > tolerance).nonzero()[:, 0]
+            t = torch.where(stuck, saturation.amax(dim=1).double(), t)
+    left = (target - value_at(t) > tolerance).nonzero()[:, 0]
     t[left] = _sorted_root(weight[left], saturation[left], target[left])
     return t
 
@@ -303,8 +316,8 @@ def _sorted_root(weight: Tensor, saturation: Tensor, target: Tensor) -> Tensor:
     ``F`` at every breakpoint is a cumulative sum, the first one that reaches `target`
     brackets the root, and ``F`` is linear inside.
     """
-    points, order = saturation.sort(dim=1)
-    weights = weight.gather(1, order)
+    points, order = saturation.double().sort(dim=1)
+    weights = weight.double().gather(1, order)
     reached = weights.mul(points).cumsum(dim=1)  # Σ_{j<=k} w_j s_j: the saturated part
     rest = weights.sum(dim=1, keepdim=True) - weights.cumsum(dim=1)  # Σ_{j>k} w_j
     at_points = reached + points * rest  # F at t = s_k, non-decreasing in k
