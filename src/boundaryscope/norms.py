@@ -215,8 +215,8 @@ def project_hyperplane_box(w: Tensor, b: Tensor, p: float, lower: Tensor, upper:
       min(t, s_i)`` with ``s_i = upper_i`` or ``−lower_i``.
 
     Both are concave, piecewise linear and increasing, so the multiplier with ``<a, δ> =
-    |b|`` is found exactly between two sorted breakpoints (`_saturating_root`), not by
-    bisection. Where even the whole box cannot reach ``b``, the box point that comes closest
+    |b|`` is solved for (`_saturating_root`: Newton, exact to the inputs' precision), not
+    bisected. Where even the whole box cannot reach ``b``, the box point that comes closest
     is returned (the hyperplane is out of reach; the attack then cannot cross it here). A
     sample whose box is unbounded gets the unconstrained step (DeepFool's eq. 3.12).
 
