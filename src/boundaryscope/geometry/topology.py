@@ -19,7 +19,7 @@ of k points of one region stays in it; principal angles between subspaces of two
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -49,6 +49,7 @@ __all__ = [
     "random_subspace_angles",
     "regions_study",
     "scenario_pairs",
+    "scenario_paths",
     "stitched_sections",
 ]
 
@@ -665,34 +666,21 @@ def regions_study(
     """
     import time
 
-    from tqdm.auto import tqdm
-
     started = time.perf_counter()
     scenarios: dict[str, dict[str, Any]] = {}
     best: RegionPath | None = None  # the valid path with most anchors that fits the figure
     before = (clf.counter.forward_rows, clf.counter.backward_rows)
-    with clf.sweep():  # one model copy for every path's checks
-        for offset, scenario in enumerate(config.scenarios):
-            timer = time.perf_counter()
-            try:
-                x1, x2 = scenario_pairs(
-                    clf, x, scenario, config.pairs, seed=seed + offset, batch_size=config.batch_size
-                )
-            except NoPairsError as why:  # one predicted label only: no adversarial pairs
-                scenarios[scenario] = {**_scenario_json([], 0.0), "failures": [str(why)]}
-                continue
-            paths = []
-            for a, b in tqdm(
-                list(zip(x1, x2, strict=True)),
-                desc=f"paths ({scenario})",
-                disable=tqdm_disable(progress),
-            ):
-                path = config_path(clf, a, b, config)
-                paths.append(path)
-                fits = path.valid and path.anchor_count + 1 <= config.stitched_max_panels
-                if fits and (best is None or path.anchor_count > best.anchor_count):
-                    best = path
+    timer = time.perf_counter()
+    for scenario, paths, no_pairs in scenario_paths(clf, x, config, seed=seed, progress=progress):
+        if no_pairs is not None:  # one predicted label only: no adversarial pairs
+            scenarios[scenario] = {**_scenario_json([], 0.0), "failures": [no_pairs]}
+        else:
             scenarios[scenario] = _scenario_json(paths, time.perf_counter() - timer)
+        for path in paths:
+            fits = path.valid and path.anchor_count + 1 <= config.stitched_max_panels
+            if fits and (best is None or path.anchor_count > best.anchor_count):
+                best = path
+        timer = time.perf_counter()
     path_passes = {
         "forward_rows": clf.counter.forward_rows - before[0],
         "backward_rows": clf.counter.backward_rows - before[1],
@@ -710,6 +698,42 @@ def regions_study(
         "path_passes": path_passes,
         "seconds": time.perf_counter() - started,
     }
+
+
+def scenario_paths(
+    clf: Classifier,
+    x: Tensor,
+    config: RegionsConfig,
+    *,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> Iterator[tuple[Scenario, list[RegionPath], str | None]]:
+    """Alg. 5 paths between `config.pairs` pairs of each of `config.scenarios`, in turn.
+
+    The k-th scenario draws its pairs with seed ``seed + k`` (`scenario_pairs`); the paths
+    share one model copy (`Classifier.sweep`).
+
+    Yields:
+        ``(scenario, paths, no_pairs)``: the paths (`config_path`), or none and why
+        (`NoPairsError`'s message) where the scenario has no pairs.
+    """
+    from tqdm.auto import tqdm
+
+    with clf.sweep():
+        for offset, scenario in enumerate(config.scenarios):
+            try:
+                x1, x2 = scenario_pairs(
+                    clf, x, scenario, config.pairs, seed=seed + offset, batch_size=config.batch_size
+                )
+            except NoPairsError as why:
+                yield scenario, [], str(why)
+                continue
+            pairs = tqdm(
+                list(zip(x1, x2, strict=True)),
+                desc=f"paths ({scenario})",
+                disable=tqdm_disable(progress),
+            )
+            yield scenario, [config_path(clf, a, b, config) for a, b in pairs], None
 
 
 def config_path(clf: Classifier, x1: Tensor, x2: Tensor, config: RegionsConfig) -> RegionPath:

@@ -6,19 +6,14 @@ report profile to a `RegionsConfig`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import Tensor
 
-from boundaryscope.geometry.topology import (
-    NoPairsError,
-    RegionsConfig,
-    config_path,
-    regions_study,
-    scenario_pairs,
-)
+from boundaryscope.geometry.topology import RegionsConfig, regions_study, scenario_paths
 from boundaryscope.report import figures
 from boundaryscope.report.registry import (
     Analysis,
@@ -79,21 +74,11 @@ class RegionsAnalysis(Analysis):
         (`report.cost`). One pair per scenario is a small sample: the estimate is a guide.
         """
         del y
-        config = self.settings_for(ctx.profile)
+        config = replace(self.settings_for(ctx.profile), pairs=1)
         counter = ctx.clf.counter
-        before, paths = counter.forward_rows + counter.backward_rows, 0
-        with ctx.clf.sweep():
-            for offset, scenario in enumerate(config.scenarios):  # regions_study's seeds
-                try:
-                    x1, x2 = scenario_pairs(
-                        ctx.clf, x, scenario, 1, seed=ctx.seed + offset,
-                        batch_size=config.batch_size,
-                    )  # fmt: skip
-                except NoPairsError:
-                    continue
-                for a, b in zip(x1, x2, strict=True):
-                    config_path(ctx.clf, a, b, config)
-                    paths += 1
+        before = counter.forward_rows + counter.backward_rows
+        found = scenario_paths(ctx.clf, x, config, seed=ctx.seed, progress=False)
+        paths = sum(len(some) for _, some, _ in found)
         rows = counter.forward_rows + counter.backward_rows - before
         return rows / paths if paths else None
 
