@@ -124,3 +124,17 @@ def test_hyperplane_box_projection_matches_scipy_where_reachable(p):
             corner = torch.where(w[i] * b[i].sign() > 0, upper[i], lower[i])
             corner = torch.where(w[i] == 0, torch.zeros_like(corner), corner)
             torch.testing.assert_close(got[i], corner)
+
+
+def test_hyperplane_box_projection_is_the_same_in_blocks_under_a_small_budget():
+    from boundaryscope import memory
+    from boundaryscope.norms import project_hyperplane_box
+
+    generator = torch.Generator().manual_seed(1)
+    w = torch.randn(30, 1, 8, 8, generator=generator)
+    x = torch.rand(30, 1, 8, 8, generator=generator)
+    b = torch.randn(30, generator=generator)
+    whole = project_hyperplane_box(w, b, 2.0, -x, 1 - x)
+    with memory.budget_limit(6 * 8 * 64 * 4):  # four rows per block
+        blocks = project_hyperplane_box(w, b, 2.0, -x, 1 - x)
+    assert torch.equal(whole, blocks)

@@ -13,6 +13,8 @@ import math
 import torch
 from torch import Tensor
 
+from boundaryscope import memory
+
 __all__ = [
     "PNorm",
     "dual_exponent",
@@ -215,10 +217,10 @@ def project_hyperplane_box(w: Tensor, b: Tensor, p: float, lower: Tensor, upper:
       min(t, s_i)`` with ``s_i = upper_i`` or ``−lower_i``.
 
     Both are concave, piecewise linear and increasing, so the multiplier with ``<a, δ> =
-    |b|`` is solved for (`_saturating_root`: Newton, exact to the inputs' precision), not
-    bisected. Where even the whole box cannot reach ``b``, the box point that comes closest
-    is returned (the hyperplane is out of reach; the attack then cannot cross it here). A
-    sample whose box is unbounded gets the unconstrained step (DeepFool's eq. 3.12).
+    |b|`` is solved for (`_saturating_root`: Newton in float64), not bisected. Where even
+    the whole box cannot reach ``b``, the box point that comes closest is returned (the
+    hyperplane is out of reach; the attack then cannot cross it here). A sample whose box
+    is unbounded gets the unconstrained step (DeepFool's eq. 3.12).
 
     Args:
         w: ``(N, *shape)`` normals.
@@ -243,11 +245,37 @@ def project_hyperplane_box(w: Tensor, b: Tensor, p: float, lower: Tensor, upper:
         free = linear_step(distance, direction, p)
         if bool(unbounded.all()):
             return free
-    # In the inputs' dtype, in place where possible: as many (N, d) buffers as bisection
-    # held (this runs on DeepFool's N × K candidate rows); the sums are float64.
-    a = direction.flatten(1)
+    # Float64 breakpoints and weights, about six (rows, d) buffers per block: bisection in the
+    # inputs' dtype fell on the crossing side of the hyperplane, and a float32 solve that
+    # stops within its rounding of it can leave a targeted push just short (measured: one
+    # Alg. 5 pair of 18 on the LeNet). Blocks keep it within the memory budget.
+    a, low, high = direction.flatten(1), lower.flatten(1), upper.flatten(1)
+    target = b.abs().double()
+    scale = torch.empty_like(target)
+    for rows in memory.row_blocks(a.shape[0], 6 * 8 * a.shape[1], device=a.device):
+        scale[rows] = _multiplier(a[rows], low[rows], high[rows], unbounded[rows], target[rows], p)
+    scale = scale.to(w.dtype).view(shape)
+    move = direction * scale if p == 2 else direction.sign() * scale
+    step = torch.minimum(torch.maximum(move, lower), upper)
+    return step if free is None else torch.where(unbounded.view(shape), free, step)
+
+
+def _multiplier(
+    a: Tensor, lower: Tensor, upper: Tensor, unbounded: Tensor, target: Tensor, p: float
+) -> Tensor:
+    """`project_hyperplane_box`'s ``λ`` (p = 2) or ``t`` (p = inf) per row, in float64.
+
+    Args:
+        a: ``(N, d)`` directions ``sign(b) w``.
+        lower: ``(N, d)`` lower bounds.
+        upper: ``(N, d)`` upper bounds.
+        unbounded: ``(N,)`` rows whose box is unbounded (their answer is not used).
+        target: ``(N,)`` float64 values ``|b|``.
+        p: 2 or inf.
+    """
+    a = a.double()
     idle = a == 0
-    saturation = torch.where(a > 0, upper.flatten(1), lower.flatten(1))
+    saturation = torch.where(a > 0, upper, lower).double()
     saturation.masked_fill_(idle | unbounded[:, None], 0.0)
     if p == 2:
         saturation.div_(a.masked_fill(idle, 1.0))
@@ -255,11 +283,7 @@ def project_hyperplane_box(w: Tensor, b: Tensor, p: float, lower: Tensor, upper:
     else:
         saturation.abs_()
         weight = a.abs()
-    del idle
-    scale = _saturating_root(weight, saturation, b.abs().double()).to(w.dtype).view(shape)
-    move = direction * scale if p == 2 else direction.sign() * scale
-    step = torch.minimum(torch.maximum(move, lower), upper)
-    return step if free is None else torch.where(unbounded.view(shape), free, step)
+    return _saturating_root(weight, saturation, target)
 
 
 def _saturating_root(weight: Tensor, saturation: Tensor, target: Tensor) -> Tensor:
@@ -273,21 +297,20 @@ def _saturating_root(weight: Tensor, saturation: Tensor, target: Tensor) -> Tens
     ``F`` never reaches `target`, the largest saturation (every coordinate saturated).
 
     Args:
-        weight: ``(N, M)`` weights ``>= 0``.
-        saturation: ``(N, M)`` breakpoints ``>= 0``, of `weight`'s dtype.
-        target: ``(N,)`` values ``>= 0`` (float64).
+        weight: ``(N, M)`` float64 weights ``>= 0``.
+        saturation: ``(N, M)`` float64 breakpoints ``>= 0``.
+        target: ``(N,)`` float64 values ``>= 0``.
 
     Returns:
-        ``(N,)`` float64 roots ``t``: exact to the precision of `weight`'s dtype.
+        ``(N,)`` roots ``t``.
     """
     t = torch.zeros_like(target)
-    # The products are rounded in the inputs' dtype; the sums are float64.
-    tolerance = max(1e-12, 64 * torch.finfo(weight.dtype).eps) * target
-    scratch = torch.empty_like(weight)
+    tolerance = 1e-12 * target
+    scratch = torch.empty_like(weight)  # one buffer for every step's products
 
     def value_at(point: Tensor) -> Tensor:
-        torch.minimum(point.to(weight.dtype)[:, None], saturation, out=scratch)
-        return scratch.mul_(weight).sum(dim=1, dtype=torch.float64)
+        torch.minimum(point[:, None], saturation, out=scratch)
+        return scratch.mul_(weight).sum(dim=1)
 
     for _ in range(_NEWTON_STEPS):
         # Every row each time: cheaper than gathering the unfinished ones (4–6 steps).
@@ -295,13 +318,13 @@ def _saturating_root(weight: Tensor, saturation: Tensor, target: Tensor) -> Tens
         short = gap > tolerance
         if not bool(short.any()):
             return t
-        torch.gt(saturation, t.to(weight.dtype)[:, None], out=scratch)
-        slope = scratch.mul_(weight).sum(dim=1, dtype=torch.float64)
+        torch.gt(saturation, t[:, None], out=scratch)
+        slope = scratch.mul_(weight).sum(dim=1)
         stuck = short & (slope <= 0)  # every coordinate saturated below the target
         step = gap / slope.clamp_min(torch.finfo(slope.dtype).tiny)
         t = torch.where(short, t + step, t)
         if bool(stuck.any()):
-            t = torch.where(stuck, saturation.amax(dim=1).double(), t)
+            t = torch.where(stuck, saturation.amax(dim=1), t)
     left = (target - value_at(t) > tolerance).nonzero()[:, 0]
     t[left] = _sorted_root(weight[left], saturation[left], target[left])
     return t
@@ -316,8 +339,8 @@ def _sorted_root(weight: Tensor, saturation: Tensor, target: Tensor) -> Tensor:
     ``F`` at every breakpoint is a cumulative sum, the first one that reaches `target`
     brackets the root, and ``F`` is linear inside.
     """
-    points, order = saturation.double().sort(dim=1)
-    weights = weight.double().gather(1, order)
+    points, order = saturation.sort(dim=1)
+    weights = weight.gather(1, order)
     reached = weights.mul(points).cumsum(dim=1)  # Σ_{j<=k} w_j s_j: the saturated part
     rest = weights.sum(dim=1, keepdim=True) - weights.cumsum(dim=1)  # Σ_{j>k} w_j
     at_points = reached + points * rest  # F at t = s_k, non-decreasing in k
