@@ -182,6 +182,40 @@ def counted_passes(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
     }
 
 
+class RowCounter(nn.Module):
+    """`model`, counting the sample-rows of its forward and backward passes (for peers).
+
+    A backward row is one sample times one cotangent, as `Classifier.counter` counts ours:
+    a hook on the output fires once per backward pass through it (adv_lib and Foolbox take
+    one ``autograd.grad`` per class).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.forward_rows = self.backward_rows = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.model(x)
+        self.forward_rows += x.shape[0]
+        if out.requires_grad:
+            out.register_hook(self._count)
+        return out
+
+    def _count(self, grad: Tensor) -> None:
+        self.backward_rows += grad.shape[0]
+
+
+def peer_passes(runner: Runner, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
+    """Forward and backward sample-rows per image of a peer's DeepFool (one untimed run)."""
+    counted = RowCounter(model).eval()
+    runner(counted, x, y)
+    return {
+        "forward_rows_per_image": counted.forward_rows / x.shape[0],
+        "backward_rows_per_image": counted.backward_rows / x.shape[0],
+    }
+
+
 def run_case(
     name: str,
     case: tuple[nn.Module, Tensor, Tensor],
@@ -221,6 +255,10 @@ def run_case(
     for row in rows:  # per image: how many times faster boundaryscope's default is
         row["ours_speedup"] = ours_row["images_per_s"] / row["images_per_s"]
     ours_row.update(counted_passes(model, x, y))
+    for row in rows:  # the peers whose passes explain their speed (one untimed run each)
+        runner = dict((tool, r) for tool, r, _ in tools).get(row["tool"])
+        if row["tool"] in ("adv_lib df", "foolbox") and runner is not None:
+            row.update(peer_passes(runner, model, x[: row["n"]], y[: row["n"]]))
     return rows
 
 

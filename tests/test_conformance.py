@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from boundaryscope import Classifier
 from boundaryscope.attacks import ATTACKS, AttackResult
 
 SETTINGS = {
@@ -70,3 +71,27 @@ def test_conformance(attack, lenet_clf, mnist_test):
     # The repr names the class and round-trips the hyperparameters.
     rebuilt = eval(repr(attack), {type(attack).__name__: type(attack), "inf": float("inf")})
     assert repr(rebuilt) == repr(attack)
+
+
+@pytest.mark.parametrize("name", ["deepfool", "fgsm", "pgd"])
+def test_given_labels_save_the_clean_pass(name, lenet_clf, mnist_test):
+    """With labels given, no pass labels the clean batch: exactly N forward rows fewer.
+
+    A classifier never called before learns its number of classes from one row, and the
+    results equal those of the unlabelled call.
+    """
+    x = mnist_test.x[:8]
+    y = lenet_clf.predict(x)
+    attack = ATTACKS[name](**SETTINGS.get(name, {}))
+    unlabelled = attack(Classifier(lenet_clf.model), x)
+    labelled = attack(Classifier(lenet_clf.model), x, y)  # the one-row probe
+    assert torch.equal(unlabelled.original_label, y)
+    torch.testing.assert_close(labelled.adversarial, unlabelled.adversarial)
+    rows = {}
+    for given in (False, True):
+        warm = Classifier(lenet_clf.model)
+        warm.predict(x)
+        warm.counter.reset()
+        attack(warm, x, y if given else None)
+        rows[given] = warm.counter.forward_rows
+    assert rows[False] - rows[True] == len(x)

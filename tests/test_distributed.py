@@ -141,6 +141,10 @@ def test_unsharded_commands_refuse_torchrun(tmp_path):
 def _close(one: object, two: object, path: str = "") -> None:
     """`one` == `two`, floats to float32 rounding (LeNet's convolutions round differently
     at another batch size, in one process too); every label, flag and count exactly.
+
+    FMN's refined norms (``.tightest.``) get 1e-3: its normalised steps and ε updates carry
+    that rounding on for 10 steps, and one image's l2 norm moved 2.3e-4 single-threaded on
+    this project's machine (DeepFool's norms, its start, agreed to 4e-7).
     """
     if isinstance(one, dict) and isinstance(two, dict):
         assert one.keys() == two.keys(), path
@@ -155,7 +159,8 @@ def _close(one: object, two: object, path: str = "") -> None:
         for i, (a, b) in enumerate(zip(one, two, strict=True)):
             _close(a, b, f"{path}[{i}]")
     elif isinstance(one, float) and isinstance(two, float):
-        assert one == pytest.approx(two, rel=1e-4, abs=1e-6, nan_ok=True), path
+        rel = 1e-3 if ".tightest." in path else 1e-4
+        assert one == pytest.approx(two, rel=rel, abs=1e-6, nan_ok=True), path
     else:
         assert one == two, path
 
@@ -211,3 +216,22 @@ def test_universal_minibatch_two_processes_equal_one(tmp_path):
 def test_universal_paper_variant_refuses_torchrun(tmp_path):
     done = subprocess_run(["universal", "--n", "4", "--out", str(tmp_path / "u")], TORCHRUN)
     assert done.returncode != 0 and "needs --variant minibatch" in done.stderr
+
+
+def test_attacks_do_not_import_distributed():
+    """The attacks hand a sharded batch over through `_sharding` and know nothing of processes."""
+    import ast
+    from pathlib import Path
+
+    import boundaryscope.attacks
+
+    folder = Path(boundaryscope.attacks.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert not any(n.endswith("distributed") for n in names), (path.name, names)

@@ -501,6 +501,11 @@ class Classifier:
         return out
 
     @property
+    def num_classes_known(self) -> bool:
+        """Whether the classifier has been called, so that `num_classes` is known."""
+        return self._num_outputs is not None
+
+    @property
     def num_classes(self) -> int:
         """Number of classes (2 for a one-logit binary model); known after the first call."""
         if self._num_outputs is None:

@@ -33,6 +33,7 @@ Multi-GPU, multi-node::
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterator
@@ -211,7 +212,8 @@ def sharding(world: World) -> Iterator[None]:
     order); each gets every call's whole result. A no-op for one process. Calls made
     inside an attack (FMN's starting DeepFool) are not sharded again.
     """
-    token = _sharding.ACTIVE.set(world if world.active else None)
+    share = functools.partial(sharded_call, world=world) if world.active else None
+    token = _sharding.ACTIVE.set(share)
     try:
         yield
     finally:

@@ -235,14 +235,19 @@ class Attack(ABC):
         if resolved is not self:
             return resolved(clf, x, y, target=target)
         x = clf.validate(x)
-        world = _sharding.ACTIVE.get()
-        if world is not None:  # under `distributed.sharding`: this process's share only
-            from boundaryscope.distributed import sharded_call  # it imports this module
-
-            return sharded_call(self, clf, x, y, target, world)
+        share = _sharding.ACTIVE.get()
+        if share is not None:  # under `distributed.sharding`: this process's share only
+            result: AttackResult = share(self, clf, x, y, target)
+            return result
         with clf.session():
-            clean = self.predict(clf, x)
-            reference = clean if y is None else check_labels(y, x, clf, "y")
+            # The clean prediction is only needed where no labels are given: given labels
+            # save a pass over the batch (one row tells the number of classes if unknown).
+            if y is None:
+                reference = self.predict(clf, x)
+            else:
+                if not clf.num_classes_known:
+                    self.predict(clf, x[:1])
+                reference = check_labels(y, x, clf, "y")
             if target is not None:
                 target = check_labels(target, x, clf, "target")
             # An empty batch has nothing to attack; every attack returns an empty result.
