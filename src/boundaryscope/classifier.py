@@ -16,12 +16,12 @@ import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from boundaryscope import memory
+from boundaryscope._passes import PassPlanner
 
 __all__ = [
     "Classifier",
@@ -34,7 +34,6 @@ __all__ = [
 
 
 GradientStrategy = Literal["auto", "batched", "loop"]
-_Out = TypeVar("_Out", Tensor, tuple[Tensor, ...])
 _BOUNDS_TOLERANCE = 1e-5
 
 
@@ -227,8 +226,8 @@ class Classifier:
         self._session_depth = 0
         self._saved_modes: list[tuple[nn.Module, bool]] = []
         self._sweep_scores: Callable[[Tensor], Tensor] | None = None
-        self._measured_row_bytes: dict[tuple[int, ...], tuple[int, int]] = {}
-        self._row_caps: dict[tuple[bool, tuple[int, ...]], int] = {}
+        # Rows per pass within the memory budget; the planner asks this wrapper to measure.
+        self.passes = PassPlanner(self._leaf_output_bytes, self.device, self.warn_once)
         if model.training:
             self.warn_once(
                 "train-mode",
@@ -392,7 +391,7 @@ class Classifier:
         """`scores` for inner loops on inputs that already passed `validate` (no checks)."""
         with self.session(), torch.no_grad():
             rows = self.rows_per_pass(x, grad=False)
-            return self._in_blocks(
+            return self.passes.in_blocks(
                 lambda block: self.expand_scores(self._forward(block)), (x,), rows, grad=False
             )
 
@@ -483,11 +482,11 @@ class Classifier:
         """``fn`` on chunks of `batch_size` rows (default: the classifier's), concatenated.
 
         Runs in eval mode without gradients; memory is bounded by the chunk, not by ``N``
-        (and by the memory budget, with `_in_blocks`' out-of-memory retries).
+        (and by the memory budget, with `PassPlanner.in_blocks`' out-of-memory retries).
         """
         size = min(batch_size or self.batch_size, self.rows_per_pass(x, grad=False))
         with self.session(), torch.no_grad():
-            return self._in_blocks(fn, (x,), size, grad=False)
+            return self.passes.in_blocks(fn, (x,), size, grad=False)
 
     @staticmethod
     def expand_scores(out: Tensor) -> Tensor:
@@ -539,7 +538,7 @@ class Classifier:
         # graph and the k gradients it returns.
         per_row = max(k, 1) if self.gradient_strategy == "batched" else 1
         rows = self.rows_per_pass(x, grad=True, per_row=per_row, outputs=k)
-        scores, diff, grad = self._in_blocks(
+        scores, diff, grad = self.passes.in_blocks(
             self._score_gradients, (x, reference, others), rows, grad=True
         )
         return scores, diff, grad
@@ -597,7 +596,7 @@ class Classifier:
         with torch.enable_grad():
             values = objective(scores)
             (cotangent,) = torch.autograd.grad(values.sum(), scores)
-        grad = self._in_blocks(self._pullback, (x, cotangent), rows, grad=True)
+        grad = self.passes.in_blocks(self._pullback, (x, cotangent), rows, grad=True)
         return values.detach(), grad
 
     def _value_and_gradient(
@@ -624,24 +623,16 @@ class Classifier:
 
     # ------------------------------------------------------------------ memory
     def row_bytes(self, x: Tensor, *, grad: bool) -> int:
-        """Memory one row of `x` needs in a pass of the model, measured once per input shape.
+        """Memory one row of `x` needs in a pass of the model (`PassPlanner.row_bytes`).
 
-        One forward pass of one row (not counted in `counter`) with a hook on every leaf
-        module records the size of each output. With ``grad``: 3 × their sum (autograd
-        keeps about one activation per layer, and the backward adds their gradients);
-        without: 4 × the largest (the input and output of the widest layer, and scratch).
-        Rough on purpose: it sizes batches, it does not predict peaks to the byte.
+        Measured once per input shape by one forward pass of one row (not counted in
+        `counter`) with a hook on every leaf module.
         """
-        shape = tuple(int(s) for s in x.shape[1:])
-        if shape not in self._measured_row_bytes:
-            sizes = self._leaf_output_bytes(x[:1])
-            row = x[0].numel() * x.element_size()
-            self._measured_row_bytes[shape] = (
-                3 * (sum(sizes) + row),
-                4 * max([*sizes, row]),
-            )
-        with_grad, without = self._measured_row_bytes[shape]
-        return with_grad if grad else without
+        return self.passes.row_bytes(x, grad=grad)
+
+    def rows_per_pass(self, x: Tensor, *, grad: bool, per_row: int = 1, outputs: int = 0) -> int:
+        """Rows of `x` one pass may take within the memory budget (`PassPlanner.rows_per_pass`)."""
+        return self.passes.rows_per_pass(x, grad=grad, per_row=per_row, outputs=outputs)
 
     def _leaf_output_bytes(self, row: Tensor) -> list[int]:
         """Bytes of every tensor the leaf modules output for one input row."""
@@ -665,73 +656,6 @@ class Classifier:
             for handle in handles:
                 handle.remove()
         return sizes
-
-    def rows_per_pass(self, x: Tensor, *, grad: bool, per_row: int = 1, outputs: int = 0) -> int:
-        """Rows of `x` one pass may take within the memory budget (`boundaryscope.memory`).
-
-        Args:
-            x: The inputs (their shape and dtype set the cost; at least one row).
-            grad: A pass with a backward (``True``) or a forward only.
-            per_row: Graphs per row (a batched backward over ``K`` cotangents: ``K``).
-            outputs: Input-sized results returned per row (``K`` gradients).
-
-        Returns:
-            At least 1; after an out-of-memory error, at most the size that last worked;
-            never above `boundaryscope.memory.pass_rows` when it is set.
-        """
-        if x.shape[0] == 0:
-            return 1
-        cost = per_row * self.row_bytes(x, grad=grad) + outputs * x[0].numel() * x.element_size()
-        rows = memory.rows_within(cost, device=self.device)
-        for cap in (self._row_caps.get((grad, tuple(x.shape[1:]))), memory.pass_rows()):
-            rows = rows if cap is None else min(rows, cap)
-        return rows
-
-    def _in_blocks(
-        self,
-        fn: Callable[..., _Out],
-        tensors: tuple[Tensor, ...],
-        rows: int,
-        *,
-        grad: bool,
-    ) -> _Out:
-        """``fn`` on blocks of at most `rows` rows of `tensors`, results concatenated.
-
-        A block that runs out of memory is retried in halves, and the smaller size is kept
-        for later passes on inputs of this shape (a warning says so once).
-        """
-        n = tensors[0].shape[0]
-        parts: list[_Out] = []
-        start = 0
-        while start < n or not parts:
-            size = min(rows, n - start)
-            try:
-                block = tensors if size == n else tuple(t[start : start + size] for t in tensors)
-                parts.append(fn(*block))
-            except RuntimeError as error:
-                if not memory.is_out_of_memory(error) or size == 1:
-                    raise
-                rows = max(1, size // 2)
-                self._remember_row_cap(grad, tensors[0], rows)
-                continue
-            start += size
-        if len(parts) == 1:
-            return parts[0]
-        if isinstance(parts[0], Tensor):
-            return torch.cat(parts)  # type: ignore[return-value]
-        return tuple(torch.cat(column) for column in zip(*parts, strict=True))  # type: ignore[return-value]
-
-    def _remember_row_cap(self, grad: bool, x: Tensor, rows: int) -> None:
-        """Keeps `rows` as the most a pass on inputs like `x` may take, and says so once."""
-        self._row_caps[(grad, tuple(x.shape[1:]))] = rows
-        kind = "grad" if grad else "forward"
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        self.warn_once(
-            f"oom-{kind}",
-            f"Out of memory in a {kind} pass; retrying with {rows} rows per pass (lower "
-            "--memory-budget to start there).",
-        )
 
     def hessian_vector_product(
         self,
