@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from boundaryscope._inputs import check_bounds, check_inputs
 from boundaryscope._passes import PassPlanner
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
 
 
 GradientStrategy = Literal["auto", "batched", "loop"]
-_BOUNDS_TOLERANCE = 1e-5
 
 
 @dataclass
@@ -190,7 +190,7 @@ class Classifier:
                 f"Got {batch_size!r} instead."
             )
         self.batch_size = batch_size
-        lo, hi = _check_bounds(bounds)
+        lo, hi = check_bounds(bounds)
         if gradient_strategy not in ("auto", "batched", "loop"):
             raise ValueError(
                 "The 'gradient_strategy' parameter of Classifier must be 'auto', 'batched' or "
@@ -275,41 +275,9 @@ class Classifier:
             ValueError: `x` has the wrong rank or shape, non-finite values, or values
                 outside `bounds` (the message gives the min and max seen).
         """
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of inputs; got {type(x).__name__}.")
-        if not x.is_floating_point():
-            raise TypeError(
-                f"{name} must be a floating-point tensor with values in {list(self.bounds)}; "
-                f"got dtype {x.dtype}. Convert images with x.float() / 255 first."
-            )
-        if x.ndim < 2:
-            raise ValueError(
-                f"{name} must be a batch of shape (N, *input_shape); got shape {tuple(x.shape)}."
-            )
-        if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(
-                f"{name} must have shape (N, {', '.join(map(str, self.input_shape))}) for this "
-                f"classifier; got {tuple(x.shape)}."
-            )
-        expected_channels = self._expected_channels
-        if expected_channels is not None and x.ndim == 4 and x.shape[1] != expected_channels:
-            raise ValueError(
-                f"{name} must have {expected_channels} channel(s) on axis 1 (NCHW) for this "
-                f"model; got shape {tuple(x.shape)}."
-            )
-        if x.numel() and not torch.isfinite(x).all():
-            bad = int((~torch.isfinite(x)).sum())
-            raise ValueError(f"{name} must be finite; got {bad} NaN/inf values.")
-        lo, hi = self.bounds
-        if x.numel():
-            x_min, x_max = float(x.min()), float(x.max())
-            tol = _BOUNDS_TOLERANCE * (hi - lo)
-            if x_min < lo - tol or x_max > hi + tol:
-                raise ValueError(
-                    f"{name} must lie in the classifier bounds [{lo}, {hi}]; got min {x_min:.4g}, "
-                    f"max {x_max:.4g} (batch of {x.shape[0]}). Pass bounds=(lo, hi) matching "
-                    "your data, or preprocessing={mean, std} instead of normalising the data."
-                )
+        check_inputs(
+            x, name, bounds=self.bounds, shape=self.input_shape, channels=self._expected_channels
+        )
         return x.to(device=self.device, dtype=self.working_dtype(x.dtype))
 
     def working_dtype(self, dtype: torch.dtype) -> torch.dtype:
@@ -838,21 +806,6 @@ def check_classifier(clf: object, name: str = "clf") -> Classifier:
         f"{name} must be a boundaryscope.Classifier wrapping your nn.Module; got "
         f"{type(clf).__name__}."
     )
-
-
-def _check_bounds(bounds: object) -> tuple[float, float]:
-    try:
-        lo, hi = (float(b) for b in bounds)  # type: ignore[attr-defined]
-    except (TypeError, ValueError):
-        raise ValueError(
-            "The 'bounds' parameter of Classifier must be a pair (lo, hi) of numbers. "
-            f"Got {bounds!r} instead."
-        ) from None
-    if not lo < hi:
-        raise ValueError(
-            f"The 'bounds' parameter of Classifier must satisfy lo < hi. Got {bounds!r} instead."
-        )
-    return lo, hi
 
 
 def _looks_like_probabilities(out: Tensor) -> bool:
