@@ -22,6 +22,7 @@ from boundaryscope.attacks.gradient import uniform_ball
 from boundaryscope.defenses import (
     CURE,
     FGSMRS,
+    NFGSM,
     TRADES,
     DeepFoolFinetune,
     FGSMFinetune,
@@ -183,6 +184,26 @@ def test_fgsm_rs_start_is_uniform_in_the_ball_and_the_step_is_the_papers(seed):
     torch.testing.assert_close(result.adversarial, expected)
 
 
+def test_n_fgsm_point_is_noise_plus_one_signed_step_unprojected():
+    """N-FGSM by hand: η ~ U[−2ε, 2ε] from the run's generator, one step of ε, no ball."""
+    x, y = _blobs(40, d=5)
+    torch.manual_seed(0)
+    clf = Classifier(nn.Sequential(nn.Linear(5, 3)).double().eval(), bounds=(-10, 10))
+    objective = NFGSM(eps=0.1)
+    step = TrainingStep(clf, x, y, 0.0, torch.Generator().manual_seed(7))
+    point = objective.perturb(step, 0.1)
+    generator = torch.Generator().manual_seed(7)
+    noise = uniform_ball([generator] * x.shape[0], 0.2, math.inf, x)
+    _, grad = clf.loss_gradient(x + noise, y)
+    torch.testing.assert_close(point, x + noise + 0.1 * grad.sign())
+    assert step.backward_rows == x.shape[0]
+    # Not projected: the perturbations fill [−3ε, 3ε], past the ball FGSM-RS stays in.
+    assert float((point - x).abs().max()) > 0.25
+    assert float((point - x).abs().max()) <= 0.3 + 1e-12
+    with pytest.raises(ValueError, match="p = inf"):
+        NFGSM(eps=0.1, p=2.0)
+
+
 def _softplus_mlp() -> nn.Module:
     torch.manual_seed(1)
     return nn.Sequential(nn.Linear(5, 7), nn.Softplus(), nn.Linear(7, 3)).double().eval()
@@ -283,10 +304,11 @@ def test_overfitting_check_fires_rolls_back_and_stops(tmp_path):
     [
         TRADES(eps=0.05, steps=2),
         FGSMRS(eps=0.05),
+        NFGSM(eps=0.05),
         CURE(lam=1.0, h=0.1, ramp_epochs=1.0),
         GradAlign(eps=0.05, lam=0.5),
     ],
-    ids=["trades", "fgsm-rs", "cure", "gradalign"],
+    ids=["trades", "fgsm-rs", "n-fgsm", "cure", "gradalign"],
 )
 def test_resume_is_bit_identical_for_the_new_objectives_on_a_batchnorm_model(tmp_path, objective):
     x, y = _blobs(32)
@@ -332,6 +354,7 @@ def _cifar_bn_cnn() -> nn.Module:
         PGDTraining(eps=0.03, steps=2),
         TRADES(eps=0.03, steps=2),
         FGSMRS(eps=0.03),
+        NFGSM(eps=0.03),
         GradAlign(eps=0.03),
         CURE(lam=1.0, h=0.5, ramp_epochs=0.5),
     ],
@@ -400,6 +423,9 @@ def test_recipe_settings_follow_the_base_models_card():
     assert defense_objective("cure", box_width=2.0) == CURE(lam=4.0, h=2.0, ramp_epochs=5.0)
     assert defense_objective("trades", box_width=2.0) == TRADES(eps=0.4)
     assert defense_objective("fgsm-rs", eps=0.1) == FGSMRS(eps=0.1)
+    assert defense_objective("n-fgsm", eps=0.1, ramp_epochs=2.0) == NFGSM(
+        eps=0.1, eps_ramp_epochs=2.0
+    )
     assert defense_objective("gradalign", eps=0.1) == GradAlign(eps=0.1, lam=0.2)
     assert defense_objective("gradalign", eps=0.1, lam=1.0) == GradAlign(eps=0.1, lam=1.0)
     assert defense_objective("cure", lam=2.0).lam == 2.0

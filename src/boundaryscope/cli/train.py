@@ -99,8 +99,8 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
         default=None,
         help="learning rate (default: 0.05 from scratch; with --defense a "
         "fraction of the base model's SGD rate from its card: 1/2 for the §3.3 "
-        "fine-tunings, 1/5 for pgd, trades, fgsm-rs and gradalign; Adam at 1e-4 for a model "
-        "without a card; cure: Adam 1e-3 to 1e-5, the seed's recipe at 10x its rate)",
+        "fine-tunings, 1/5 for pgd, trades, fgsm-rs, n-fgsm and gradalign; Adam at 1e-4 for "
+        "a model without a card; cure: Adam 1e-3 to 1e-5, the seed's recipe at 10x its rate)",
     )
     train.add_argument(
         "--momentum", type=nonnegative_float, default=0.9, help="SGD momentum (default: 0.9)"
@@ -129,7 +129,8 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
         type=nonnegative_float,
         default=None,
         help="fgsm: step (default: the median l∞ minimal perturbation of the training "
-        "images); pgd, trades, fgsm-rs, gradalign: l∞ radius (default: 0.2 of the box width)",
+        "images); pgd, trades, fgsm-rs, n-fgsm, gradalign: l∞ radius (default: 0.2 of the "
+        "box width)",
     )
     train.add_argument(
         "--steps",
@@ -166,7 +167,7 @@ def _add_arguments(train: argparse.ArgumentParser) -> None:
         type=nonnegative_float,
         default=None,
         help="cure: epochs over which h grows from 0 (default 5, the seed's); pgd, trades, "
-        "fgsm-rs: epochs over which ε grows from 0 (default 0: none)",
+        "fgsm-rs, n-fgsm: epochs over which ε grows from 0 (default 0: none)",
     )
     train.add_argument(
         "--xi",

@@ -12,7 +12,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from boundaryscope.defenses.adversarial_training import FGSMRS, TRADES, GradAlign, PGDTraining
+    from boundaryscope.defenses.adversarial_training import (
+        FGSMRS,
+        NFGSM,
+        TRADES,
+        GradAlign,
+        PGDTraining,
+    )
     from boundaryscope.defenses.objectives import (
         CURE,
         DeepFoolFinetune,
@@ -44,6 +50,7 @@ _HOMES = {
     "FGSMFinetune": "boundaryscope.defenses.objectives",
     "FGSMRS": "boundaryscope.defenses.adversarial_training",
     "GradAlign": "boundaryscope.defenses.adversarial_training",
+    "NFGSM": "boundaryscope.defenses.adversarial_training",
     "FitResult": "boundaryscope.defenses.training",
     "Monitor": "boundaryscope.defenses.watch",
     "Objective": "boundaryscope.defenses.objectives",
@@ -67,6 +74,7 @@ _HOMES = {
 __all__ = [
     "CURE",
     "FGSMRS",
+    "NFGSM",
     "TRADES",
     "DeepFoolFinetune",
     "FGSMFinetune",

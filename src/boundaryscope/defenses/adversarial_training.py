@@ -11,6 +11,9 @@ is bit-identical to an uninterrupted one.
 - `FGSMRS` (Wong, Rice & Kolter, "Fast is better than free", ICLR 2020): one FGSM step of
   ``1.25 ε`` from a uniform random point of the ball, with the catastrophic-overfitting
   check of `boundaryscope.defenses.watch.OverfittingCheck`.
+- `NFGSM` (de Jorge et al., "Make some noise", NeurIPS 2022): one FGSM step of ``ε`` from
+  uniform noise of ``2 ε``, not projected back onto the ball — FGSM-RS's cost, for the
+  large radii where FGSM-RS's one step is too weak or overfits.
 - `GradAlign` (Andriushchenko & Flammarion, NeurIPS 2020): FGSM training plus
   ``λ (1 − cos(∇ℓ(x), ∇ℓ(x + η)))``, η uniform in the ball, which keeps the loss locally
   linear so that the one FGSM step stays a good maximiser (the catastrophic-overfitting
@@ -38,7 +41,15 @@ from boundaryscope.defenses.objectives import (
 from boundaryscope.defenses.watch import OverfittingCheck
 from boundaryscope.norms import project_lp_ball, steepest_direction
 
-__all__ = ["FGSMRS", "TRADES", "GradAlign", "PGDTraining", "gradient_alignment", "trades_kl"]
+__all__ = [
+    "FGSMRS",
+    "NFGSM",
+    "TRADES",
+    "GradAlign",
+    "PGDTraining",
+    "gradient_alignment",
+    "trades_kl",
+]
 
 
 def _check_ball(owner: str, eps: float, steps: int, p: float, ramp: float = 0.0) -> None:
@@ -192,6 +203,62 @@ class FGSMRS(_SingleStepTraining):
             attack = self.attack(_batch_seed(step), radius)
             adversarial = attack(step.clf, step.x, step.y).adversarial.detach()
             step.backward_rows += step.clf.counter.backward_rows - before
+        logits = step.logits(adversarial)
+        return nn.functional.cross_entropy(logits, step.y, reduction="none"), logits
+
+
+@dataclass(frozen=True)
+class NFGSM(_SingleStepTraining):
+    """N-FGSM (de Jorge et al., NeurIPS 2022, Alg. 1): strong noise, one step, no projection.
+
+    ``η ~ U([−k ε, k ε]^d)``, ``δ = η + α sign(∇_x ℓ(x + η))`` with ``k = 2`` and
+    ``α = ε`` (the paper's defaults), ``x + δ`` clipped to the box but *not* projected
+    onto the ε-ball (``‖δ‖∞ ≤ 3 ε``): the paper finds that the projection, not the lack of
+    noise, is what makes one-step training overfit at large radii. Cross-entropy at
+    ``x + δ``; one attack gradient per image, as FGSM-RS. l∞ only (the paper's threat
+    model). The catastrophic-overfitting check of `FGSMRS` runs after every epoch, at ε;
+    with ``eps_ramp_epochs > 0`` the radius (noise and step with it) grows from 0.
+
+    Attributes:
+        eps: Radius of the threat model (input units).
+        noise_ratio: ``k``, the noise's half-width over ε.
+        step_ratio: ``α / ε``.
+        p: ``inf`` (the only one).
+        check: Run the catastrophic-overfitting check.
+        eps_ramp_epochs: Epochs over which the radius grows from 0 (0: none).
+    """
+
+    name: ClassVar[str] = "n-fgsm"
+    eps: float = 0.1
+    noise_ratio: float = 2.0
+    step_ratio: float = 1.0
+    p: float = math.inf
+    check: bool = True
+    eps_ramp_epochs: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_ball("NFGSM", self.eps, 1, self.p, self.eps_ramp_epochs)
+        ratios = (self.noise_ratio, self.step_ratio)
+        if not math.isinf(self.p) or not all(r >= 0 and math.isfinite(r) for r in ratios):
+            raise ValueError(
+                "NFGSM needs p = inf, noise_ratio >= 0 and step_ratio >= 0; got "
+                f"p={self.p!r}, noise_ratio={self.noise_ratio!r}, step_ratio={self.step_ratio!r}."
+            )
+
+    def perturb(self, step: TrainingStep, radius: float) -> Tensor:
+        """``clip(x + η + α sign(∇ℓ(x + η)))`` for the batch, at `radius`; detached."""
+        x = step.x
+        noise = uniform_ball([step.generator] * x.shape[0], self.noise_ratio * radius, self.p, x)
+        start = step.clf.clip(x + noise)
+        with step.clf.session():
+            _, grad = step.clf.loss_gradient(start, step.y)
+        step.backward_rows += x.shape[0]
+        return step.clf.clip(start + self.step_ratio * radius * grad.sign()).detach()
+
+    def batch_loss(self, step: TrainingStep) -> tuple[Tensor, Tensor]:
+        """Cross-entropy at the batch's N-FGSM points (at the ramped radius)."""
+        radius = linear_ramp(self.eps, self.eps_ramp_epochs, step.progress)
+        adversarial = self.perturb(step, radius) if radius > 0 else step.x
         logits = step.logits(adversarial)
         return nn.functional.cross_entropy(logits, step.y, reduction="none"), logits
 

@@ -69,6 +69,12 @@ DEFENSES: dict[str, DefenseRecipe] = {
         "cosine",
         5,
     ),
+    "n-fgsm": DefenseRecipe(
+        "FGSM from noise of 2ε, unprojected, de Jorge et al. 2022, with the overfitting check",
+        0.2,
+        "cosine",
+        5,
+    ),
     "gradalign": DefenseRecipe(
         "FGSM with gradient alignment, Andriushchenko & Flammarion 2020 (λ = 0.2)",
         0.2,

@@ -19,7 +19,13 @@ import torch
 
 from boundaryscope._io import output_lock
 from boundaryscope.classifier import Classifier, resolve_device
-from boundaryscope.defenses.adversarial_training import FGSMRS, TRADES, GradAlign, PGDTraining
+from boundaryscope.defenses.adversarial_training import (
+    FGSMRS,
+    NFGSM,
+    TRADES,
+    GradAlign,
+    PGDTraining,
+)
 from boundaryscope.defenses.catalogue import (
     ACCURACY_BUDGET,
     DEFENSES,
@@ -162,6 +168,7 @@ def defense_objective(
             **({} if beta is None else {"beta": beta}),
         ),
         "fgsm-rs": lambda: FGSMRS(eps=radius, eps_ramp_epochs=ramp_epochs or 0.0),
+        "n-fgsm": lambda: NFGSM(eps=radius, eps_ramp_epochs=ramp_epochs or 0.0),
         "gradalign": lambda: GradAlign(eps=radius, lam=GradAlign.lam if lam is None else lam),
         "cure": lambda: CURE(
             lam=4.0 if lam is None else lam,
