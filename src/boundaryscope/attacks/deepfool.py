@@ -287,8 +287,13 @@ class DeepFool(Attack):
         rival_final = torch.zeros(n, dtype=torch.int64, device=x.device)
         # Later steps on fewer classes (see the class) only when that is fewer than all.
         narrowing = self.later_candidates is not None and self.later_candidates < num_others
-        # First and later steps run apart when they differ in classes or in box mode.
-        split = narrowing or self.box == "clip-then-project"
+        # Where the first step weighs every other class, its classes are known before any
+        # pass: the first pass at x is the gradient pass itself, whose scores also tell
+        # which samples are adversarial already (one forward row per image less).
+        eager = target is None and num_others == clf.num_classes - 1
+        # First and later steps run apart when they differ in classes or in box mode, and
+        # whenever the first step's gradients come with its check.
+        split = narrowing or self.box == "clip-then-project" or eager
         bar = tqdm(total=n, desc=f"DeepFool l{self.p:g}", disable=tqdm_disable(self.progress))
         # Each active sample holds its candidates' gradients and a few copies of itself.
         per_sample = 4 * (num_others + 1) * x[0].numel() * x.element_size() if n else 1
@@ -298,18 +303,30 @@ class DeepFool(Attack):
             if idx.numel() == 0:
                 break
             x_i = clf.clip(x[idx] + (1 + self.overshoot) * total[idx])
-            scores = clf.forward_scores(x_i)
+            fresh = iterations[idx] == 0
+            first: tuple[Tensor, Tensor] | None = None  # the fresh rows' (diff, grad)
+            if eager and bool(fresh.any()):
+                scores = x_i.new_empty((idx.numel(), clf.num_classes))
+                others[idx[fresh]] = _all_others(reference[idx[fresh]], clf.num_classes)
+                scores[fresh], diff, grad = clf.score_gradients(
+                    x_i[fresh], reference[idx[fresh]], others[idx[fresh]]
+                )
+                first = (diff, grad)
+                if not bool(fresh.all()):
+                    scores[~fresh] = clf.forward_scores(x_i[~fresh])
+            else:
+                scores = clf.forward_scores(x_i)
             current = scores.argmax(dim=1)
             tgt = None if target is None else target[idx]
             margin = adversarial_margin(scores, reference[idx], tgt).to(x.dtype)
-            fresh = iterations[idx] == 0
             if bool(fresh.any()):
-                others[idx[fresh]] = self._candidates(
-                    scores[fresh],
-                    reference[idx[fresh]],
-                    None if tgt is None else tgt[fresh],
-                    num_others,
-                )
+                if first is None:
+                    others[idx[fresh]] = self._candidates(
+                        scores[fresh],
+                        reference[idx[fresh]],
+                        None if tgt is None else tgt[fresh],
+                        num_others,
+                    )
                 margin_clean[idx[fresh]] = margin[fresh]
             adversarial_now = is_adversarial(predicted_labels(scores), reference[idx], tgt)
             stop = adversarial_now | (iterations[idx] >= self.steps)
@@ -337,7 +354,14 @@ class DeepFool(Attack):
                     else others[ids]
                 )
                 box = self._step_box(is_later)
-                step, chosen = self._step(clf, x_i[here], current[here], candidates, ids, box)
+                computed = None
+                if first is not None and not is_later:
+                    # The fresh rows still going, among the fresh rows the pass was made for.
+                    keep = go[fresh]
+                    computed = (first[0][keep], first[1][keep])
+                step, chosen = self._step(
+                    clf, x_i[here], current[here], candidates, ids, box, computed
+                )
                 total[ids] += step
                 crossed[ids] = chosen
             iterations[active] += 1
@@ -410,14 +434,19 @@ class DeepFool(Attack):
         others: Tensor,
         index: Tensor,
         box: StepMode,
+        computed: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """One linearised step (eqs. 3.11–3.12) for samples that are not adversarial yet.
 
         `box` is this step's mode (`_step_box`): ``"clip"`` chooses the class as
         ``"project"`` does (nearest linearised boundary inside the box: exact on affine
-        models) but takes the paper's step towards it.
+        models) but takes the paper's step towards it. `computed`: the score differences
+        and gradients at `x_i` when the pass that checked the samples already made them.
         """
-        _, diff, grad = clf.score_gradients(x_i, current, others)
+        if computed is None:
+            _, diff, grad = clf.score_gradients(x_i, current, others)
+        else:
+            diff, grad = computed
         paper_step = box in ("ignore", "clip")
         free = grad if paper_step else _freeze_saturated(grad, x_i, clf.bounds)
         if self.subspace is not None:
@@ -444,6 +473,12 @@ class DeepFool(Attack):
             step = torch.where(long_enough.view(-1, *([1] * (x_i.ndim - 1))), chosen, step)
         assert step.shape == x_i.shape
         return step, others[rows, best]
+
+
+def _all_others(reference: Tensor, num_classes: int) -> Tensor:
+    """``(N, C − 1)``: every class but ``reference[n]``, in class order."""
+    classes = torch.arange(num_classes - 1, device=reference.device).expand(len(reference), -1)
+    return classes + (classes >= reference[:, None]).long()
 
 
 def _project_in_box(
