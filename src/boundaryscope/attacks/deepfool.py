@@ -75,7 +75,9 @@ class DeepFool(Attack):
     ``η = 1e-6`` (research/peers.md §2); both differ from the paper. Success is tested on
     the same point that is linearised next, so each iteration costs one forward pass for
     the whole active batch and one forward + ``K`` batched backward passes for the
-    samples that are still not adversarial.
+    samples that are still not adversarial; where the first step weighs every other
+    class (untargeted, `candidates` ≥ the number of classes) its gradient pass at ``x``
+    is the check too.
 
     Four refinements beyond the paper; ``as_published()`` turns them off
     (docs/algorithms.md §1.3):
@@ -306,14 +308,15 @@ class DeepFool(Attack):
             fresh = iterations[idx] == 0
             first: tuple[Tensor, Tensor] | None = None  # the fresh rows' (diff, grad)
             if eager and bool(fresh.any()):
-                scores = x_i.new_empty((idx.numel(), clf.num_classes))
                 others[idx[fresh]] = _all_others(reference[idx[fresh]], clf.num_classes)
-                scores[fresh], diff, grad = clf.score_gradients(
+                fresh_scores, diff, grad = clf.score_gradients(
                     x_i[fresh], reference[idx[fresh]], others[idx[fresh]]
                 )
                 first = (diff, grad)
+                scores = fresh_scores.new_empty((idx.numel(), fresh_scores.shape[1]))
+                scores[fresh] = fresh_scores
                 if not bool(fresh.all()):
-                    scores[~fresh] = clf.forward_scores(x_i[~fresh])
+                    scores[~fresh] = clf.forward_scores(x_i[~fresh]).to(scores.dtype)
             else:
                 scores = clf.forward_scores(x_i)
             current = scores.argmax(dim=1)
