@@ -255,10 +255,10 @@ def run_case(
     for row in rows:  # per image: how many times faster boundaryscope's default is
         row["ours_speedup"] = ours_row["images_per_s"] / row["images_per_s"]
     ours_row.update(counted_passes(model, x, y))
-    for row in rows:  # the peers whose passes explain their speed (one untimed run each)
-        runner = dict((tool, r) for tool, r, _ in tools).get(row["tool"])
-        if row["tool"] in ("adv_lib df", "foolbox") and runner is not None:
-            row.update(peer_passes(runner, model, x[: row["n"]], y[: row["n"]]))
+    by_tool = {row["tool"]: row for row in rows}
+    for tool, runner, n in tools:  # the peers whose passes explain their speed (untimed)
+        if tool in ("adv_lib df", "foolbox"):
+            by_tool[tool].update(peer_passes(runner, model, x[:n], y[:n]))
     return rows
 
 

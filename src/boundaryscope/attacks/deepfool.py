@@ -291,7 +291,8 @@ class DeepFool(Attack):
         narrowing = self.later_candidates is not None and self.later_candidates < num_others
         # Where the first step weighs every other class, its classes are known before any
         # pass: the first pass at x is the gradient pass itself, whose scores also tell
-        # which samples are adversarial already (one forward row per image less).
+        # which samples are adversarial already (one forward row per image less; the
+        # gradients of samples misclassified at x are then made for nothing).
         eager = target is None and num_others == clf.num_classes - 1
         # First and later steps run apart when they differ in classes or in box mode, and
         # whenever the first step's gradients come with its check.

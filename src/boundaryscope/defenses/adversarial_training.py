@@ -250,10 +250,11 @@ class NFGSM(_SingleStepTraining):
         x = step.x
         noise = uniform_ball([step.generator] * x.shape[0], self.noise_ratio * radius, self.p, x)
         start = step.clf.clip(x + noise)
-        with step.clf.session():
-            _, grad = step.clf.loss_gradient(start, step.y)
-        step.backward_rows += x.shape[0]
-        return step.clf.clip(start + self.step_ratio * radius * grad.sign()).detach()
+        before = step.clf.counter.backward_rows
+        _, grad = step.clf.loss_gradient(start, step.y)  # in eval mode, as every attack
+        step.backward_rows += step.clf.counter.backward_rows - before
+        direction = steepest_direction(grad, self.p)
+        return step.clf.clip(start + self.step_ratio * radius * direction).detach()
 
     def batch_loss(self, step: TrainingStep) -> tuple[Tensor, Tensor]:
         """Cross-entropy at the batch's N-FGSM points (at the ramped radius)."""
