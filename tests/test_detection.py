@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from boundaryscope import Classifier
+from boundaryscope.attacks import DeepFool
 from boundaryscope.defenses.detection import (
     ConfidenceDetector,
     CurvatureDetector,
@@ -238,3 +239,58 @@ def test_evaluate_reports_every_attack_and_the_adaptive_attacker(seed):
     assert 0 <= result.adaptive["evading"] <= 1
     assert result.cost["hvps_per_image"] == 2 * 4
     assert result.cost["backward_rows_per_image"] > 0
+
+
+def test_adaptive_attacker_matches_brute_force_and_scores_no_image_twice(seed, monkeypatch):
+    """Reusing the suite's scores changes nothing: every α of every image, scored afresh."""
+    net = tiny_mlp(d=6, classes=3, seed=seed)
+    clf = Classifier(net, bounds=(0, 1))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(60, 6, generator=g, dtype=torch.float64)
+    y = clf.predict(x)
+    curvature = CurvatureDetector(4, method="exact").fit(clf, x[:30])
+    scored: dict[str, list[Tensor]] = {"all": [], "adaptive": []}
+    original_curvatures = CurvatureDetector.class_curvatures
+    original_predict = CurvatureDetector.predict
+
+    def recording(self, clf, inputs):
+        scored["all"].append(inputs.detach().clone())
+        return original_curvatures(self, clf, inputs)
+
+    def predicting(self, clf, inputs):  # the adaptive attacker's scoring
+        scored["adaptive"].append(inputs.detach().clone())
+        return original_predict(self, clf, inputs)
+
+    monkeypatch.setattr(CurvatureDetector, "class_curvatures", recording)
+    monkeypatch.setattr(CurvatureDetector, "predict", predicting)
+    grid = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 8.0)
+    result = evaluate(clf, x[30:], y[30:], {"curvature": curvature}, adaptive_alphas=grid)
+    adaptive = torch.cat(scored["adaptive"]) if scored["adaptive"] else x[:0]
+    earlier = torch.cat(scored["all"])[: -len(adaptive) or None]
+    # The attacker scores no input the suite scored (α = 1, 2, 5) and none twice.
+    assert not (adaptive[:, None] == earlier[None]).all(-1).any()
+    assert torch.unique(adaptive, dim=0).shape[0] == adaptive.shape[0]
+    assert adaptive.shape[0] > 0  # some α outside the suite's was needed
+
+    monkeypatch.setattr(CurvatureDetector, "class_curvatures", original_curvatures)
+    monkeypatch.setattr(CurvatureDetector, "predict", original_predict)
+    r = DeepFool(p=2)(clf, x[30:], y[30:]).perturbation
+    expected = []
+    for i in range(30):  # the first α that keeps the label changed and scores ≤ threshold
+        alpha_i = math.inf
+        for alpha in grid:
+            candidate = clf.clip(x[30 + i : 31 + i] + alpha * r[i : i + 1])
+            fooled = bool(clf.predict(candidate)[0] != y[30 + i])
+            score = float(curvature.score_samples(clf, candidate)[0])
+            if fooled and score <= curvature.fitted_threshold():
+                alpha_i = alpha
+                break
+        expected.append(alpha_i)
+    assert result.adaptive["per_image_alpha"] == expected
+    assert 0 < result.adaptive["evading"] < 1 or len(set(expected)) > 1  # not a vacuous grid
+
+    # The cost per scored image is that of scoring the clean test images (all 30 correct).
+    before = (clf.counter.forward_rows, clf.counter.backward_rows)
+    curvature.score_samples(clf, x[30:])
+    assert result.cost["forward_rows_per_image"] == (clf.counter.forward_rows - before[0]) / 30
+    assert result.cost["backward_rows_per_image"] == (clf.counter.backward_rows - before[1]) / 30

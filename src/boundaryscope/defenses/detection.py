@@ -503,18 +503,22 @@ def perturbation_suite(
     *,
     alphas: Sequence[float] = (1.0, 2.0, 5.0),
     batch_size: int = 256,
+    deepfool: Tensor | None = None,
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """The perturbed images of the evaluation: ``{name: (x_perturbed, fooled mask)}``.
 
     DeepFool l2 and l∞; FGSM at the ε fooling 90% of the images (the box width where no ε
     inside the box does, as on a model that FGSM cannot fool); PGD(20) at the smallest ε
     fooling 90% (bisection on ε); DeepFool l2 perturbations scaled by α (Fig. 7.9 right).
+    `deepfool`: DeepFool's l2 perturbations of `x` when already computed (`evaluate` shares
+    them with the adaptive attack); computed here otherwise.
     """
-    suite: dict[str, tuple[Tensor, Tensor]] = {}
-    deepfool = DeepFool(p=2, batch_size=batch_size)(clf, x, y)
-    for alpha in alphas:
-        scaled = clf.clip(x + alpha * deepfool.perturbation)
-        suite[f"DeepFool l2 × {alpha:g}"] = (scaled, clf.predict(scaled, batch_size) != y)
+    if deepfool is None:
+        deepfool = DeepFool(p=2, batch_size=batch_size)(clf, x, y).perturbation
+    suite = {
+        _scaled_name(alpha): entry
+        for alpha, entry in _scaled_deepfool(clf, x, y, deepfool, alphas, batch_size).items()
+    }
     linf = DeepFool(p=math.inf, batch_size=batch_size)(clf, x, y)
     suite["DeepFool l∞"] = (linf.adversarial, linf.success)
     eps = smallest_fooling_epsilon(clf, x, y, batch_size=batch_size).epsilon
@@ -526,6 +530,26 @@ def perturbation_suite(
     pgd = PGD(eps=pgd_eps, steps=20, batch_size=batch_size)(clf, x, y)
     suite[f"PGD(20) ε={pgd_eps:.3g}"] = (pgd.adversarial, pgd.success)
     return suite
+
+
+def _scaled_name(alpha: float) -> str:
+    return f"DeepFool l2 × {alpha:g}"
+
+
+def _scaled_deepfool(
+    clf: Classifier,
+    x: Tensor,
+    y: Tensor,
+    perturbation: Tensor,
+    alphas: Sequence[float],
+    batch_size: int,
+) -> dict[float, tuple[Tensor, Tensor]]:
+    """``{α: (clip(x + α r), label changed)}`` for DeepFool's perturbations ``r``."""
+    out = {}
+    for alpha in alphas:
+        scaled = clf.clip(x + alpha * perturbation)
+        out[float(alpha)] = (scaled, clf.predict(scaled, batch_size) != y)
+    return out
 
 
 def _pgd_epsilon(
@@ -573,9 +597,16 @@ def evaluate(
     correct = clf.predict(x, batch_size) == y
     x, y = x[correct], y[correct]
     out = DetectionEvaluation()
-    clean_scores = {
-        name: det.score_samples(clf, x).double().cpu() for name, det in detectors.items()
-    }
+    curvature = next((d for d in detectors.values() if isinstance(d, CurvatureDetector)), None)
+    clean_scores, rows_per_image = {}, (0.0, 0.0)
+    for name, det in detectors.items():
+        before = (clf.counter.forward_rows, clf.counter.backward_rows)
+        clean_scores[name] = det.score_samples(clf, x).double().cpu()
+        if det is curvature:  # the cost of one scored image, from the clean images' passes
+            rows_per_image = (
+                (clf.counter.forward_rows - before[0]) / max(len(x), 1),
+                (clf.counter.backward_rows - before[1]) / max(len(x), 1),
+            )
     for name, det in detectors.items():
         out.clean[name] = {
             "false_positive": float((clean_scores[name] > det.fitted_threshold()).double().mean())
@@ -583,8 +614,13 @@ def evaluate(
         if isinstance(det, CurvatureDetector):
             rho = det._sign * clean_scores[name]
             out.clean[name]["negative"] = float((rho < 0).double().mean())
+    # DeepFool's l2 perturbations serve the suite's scaled sets and the adaptive attacker;
+    # the curvature scores of the scaled sets are kept so the attacker rescores none of them.
+    deepfool = DeepFool(p=2, batch_size=batch_size)(clf, x, y).perturbation
+    scaled_names = {_scaled_name(alpha): float(alpha) for alpha in alphas}
+    scored: dict[float, tuple[Tensor, Tensor]] = {}
     for attack, (perturbed, fooled) in perturbation_suite(
-        clf, x, y, alphas=alphas, batch_size=batch_size
+        clf, x, y, alphas=alphas, batch_size=batch_size, deepfool=deepfool
     ).items():
         fooled = fooled.cpu()
         xp, yp = perturbed[fooled.to(x.device)], y[fooled.to(y.device)].cpu()
@@ -597,35 +633,41 @@ def evaluate(
             else math.nan,
         }
         for name, det in detectors.items():
-            entry[name] = _attack_metrics(clf, det, clean_scores[name], xp, yp)
+            scores, recovered = _scores_and_recovered(clf, det, xp)
+            entry[name] = _attack_metrics(det, clean_scores[name], scores, recovered, yp)
+            if det is curvature and attack in scaled_names:
+                scored[scaled_names[attack]] = (fooled, scores)
         out.attacks[attack] = entry
-    curvature = next((d for d in detectors.values() if isinstance(d, CurvatureDetector)), None)
     if curvature is not None:
-        out.adaptive = _adaptive(clf, curvature, x, y, adaptive_alphas, batch_size)
+        out.adaptive = _adaptive(
+            clf, curvature, x, y, adaptive_alphas, batch_size, deepfool, scored
+        )
         out.cost["hvps_per_image"] = float(curvature.hvps_per_image(clf.num_classes))
-        before = (clf.counter.forward_rows, clf.counter.backward_rows)
-        probe = x[: min(16, x.shape[0])]
-        curvature.score_samples(clf, probe)
-        out.cost["forward_rows_per_image"] = (clf.counter.forward_rows - before[0]) / max(
-            len(probe), 1
-        )
-        out.cost["backward_rows_per_image"] = (clf.counter.backward_rows - before[1]) / max(
-            len(probe), 1
-        )
+        out.cost["forward_rows_per_image"] = rows_per_image[0]
+        out.cost["backward_rows_per_image"] = rows_per_image[1]
     return out
 
 
+def _scores_and_recovered(
+    clf: Classifier, det: CurvatureDetector | ConfidenceDetector, x: Tensor
+) -> tuple[Tensor, Tensor]:
+    """`score_and_recover` of `x` on the CPU, scores in float64 (none for no input)."""
+    if x.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.long)
+    scores, recovered = det.score_and_recover(clf, x)
+    return scores.double().cpu(), recovered.cpu()
+
+
 def _attack_metrics(
-    clf: Classifier,
     det: CurvatureDetector | ConfidenceDetector,
     clean: Tensor,
-    perturbed: Tensor,
+    scores: Tensor,
+    recovered: Tensor,
     labels: Tensor,
 ) -> dict[str, Any]:
-    if perturbed.shape[0] == 0:
+    """ROC/AUC, detected and recovered shares of one perturbed set, from its scores."""
+    if scores.shape[0] == 0:
         return {"auc": math.nan, "roc": [[], []], "detected": math.nan, "recovered": math.nan}
-    scores, recovered = det.score_and_recover(clf, perturbed)
-    scores = scores.double().cpu()
     truth = np.r_[np.zeros(len(clean)), np.ones(len(scores))]
     values = np.r_[clean.numpy(), scores.numpy()]
     fpr, tpr, _ = roc_curve(truth, values)
@@ -636,7 +678,7 @@ def _attack_metrics(
         "detected": float(detected.double().mean()),
     }
     # Recovery is judged on the perturbed images the detector flags.
-    hits = recovered.cpu()[detected] == labels[detected]
+    hits = recovered[detected] == labels[detected]
     metrics["recovered"] = float(hits.double().mean()) if detected.any() else math.nan
     if isinstance(det, CurvatureDetector):
         metrics["positive"] = float((det._sign * scores > 0).double().mean())
@@ -650,19 +692,34 @@ def _adaptive(
     y: Tensor,
     alphas: Sequence[float],
     batch_size: int,
+    perturbation: Tensor,
+    scored: dict[float, tuple[Tensor, Tensor]],
 ) -> dict[str, Any]:
-    """DeepFool continued along its direction until the detector no longer fires."""
-    r = DeepFool(p=2, batch_size=batch_size)(clf, x, y).perturbation
+    """DeepFool continued along its direction until the detector no longer fires.
+
+    An image evades at the smallest α of the grid where ``clip(x + α r)`` keeps a changed
+    label and scores at most the threshold. Only images still waiting and fooled at α are
+    scored, and not those of `scored` (``{α: (fooled mask over x, scores of the fooled)}``,
+    the suite's scaled sets): their scores are already known.
+    """
     evading_alpha = torch.full((x.shape[0],), math.inf, dtype=torch.float64)
     for alpha in sorted(alphas):
         waiting = torch.isinf(evading_alpha)
         if not waiting.any():
             break
-        index = waiting.nonzero()[:, 0]
-        candidate = clf.clip(x[index.to(x.device)] + alpha * r[index.to(x.device)])
-        fooled = (clf.predict(candidate, batch_size) != y[index.to(y.device)]).cpu()
-        passes = ~det.predict(clf, candidate).cpu()
-        evading_alpha[index[fooled & passes]] = alpha
+        if float(alpha) in scored:
+            fooled_all, fooled_scores = scored[float(alpha)]
+            scores = torch.full((x.shape[0],), math.inf, dtype=torch.float64)
+            scores[fooled_all] = fooled_scores
+            evades = waiting & fooled_all & (scores <= det.fitted_threshold())
+        else:
+            index = waiting.nonzero()[:, 0]
+            candidate = clf.clip(x[index.to(x.device)] + alpha * perturbation[index.to(x.device)])
+            fooled = (clf.predict(candidate, batch_size) != y[index.to(y.device)]).cpu()
+            passes = ~det.predict(clf, candidate[fooled.to(candidate.device)]).cpu()
+            evades = torch.zeros(x.shape[0], dtype=torch.bool)
+            evades[index[fooled][passes]] = True
+        evading_alpha[evades] = alpha
     finite = evading_alpha[torch.isfinite(evading_alpha)]
     return {
         "alphas": list(alphas),
