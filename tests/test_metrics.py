@@ -55,3 +55,16 @@ def test_accumulator_merge_equals_single_pass():
     keep = correct & torch.isfinite(norms)
     assert a.rho_adv == pytest.approx(float((norms[keep] / x[keep].norm(dim=1)).mean()), rel=1e-6)
     assert a.success_rate == pytest.approx(float(keep.sum()) / float(correct.sum()))
+
+
+def test_mismatch_warning_is_said_only_at_chance():
+    from boundaryscope.metrics import chance_check, mismatch_warning
+
+    labels = torch.tensor([0, 0, 0, 1, 2, 2])  # chance: the largest class, 3 of 6
+    assert chance_check(0.5, labels) == {"chance_accuracy": 0.5, "at_chance": True}
+    assert mismatch_warning(0.53, labels, "npz:x.npz") is None  # above chance + 2 points
+    message = mismatch_warning(0.0, labels, "folder:imgs")
+    assert message is not None
+    assert "0.0% on 6 images of folder:imgs is at chance" in message
+    assert "50.0%" in message and "class order" in message and "--mean" in message
+    assert mismatch_warning(0.0, labels[:0], "npz:x.npz") is None  # no image: nothing to say

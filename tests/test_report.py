@@ -285,3 +285,18 @@ def test_report_other_models_add_the_cross_model_table(tmp_path):
     with pytest.raises(ValueError, match="--other 'zoo:mlp-digits' cannot classify"):
         run_report("zoo:lenet-mnist", "mnist5k", tmp_path / "bad", n=4, profile="quick",
                    sections=["universal"], others=["zoo:mlp-digits"])  # fmt: skip
+
+
+def test_verdict_says_to_check_the_data_first_when_accuracy_is_at_chance():
+    at_chance = {
+        "accuracy": 0.1, "n": 100, "classes": ["a", "b"], "chance_accuracy": 0.5,
+        "at_chance": True,
+    }  # fmt: skip
+    verdict = build_verdict({"accuracy": at_chance, "robustness": _robustness_result()}, (64,))
+    rows = {row.quantity: row for row in verdict.rows}
+    assert "at chance (50.0%" in rows["clean accuracy"].reading
+    assert verdict.advice[0].startswith("Clean accuracy is at chance")
+    fine = {**at_chance, "accuracy": 0.97, "at_chance": False}
+    verdict = build_verdict({"accuracy": fine, "robustness": _robustness_result()}, (64,))
+    assert not any("at chance" in line for line in verdict.advice)
+    assert "at chance" not in verdict.rows[0].reading

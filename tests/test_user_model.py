@@ -145,3 +145,32 @@ def test_quick_report_end_to_end_on_a_cifar_shaped_batchnorm_resnet(tmp_path):
     assert len(results["sections"]) == 9
     assert results["sections"]["accuracy"]["accuracy"] == 1.0
     assert "memory budget 0.0078 GiB" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_data_that_does_not_match_the_model_is_said_before_the_nan_rows(
+    tmp_path, monkeypatch, caplog
+):
+    """Labels the model never gives (another class order): a warning names what to check."""
+    import torch
+
+    from boundaryscope.cli import main
+
+    (tmp_path / "mymodels.py").write_text(MODULE)
+    namespace: dict = {}
+    exec(MODULE, namespace)
+    net = namespace["factory"]()
+    x = torch.rand(30, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        predicted = net(x).argmax(1).numpy()
+    monkeypatch.chdir(tmp_path)
+    for name, labels in (("own", predicted), ("shifted", (predicted + 1) % 3)):
+        np.savez(tmp_path / f"{name}.npz", x=x.numpy(), y=labels)
+    argv = ["attack", "deepfool", "--model", "./mymodels.py:factory", "--n", "6"]
+    with caplog.at_level("WARNING", logger="boundaryscope"):
+        assert main([*argv, "--data", "npz:own.npz", "--out", "own"]) == 0
+    assert "at chance" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="boundaryscope"):
+        assert main([*argv, "--data", "npz:shifted.npz", "--out", "shifted"]) == 0
+    assert "clean accuracy 0.0% on 6 images of npz:shifted.npz is at chance" in caplog.text
+    assert "class order" in caplog.text

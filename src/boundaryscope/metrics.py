@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,12 +24,15 @@ from boundaryscope.attacks.base import AttackResult
 from boundaryscope.norms import lp_norm, parse_p
 
 __all__ = [
+    "CHANCE_MARGIN",
     "Budget",
     "RobustnessAccumulator",
     "RobustnessSummary",
+    "chance_check",
     "data_family",
     "iteration_histogram",
     "median_norm",
+    "mismatch_warning",
     "rho_adv",
     "success_rate",
     "usual_budgets",
@@ -37,6 +41,46 @@ __all__ = [
 
 def _mask(n: int, mask: Tensor | None, device: torch.device) -> Tensor:
     return torch.ones(n, dtype=torch.bool, device=device) if mask is None else mask.bool()
+
+
+CHANCE_MARGIN = 0.02
+
+
+def chance_check(accuracy: float, labels: Tensor) -> dict[str, Any]:
+    """Whether `accuracy` is at chance level on test labels `labels`.
+
+    Chance is the share of the most frequent class (what a constant classifier scores);
+    an accuracy within `CHANCE_MARGIN` of it is at chance: a model a defence destroyed
+    (the training commands then exit non-zero), or data that is not the model's.
+
+    Returns:
+        ``{"chance_accuracy", "at_chance"}``.
+    """
+    counts = torch.bincount(labels.cpu().long())
+    chance = float(counts.max()) / max(int(labels.numel()), 1)
+    return {"chance_accuracy": chance, "at_chance": bool(accuracy <= chance + CHANCE_MARGIN)}
+
+
+def mismatch_warning(accuracy: float, labels: Tensor, source: str) -> str | None:
+    """What to check when the clean accuracy on `source` is at chance (else ``None``).
+
+    Clean accuracy at chance almost always means the data is not what the model was
+    trained on: another class order (a folder's classes are its sub-folders sorted by
+    name), another scale or normalisation, another image size. Every attack then measures
+    only the few images that happen to be classified correctly.
+    """
+    if labels.numel() == 0:
+        return None
+    check = chance_check(accuracy, labels)
+    if not check["at_chance"]:
+        return None
+    return (
+        f"clean accuracy {accuracy:.1%} on {labels.numel()} images of {source} is at chance "
+        f"(the most frequent class holds {check['chance_accuracy']:.1%}): the data may not "
+        "match the model. Check its class order (folder: sub-folders sorted by name are "
+        "classes 0, 1, …), its scale and normalisation (--bounds, --mean, --std) and its "
+        "image size; attacks measure only the correctly classified images."
+    )
 
 
 def rho_adv(norms: Tensor, input_norms: Tensor, mask: Tensor | None = None) -> float:

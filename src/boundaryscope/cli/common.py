@@ -259,5 +259,18 @@ def load_sample(spec: str, n: int | None, split: str = "test") -> Any:
 
 
 def classifier_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The `Classifier` and the ``--n`` test images that the arguments name."""
-    return classifier(args), load_sample(args.data, getattr(args, "n", None))
+    """The `Classifier` and the ``--n`` test images that the arguments name.
+
+    Warns when the model's clean accuracy on them is at chance (`metrics.mismatch_warning`):
+    a folder's class order or a normalisation that is not the model's otherwise shows only
+    as NaN rows and empty results.
+    """
+    from boundaryscope.metrics import mismatch_warning
+
+    clf, data = classifier(args), load_sample(args.data, getattr(args, "n", None))
+    if len(data):
+        correct = clf.predict(data.x) == data.y.to(clf.device)
+        warning = mismatch_warning(float(correct.double().mean()), data.y, args.data)
+        if warning:
+            _logger.warning("%s", warning)
+    return clf, data

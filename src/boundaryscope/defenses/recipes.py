@@ -42,6 +42,7 @@ from boundaryscope.defenses.objectives import (
 )
 from boundaryscope.defenses.training import TrainConfig, accuracy, fit
 from boundaryscope.defenses.watch import BEST, Monitor
+from boundaryscope.metrics import CHANCE_MARGIN, chance_check
 
 if TYPE_CHECKING:  # the zoo is imported where a model is loaded
     from boundaryscope.zoo import InputSpec
@@ -354,9 +355,6 @@ def _with_overrides(config: TrainConfig, overrides: Mapping[str, Any]) -> TrainC
     return changed
 
 
-CHANCE_MARGIN = 0.02
-
-
 def _watch_summary(watch: dict[str, Any], accuracy: float, labels: torch.Tensor) -> dict[str, Any]:
     """The run's watch plus the chance check; ``at_chance`` only for a model the run broke.
 
@@ -368,18 +366,3 @@ def _watch_summary(watch: dict[str, Any], accuracy: float, labels: torch.Tensor)
     if start is not None and start <= check["chance_accuracy"] + CHANCE_MARGIN:
         check["at_chance"] = False
     return {**watch, **check}
-
-
-def chance_check(accuracy: float, labels: torch.Tensor) -> dict[str, Any]:
-    """Whether `accuracy` is at chance level on test labels `labels`.
-
-    Chance is the share of the most frequent class (what a constant classifier scores);
-    an accuracy within `CHANCE_MARGIN` of it means the model has been destroyed, and the
-    commands exit non-zero.
-
-    Returns:
-        ``{"chance_accuracy", "at_chance"}``.
-    """
-    counts = torch.bincount(labels.cpu().long())
-    chance = float(counts.max()) / max(int(labels.numel()), 1)
-    return {"chance_accuracy": chance, "at_chance": bool(accuracy <= chance + CHANCE_MARGIN)}

@@ -54,13 +54,11 @@ def build_verdict(
     verdict = Verdict(reference_family=family, references=points)
     accuracy = sections.get("accuracy")
     if accuracy:
+        reading = f"top-1, {accuracy['n']} held-out test images"
+        if accuracy.get("at_chance"):
+            reading += f"; at chance ({accuracy['chance_accuracy']:.1%}, the largest class)"
         verdict.rows.append(
-            VerdictRow(
-                "clean accuracy",
-                f"{accuracy['accuracy']:.1%}",
-                f"top-1, {accuracy['n']} held-out test images",
-                "s-accuracy",
-            )
+            VerdictRow("clean accuracy", f"{accuracy['accuracy']:.1%}", reading, "s-accuracy")
         )
     robustness = sections.get("robustness")
     if robustness:
@@ -72,6 +70,13 @@ def build_verdict(
     if universal:
         verdict.rows.append(_universal_row(universal))
     verdict.advice = _advice(robustness)
+    if accuracy and accuracy.get("at_chance"):  # first: nothing below means much then
+        verdict.advice.insert(
+            0,
+            "Clean accuracy is at chance: the data is probably not what the model expects "
+            "(class order, scale or normalisation, image size). Check it before reading "
+            "the robustness numbers, which cover only the images classified correctly.",
+        )
     return verdict
 
 

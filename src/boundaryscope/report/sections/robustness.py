@@ -25,7 +25,12 @@ from boundaryscope.attacks import (
     smallest_fooling_epsilon,
 )
 from boundaryscope.evaluation import evaluate
-from boundaryscope.metrics import RobustnessAccumulator, usual_budgets
+from boundaryscope.metrics import (
+    RobustnessAccumulator,
+    chance_check,
+    mismatch_warning,
+    usual_budgets,
+)
 from boundaryscope.norms import lp_norm
 from boundaryscope.report import figures
 from boundaryscope.report.registry import (
@@ -138,24 +143,33 @@ class AccuracyAnalysis(Analysis):
             },
             "confusion": {"type": "array", "items": {"type": "array", "items": COUNT}},
             "warnings": {"type": "array", "items": {"type": "string"}},
+            "chance_accuracy": FRACTION,
+            "at_chance": {"type": "boolean"},
         },
     }
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
-        """Predicts the test samples and tabulates true vs predicted classes."""
+        """Predicts the test samples and tabulates true vs predicted classes.
+
+        Clean accuracy at chance is flagged (`metrics.mismatch_warning`): the verdict then
+        says to check the data before reading anything else.
+        """
         predictions = ctx.clf.predict(ctx.data.x, batch_size=500).cpu()
         labels = ctx.data.y.cpu()
         num_classes = max(len(ctx.data.classes), int(predictions.max()) + 1)
         confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
         confusion.index_put_((labels, predictions), torch.ones_like(labels), accumulate=True)
         per_class = (confusion.diag() / confusion.sum(1).clamp_min(1)).tolist()
+        accuracy = float((predictions == labels).double().mean())
+        mismatch = mismatch_warning(accuracy, labels, ctx.data_spec)
         return {
             "n": len(ctx.data),
-            "accuracy": float((predictions == labels).float().mean()),
+            "accuracy": accuracy,
             "classes": list(ctx.data.classes),
             "per_class_accuracy": per_class,
             "confusion": confusion.tolist(),
-            "warnings": list(ctx.clf.warnings_issued),
+            "warnings": list(ctx.clf.warnings_issued) + ([mismatch] if mismatch else []),
+            **chance_check(accuracy, labels),
         }
 
     def render(self, result: dict[str, Any], out_dir: Path) -> Section:
