@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from boundaryscope.cli import main
 
 
@@ -408,3 +410,20 @@ def test_train_defense_resume_and_compare(tmp_path, capsys):
 def test_train_needs_arch_or_defense(capsys):
     assert main(["train", "--out", "x"]) == 2
     assert "--arch" in capsys.readouterr().err
+
+
+def test_library_warnings_are_one_log_line_each(caplog):
+    """A warning inside a command is one ``boundaryscope`` log record, not Python's form."""
+    import warnings
+
+    from boundaryscope.cli import _warnings_as_log_lines
+
+    with caplog.at_level("WARNING", logger="boundaryscope"), _warnings_as_log_lines(False):
+        warnings.simplefilter("always")
+        warnings.warn("held-out accuracy fell", UserWarning, stacklevel=1)
+        warnings.warn("overflow", RuntimeWarning, stacklevel=1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "boundaryscope"]
+    assert lines == ["held-out accuracy fell", "RuntimeWarning: overflow"]
+    assert warnings.showwarning.__module__ == "warnings"  # restored after the command
+    with pytest.warns(UserWarning, match="kept"), _warnings_as_log_lines(True):
+        warnings.warn("kept", UserWarning, stacklevel=1)  # --debug: Python's own warnings

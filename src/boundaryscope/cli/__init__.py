@@ -8,10 +8,12 @@ exit status 2, no traceback unless ``--debug``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from boundaryscope.cli.common import apply_memory_budget, resolve_data, resolve_weights
@@ -91,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         resolve_weights(args)
-        return _run(COMMANDS[args.command], args)
+        with _warnings_as_log_lines(args.debug):
+            return _run(COMMANDS[args.command], args)
     except KeyboardInterrupt:
         print(f"boundaryscope {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -104,6 +107,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "(an unexpected error: run again with --debug for the traceback)", file=sys.stderr
             )
         return 2
+
+
+@contextlib.contextmanager
+def _warnings_as_log_lines(debug: bool) -> Iterator[None]:
+    """The library's warnings as one ``WARNING boundaryscope: …`` line each, as the logs.
+
+    Python's own form names the library's file and repeats its source line, which tells a
+    user of the command nothing; ``--debug`` keeps it. Restored on exit (`main` may run
+    in-process).
+    """
+    with warnings.catch_warnings():
+        if not debug:
+            logger = logging.getLogger("boundaryscope")
+
+            def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+                kind = "" if issubclass(category, UserWarning) else f"{category.__name__}: "
+                logger.warning("%s%s", kind, message)
+
+            warnings.showwarning = show
+        yield
 
 
 def _one_line(error: BaseException) -> str:

@@ -505,9 +505,11 @@ def _overfitted(
 
 
 def _stop(record: dict[str, float], reason: str, message: str) -> bool:
-    """Marks the epoch's record with `reason`, logs and warns `message`; returns True."""
+    """Marks the epoch's record with `reason`, warns `message`; returns True.
+
+    A warning, not a log line too: the command line shows each warning once as a log line.
+    """
     record[reason] = 1.0
-    _logger.warning(message)
     warnings.warn(message, UserWarning, stacklevel=5)
     return True
 

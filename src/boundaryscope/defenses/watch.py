@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -28,8 +27,6 @@ from boundaryscope.metrics import rho_adv
 from boundaryscope.norms import lp_norm
 
 __all__ = ["BEST", "CollapseWatch", "Monitor", "OverfittingCheck"]
-
-_logger = logging.getLogger("boundaryscope")
 
 
 BEST = "best.pt"
@@ -79,8 +76,7 @@ class CollapseWatch:
                 "destroying the model (lower --lr, or the defence's strength); the weights of "
                 f"epoch {self.best_epoch} are kept ({BEST} in a run directory)."
             )
-            _logger.warning(message)
-            warnings.warn(message, UserWarning, stacklevel=3)
+            warnings.warn(message, UserWarning, stacklevel=3)  # the CLI logs it, once
         return improved
 
     def _judge(self, epoch: int, accuracy: float | None) -> tuple[bool, bool]:
