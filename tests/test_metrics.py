@@ -68,3 +68,6 @@ def test_mismatch_warning_is_said_only_at_chance():
     assert "0.0% on 6 images of folder:imgs is at chance" in message
     assert "50.0%" in message and "class order" in message and "--mean" in message
     assert mismatch_warning(0.0, labels[:0], "npz:x.npz") is None  # no image: nothing to say
+    one_class = torch.zeros(8, dtype=torch.long)
+    assert mismatch_warning(1.0, one_class, "npz:x.npz") is None  # agrees with its one class
+    assert mismatch_warning(0.0, one_class, "npz:x.npz") is not None

@@ -72,7 +72,8 @@ def mismatch_warning(accuracy: float, labels: Tensor, source: str) -> str | None
     if labels.numel() == 0:
         return None
     check = chance_check(accuracy, labels)
-    if not check["at_chance"]:
+    # One class only: a model that agrees with it is no evidence of a mismatch.
+    if not check["at_chance"] or accuracy >= 1 - CHANCE_MARGIN:
         return None
     return (
         f"clean accuracy {accuracy:.1%} on {labels.numel()} images of {source} is at chance "
