@@ -174,3 +174,24 @@ def test_data_that_does_not_match_the_model_is_said_before_the_nan_rows(
         assert main([*argv, "--data", "npz:shifted.npz", "--out", "shifted"]) == 0
     assert "clean accuracy 0.0% on 6 images of npz:shifted.npz is at chance" in caplog.text
     assert "class order" in caplog.text
+
+
+def test_images_the_model_refuses_name_the_folder_options(tmp_path, capsys):
+    """RGB 40×40 images for the grey 28×28 LeNet: the error says ',gray' and ',size=28'."""
+    from PIL import Image
+
+    from boundaryscope.cli import main
+
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(3):
+            pixels = (rng.random((40, 40, 3)) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / label / f"{i}.png")
+    for spec in (f"folder:{tmp_path}", f"folder:{tmp_path},gray"):  # channels, then size
+        for argv in (["attack", "deepfool"], ["report", "--profile", "quick"]):
+            assert main([*argv, "--data", spec, "--out", str(tmp_path / "out")]) == 2
+            err = capsys.readouterr().err
+            assert f"The data {spec} holds images of shape" in err
+            assert "',gray' for one channel, ',size=H[xW]' to resize" in err
+    assert not (tmp_path / "out" / "results.json").exists()  # refused before any work

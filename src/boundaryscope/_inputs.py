@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["BOUNDS_TOLERANCE", "check_bounds", "check_inputs"]
+__all__ = ["BOUNDS_TOLERANCE", "add_note", "check_bounds", "check_inputs"]
 
 #: Inputs may overshoot the box by this fraction of its width (float rounding of the data).
 BOUNDS_TOLERANCE = 1e-5
@@ -88,3 +88,14 @@ def check_bounds(bounds: object) -> tuple[float, float]:
             f"The 'bounds' parameter of Classifier must satisfy lo < hi. Got {bounds!r} instead."
         )
     return lo, hi
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """``error.add_note(note)`` where Python has it (3.11+); the note is shown after it.
+
+    How the inputs met the model (their shape, the data spec to change) is told this way,
+    keeping the model's own error type and message.
+    """
+    method = getattr(error, "add_note", None)
+    if method is not None:
+        method(note)

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from boundaryscope._inputs import check_bounds, check_inputs
+from boundaryscope._inputs import add_note, check_bounds, check_inputs
 from boundaryscope._passes import PassPlanner
 
 __all__ = [
@@ -302,7 +302,7 @@ class Classifier:
         except RuntimeError as error:
             # The model's own error (out of memory, a shape mismatch, ...) keeps its type and
             # message; the note says where it happened.
-            _add_note(
+            add_note(
                 error,
                 f"boundaryscope: raised by the model on a batch of shape {tuple(z.shape)} "
                 f"({z.dtype}, {z.device}); a shape or channel mismatch means the inputs do not "
@@ -754,13 +754,6 @@ def _tensors_in(output: object) -> list[Tensor]:
     if isinstance(output, dict):
         return [t for item in output.values() for t in _tensors_in(item)]
     return []
-
-
-def _add_note(error: BaseException, note: str) -> None:
-    """``error.add_note(note)`` where Python has it (3.11+); the note is shown after it."""
-    add_note = getattr(error, "add_note", None)
-    if add_note is not None:
-        add_note(note)
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:

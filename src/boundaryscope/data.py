@@ -37,6 +37,7 @@ __all__ = [
     "load_image_folder",
     "load_mnist5k",
     "load_npz",
+    "shape_hint",
     "split_dataset",
     "stratified_split",
 ]
@@ -670,3 +671,17 @@ def load_dataset(
         "'folder:PATH', "
         f"'cifar10:DIR', 'idx:IMAGES,LABELS'. Got {spec!r} instead."
     )
+
+
+def shape_hint(spec: str, shape: tuple[int, ...]) -> str:
+    """What to change in the data spec `spec` when a model refuses its images of `shape`.
+
+    Added as a note to the model's error where it first sees the data (commands, report).
+    """
+    text = f"The data {spec} holds images of shape {'×'.join(map(str, shape))} (C×H×W)"
+    if spec.startswith("folder:"):
+        return (
+            f"{text}; a folder spec converts them: ',gray' for one channel, ',size=H[xW]' to "
+            "resize (e.g. folder:DIR,gray,size=28)."
+        )
+    return f"{text}; store them as the model takes them, (N, C, H, W)."
