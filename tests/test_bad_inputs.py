@@ -7,11 +7,13 @@ parameters, their ``.grad`` and the train/eval mode of every module are unchange
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -614,3 +616,21 @@ def test_cli_budgeted_attacks_honour_p(tmp_path):
     assert payload["p"] == 2.0 and "p=2.0" in payload["attack"]
     norms = [float(v) for v in payload["norms"] if v != "inf"]
     assert norms and max(norms) <= 1.5 + 1e-4  # an l2 budget, not an l∞ one
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n for n, cls in sorted(A.ATTACKS.items()) if "eps" in inspect.signature(cls).parameters],
+)
+def test_every_budget_is_checked_with_a_message_that_names_it(name):
+    """eps='8/255' (the command line's habit), negative, NaN, inf, a bool: refused by name."""
+    attack = A.ATTACKS[name]
+    with pytest.raises(TypeError, match=r"'eps' parameter of \w+ must be a number.*without quotes"):
+        attack(eps="8/255")
+    for bad in (-0.1, math.nan, math.inf):
+        with pytest.raises(ValueError, match=r"'eps' parameter of \w+ must be a finite number"):
+            attack(eps=bad)
+    with pytest.raises(TypeError, match="must be a number"):
+        attack(eps=True)
+    assert attack(eps=torch.tensor(0.25)).eps == 0.25  # a one-element tensor is its value
+    assert attack(eps=np.float32(0.5)).eps == 0.5

@@ -46,6 +46,7 @@ from boundaryscope._random import draw_per_image, image_generators
 from boundaryscope.attacks.base import (
     Attack,
     RawAttack,
+    check_budget,
     is_adversarial,
     predicted_labels,
     register_attack,
@@ -149,8 +150,7 @@ class APGD(Attack):
         self.p = parse_p(p)
         if self.p not in (2.0, math.inf):
             raise ValueError(f"{type(self).__name__} supports p = 2 or inf; got p={p!r}.")
-        if eps is not None and not (eps >= 0 and math.isfinite(eps)):
-            raise ValueError(f"The 'eps' parameter must be a finite number >= 0; got {eps!r}.")
+        eps = check_budget(eps, type(self).__name__)
         if steps < 1 or restarts < 1 or eot_samples < 1 or batch_size < 1:
             raise ValueError(
                 f"{type(self).__name__} needs steps, restarts, eot_samples and batch_size >= 1; "

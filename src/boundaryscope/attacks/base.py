@@ -17,10 +17,11 @@ import copy
 import difflib
 import inspect
 import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, overload
 
 import torch
 from torch import Tensor
@@ -34,6 +35,7 @@ __all__ = [
     "Attack",
     "AttackResult",
     "RawAttack",
+    "check_budget",
     "check_label_shape",
     "check_labels",
     "first_change",
@@ -347,6 +349,44 @@ def _finite_or_clean(adversarial: Tensor, x: Tensor) -> Tensor:
     if bool(finite.all()):
         return adversarial
     return torch.where(finite.view(-1, *([1] * (x.ndim - 1))), adversarial, x)
+
+
+@overload
+def check_budget(eps: object, attack: str, *, optional: Literal[False]) -> float: ...
+
+
+@overload
+def check_budget(eps: object, attack: str, *, optional: bool = True) -> float | None: ...
+
+
+def check_budget(eps: object, attack: str, *, optional: bool = True) -> float | None:
+    """`eps` as a float once checked: a finite number ``>= 0`` in input units.
+
+    ``None`` passes where the attack has a default (`optional`: `Attack.default_budget` of
+    the box width). A string gets the hint that Python evaluates ``8/255`` itself (the
+    command line's habit); a one-element tensor counts as its value.
+
+    Raises:
+        TypeError: not a number.
+        ValueError: negative, NaN or infinite.
+    """
+    if eps is None and optional:
+        return None
+    if isinstance(eps, Tensor) and eps.numel() == 1:
+        eps = eps.item()
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        hint = ": write 8/255 without quotes, Python computes it" if isinstance(eps, str) else ""
+        allowed = " (or None for the default)" if optional else ""
+        raise TypeError(
+            f"The 'eps' parameter of {attack} must be a number in input units{allowed}; "
+            f"got {eps!r}{hint}."
+        )
+    value = float(eps)
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(
+            f"The 'eps' parameter of {attack} must be a finite number >= 0; got {eps!r}."
+        )
+    return value
 
 
 def shrink_to_boundary(

@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from boundaryscope.attacks.base import Attack, RawAttack, register_attack
+from boundaryscope.attacks.base import Attack, RawAttack, check_budget, register_attack
 from boundaryscope.classifier import Classifier
 from boundaryscope.norms import dual_exponent, lp_norm, parse_p, steepest_direction
 
@@ -146,11 +146,9 @@ class _GNIIAttack(Attack):
         space: ScoreSpace = "probabilities",
         batch_size: int = 256,
     ) -> None:
-        if (eps is not None and not eps >= 0) or steps < 1:
-            raise ValueError(
-                f"{type(self).__name__} needs eps >= 0 and steps >= 1; got eps={eps!r}, "
-                f"steps={steps!r}."
-            )
+        eps = check_budget(eps, type(self).__name__)
+        if steps < 1:
+            raise ValueError(f"{type(self).__name__} needs steps >= 1; got steps={steps!r}.")
         if space not in ("probabilities", "logits"):
             raise ValueError(f"space must be 'probabilities' or 'logits'; got {space!r}.")
         self.eps = None if eps is None else float(eps)
@@ -294,9 +292,7 @@ class SinglePixel(Attack):
     def __init__(
         self, *, eps: float = 1.0, space: ScoreSpace = "probabilities", batch_size: int = 256
     ) -> None:
-        if not eps >= 0:
-            raise ValueError(f"The 'eps' parameter of SinglePixel must be >= 0. Got {eps!r}.")
-        self.eps = float(eps)
+        self.eps = check_budget(eps, "SinglePixel", optional=False)
         self.p = 1.0
         self.space: ScoreSpace = space
         self.batch_size = batch_size

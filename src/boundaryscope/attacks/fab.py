@@ -36,6 +36,7 @@ from boundaryscope.attacks.apgd import _random_start, _rows
 from boundaryscope.attacks.base import (
     Attack,
     RawAttack,
+    check_budget,
     is_adversarial,
     predicted_labels,
     register_attack,
@@ -79,10 +80,7 @@ class FABT(Attack):
         self.p = parse_p(p)
         if self.p not in (2.0, math.inf):
             raise ValueError(f"FABT supports p = 2 or inf; got p={p!r}.")
-        if eps is not None and not (eps >= 0 and math.isfinite(eps)):
-            raise ValueError(
-                f"The 'eps' parameter must be None or a finite number >= 0; got {eps!r}."
-            )
+        eps = check_budget(eps, "FABT")
         if min(steps, targets, restarts, batch_size) < 1:
             raise ValueError(
                 "FABT needs steps, targets, restarts and batch_size >= 1; got "

@@ -10,7 +10,13 @@ import torch
 from torch import Tensor
 
 from boundaryscope._random import draw_per_image, image_generators
-from boundaryscope.attacks.base import Attack, RawAttack, check_labels, register_attack
+from boundaryscope.attacks.base import (
+    Attack,
+    RawAttack,
+    check_budget,
+    check_labels,
+    register_attack,
+)
 from boundaryscope.classifier import Classifier, check_classifier
 from boundaryscope.norms import parse_p, project_lp_ball, steepest_direction
 
@@ -45,9 +51,7 @@ class FGSM(Attack):
     def __init__(
         self, *, eps: float | None = None, p: float | str = math.inf, batch_size: int = 256
     ) -> None:
-        if eps is not None and not eps >= 0:
-            raise ValueError(f"The 'eps' parameter of FGSM must be >= 0. Got {eps!r} instead.")
-        self.eps = None if eps is None else float(eps)
+        self.eps = check_budget(eps, type(self).__name__)
         self.p = parse_p(p)
         self.batch_size = batch_size
 
@@ -242,9 +246,9 @@ class PGD(Attack):
         self.p = parse_p(p)
         if self.p not in (2.0, math.inf):
             raise ValueError(f"{type(self).__name__} supports p = 2 or inf; got p={p!r}.")
-        if (eps is not None and not eps >= 0) or steps < 1:
-            raise ValueError(f"{type(self).__name__} needs eps >= 0 and steps >= 1.")
-        self.eps = None if eps is None else float(eps)
+        self.eps = check_budget(eps, type(self).__name__)
+        if steps < 1:
+            raise ValueError(f"{type(self).__name__} needs steps >= 1; got steps={steps!r}.")
         self.steps = steps
         self.step_size = step_size
         self.random_start = random_start

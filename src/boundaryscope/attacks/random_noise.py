@@ -15,7 +15,13 @@ import torch
 from torch import Tensor
 
 from boundaryscope._random import draw_per_image, image_generators
-from boundaryscope.attacks.base import Attack, RawAttack, first_change, register_attack
+from boundaryscope.attacks.base import (
+    Attack,
+    RawAttack,
+    check_budget,
+    first_change,
+    register_attack,
+)
 from boundaryscope.classifier import Classifier
 from boundaryscope.norms import parse_p, steepest_direction
 
@@ -33,9 +39,7 @@ class BernoulliNoise(Attack):
     """
 
     def __init__(self, *, eps: float = 0.1, seed: int = 0) -> None:
-        if not eps >= 0:
-            raise ValueError(f"The 'eps' parameter of BernoulliNoise must be >= 0. Got {eps!r}.")
-        self.eps = float(eps)
+        self.eps = check_budget(eps, "BernoulliNoise", optional=False)
         self.seed = seed
         self.p = math.inf
 
@@ -66,9 +70,7 @@ class RandomDirection(Attack):
     """
 
     def __init__(self, *, eps: float = 1.0, p: float | str = 2, seed: int = 0) -> None:
-        if not eps >= 0:
-            raise ValueError(f"The 'eps' parameter of RandomDirection must be >= 0. Got {eps!r}.")
-        self.eps = float(eps)
+        self.eps = check_budget(eps, "RandomDirection", optional=False)
         self.p = parse_p(p)
         self.seed = seed
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from boundaryscope._random import draw_per_image, image_generators
-from boundaryscope.attacks.base import Attack, RawAttack, register_attack
+from boundaryscope.attacks.base import Attack, RawAttack, check_budget, register_attack
 from boundaryscope.attacks.convex import margin
 from boundaryscope.classifier import Classifier
 from boundaryscope.norms import project_lp_ball
@@ -97,12 +97,12 @@ class SPSA(Attack):
         seed: int = 0,
         batch_size: int = 32,
     ) -> None:
-        if (eps is not None and not eps >= 0) or steps < 1 or samples < 1 or not delta > 0:
+        self.eps = check_budget(eps, "SPSA")
+        if steps < 1 or samples < 1 or not delta > 0:
             raise ValueError(
-                "SPSA needs eps >= 0, steps >= 1, samples >= 1 and delta > 0; got "
-                f"eps={eps!r}, steps={steps!r}, samples={samples!r}, delta={delta!r}."
+                "SPSA needs steps >= 1, samples >= 1 and delta > 0; got "
+                f"steps={steps!r}, samples={samples!r}, delta={delta!r}."
             )
-        self.eps = None if eps is None else float(eps)
         self.steps = steps
         self.samples = samples
         self.delta = float(delta)

@@ -33,6 +33,7 @@ from boundaryscope.attacks.apgd import _rows
 from boundaryscope.attacks.base import (
     Attack,
     RawAttack,
+    check_budget,
     is_adversarial,
     predicted_labels,
     register_attack,
@@ -93,16 +94,11 @@ class Square(Attack):
         self.p = parse_p(p)
         if self.p not in (2.0, math.inf):
             raise ValueError(f"Square supports p = 2 or inf; got p={p!r}.")
-        if (
-            (eps is not None and not (eps >= 0 and math.isfinite(eps)))
-            or queries < 1
-            or not 0 < p_init <= 1
-        ):
+        self.eps = check_budget(eps, "Square")
+        if queries < 1 or not 0 < p_init <= 1:
             raise ValueError(
-                f"Square needs eps >= 0, queries >= 1 and 0 < p_init <= 1; got {eps!r}, "
-                f"{queries!r}, {p_init!r}."
+                f"Square needs queries >= 1 and 0 < p_init <= 1; got {queries!r}, {p_init!r}."
             )
-        self.eps = None if eps is None else float(eps)
         self.queries = int(queries)
         self.p_init = float(p_init)
         self.seed = int(seed)
