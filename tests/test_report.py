@@ -300,3 +300,33 @@ def test_verdict_says_to_check_the_data_first_when_accuracy_is_at_chance():
     verdict = build_verdict({"accuracy": fine, "robustness": _robustness_result()}, (64,))
     assert not any("at chance" in line for line in verdict.advice)
     assert "at chance" not in verdict.rows[0].reading
+
+
+def test_accuracy_section_flags_labels_the_model_does_not_give(tmp_path):
+    """Shifted labels: at chance and the warning; the model's own labels, or one class it
+    agrees with, are not flagged."""
+    from boundaryscope import Classifier
+    from boundaryscope.data import Dataset
+    from boundaryscope.report.registry import ReportConfig, ReportContext
+    from boundaryscope.report.sections.robustness import AccuracyAnalysis
+    import torch
+
+    from tests.conftest import tiny_mlp
+
+    clf = Classifier(tiny_mlp(d=6, classes=3, seed=0), bounds=(0, 1))
+    x = torch.rand(30, 6, generator=torch.Generator().manual_seed(0))
+    own = clf.predict(x)
+
+    def run(labels):
+        data = Dataset(x, labels, "mine", ("a", "b", "c"))
+        ctx = ReportContext(clf, data, None, ReportConfig(), 0, tmp_path, data_spec="npz:mine")
+        return AccuracyAnalysis().run(ctx)
+
+    shifted = run((own + 1) % 3)
+    assert shifted["accuracy"] == 0.0 and shifted["at_chance"]
+    assert any("npz:mine is at chance" in line for line in shifted["warnings"])
+    fine = run(own)
+    assert fine["accuracy"] == 1.0 and not fine["at_chance"] and not fine["warnings"]
+    one_class = run(torch.zeros(30, dtype=torch.long))
+    assert one_class["chance_accuracy"] == 1.0
+    assert one_class["at_chance"] == (one_class["accuracy"] < 0.98)

@@ -169,7 +169,8 @@ class AccuracyAnalysis(Analysis):
             "per_class_accuracy": per_class,
             "confusion": confusion.tolist(),
             "warnings": list(ctx.clf.warnings_issued) + ([mismatch] if mismatch else []),
-            **chance_check(accuracy, labels),
+            "chance_accuracy": chance_check(accuracy, labels)["chance_accuracy"],
+            "at_chance": mismatch is not None,  # what the verdict flags first
         }
 
     def render(self, result: dict[str, Any], out_dir: Path) -> Section:
