@@ -305,12 +305,12 @@ def test_verdict_says_to_check_the_data_first_when_accuracy_is_at_chance():
 def test_accuracy_section_flags_labels_the_model_does_not_give(tmp_path):
     """Shifted labels: at chance and the warning; the model's own labels, or one class it
     agrees with, are not flagged."""
+    import torch
+
     from boundaryscope import Classifier
     from boundaryscope.data import Dataset
     from boundaryscope.report.registry import ReportConfig, ReportContext
     from boundaryscope.report.sections.robustness import AccuracyAnalysis
-    import torch
-
     from tests.conftest import tiny_mlp
 
     clf = Classifier(tiny_mlp(d=6, classes=3, seed=0), bounds=(0, 1))
