@@ -280,3 +280,42 @@ def test_milp_refuses_what_it_cannot_do(lenet_clf, mnist_test):
         minimal_perturbation(lenet_clf, mnist_test.x[:1], p=INF, attack=None)
     with pytest.raises(ValueError, match="time_limit"):
         minimal_perturbation(clf, torch.zeros(1, 5), time_limit=0)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_shrink_lands_where_a_dense_scan_first_crosses(seed, targeted):
+    """FMN's last move against 20,001 points of each ray (tiny tanh MLP, float64)."""
+    from boundaryscope.attacks import shrink_to_boundary
+    from tests.conftest import tiny_mlp
+
+    # A wide box, so that every seed's random network has boundaries inside it.
+    clf = Classifier(tiny_mlp(d=6, classes=3, seed=seed), bounds=(-8, 8))
+    g = torch.Generator().manual_seed(seed)
+    x = 16 * torch.rand(200, 6, generator=g, dtype=torch.float64) - 8
+    y = clf.predict(x)
+    far = 16 * torch.rand(200, 6, generator=g, dtype=torch.float64) - 8  # other points
+    labels = clf.predict(far)
+    # Targeted: towards the class at the far end where it is another class than x's.
+    target = torch.where(labels != y, labels, (y + 1) % 3) if targeted else None
+    moved = labels == target if targeted else labels != y
+    assert int(moved.sum()) >= 5  # enough rays with an adversarial end
+    shrunk = shrink_to_boundary(clf, x, far, y, target, 10, 16)
+    changed = (shrunk != far).any(dim=1)  # a ray may cross inside though its end does not
+    adversarial = clf.predict(shrunk) == target if targeted else clf.predict(shrunk) != y
+    assert bool(adversarial[changed].all())
+    s = torch.linspace(0, 1, 20_001, dtype=torch.float64)
+    compared = 0
+    for i in moved.nonzero().flatten().tolist():
+        ray = x[i] + s[:, None] * (far[i] - x[i])
+        hits = clf.predict(ray) == target[i] if targeted else clf.predict(ray) != y[i]
+        first = float(s[hits.nonzero()[0, 0]])  # the dense scan's first adversarial scale
+        landed = float((shrunk[i] - x[i]).norm() / (far[i] - x[i]).norm())
+        label = int(clf.predict(shrunk[i : i + 1])[0])
+        assert label == int(target[i]) if targeted else label != int(y[i])  # still adversarial
+        assert landed <= 1.0 + 1e-12  # never farther
+        # On the first crossing where the ray crosses once, else on some later crossing.
+        crossings = int((hits[1:] != hits[:-1]).sum())
+        if crossings == 1:
+            assert landed == pytest.approx(first, abs=2e-3)
+            compared += 1
+    assert compared >= 5
