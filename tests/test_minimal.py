@@ -319,3 +319,28 @@ def test_shrink_lands_where_a_dense_scan_first_crosses(seed, targeted):
             assert landed == pytest.approx(first, abs=2e-3)
             compared += 1
     assert compared >= 5
+
+
+def test_fmn_restarts_rank_only_the_top_scoring_classes_on_many_classes(seed):
+    """40 classes: the restarts' ranking costs 10 backward rows per image, not 40, and
+    equals the all-class linearisation on the classes it ranks."""
+    from tests.conftest import tiny_mlp
+
+    clf = Classifier(tiny_mlp(d=6, classes=40, seed=seed), bounds=(0, 1))
+    x = torch.rand(12, 6, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    y = clf.predict(x)
+    attack = FMN(p=2, steps=3)
+    before = clf.counter.backward_rows
+    closeness = attack._linear_closeness(clf, x, y)
+    assert clf.counter.backward_rows - before == 12 * 10
+    ranked = torch.isfinite(closeness)
+    assert ranked.sum(1).eq(10).all() and not ranked.gather(1, y[:, None]).any()
+    scores = clf.scores(x).scatter(1, y[:, None], -math.inf)
+    top = scores.topk(10, dim=1).indices
+    assert torch.equal(ranked, torch.zeros_like(ranked).scatter(1, top, True))
+    every = torch.arange(40).expand(12, -1)
+    _, diff, grad = clf.score_gradients(x, y, every)
+    reference = -diff.abs() / grad.flatten(2).norm(dim=2).clamp_min(1e-12)
+    torch.testing.assert_close(closeness[ranked], reference[ranked])
+    result = attack(clf, x, y)  # the restarts run on top of it, and still only refine
+    assert bool(result.success.all())
