@@ -330,3 +330,13 @@ def test_accuracy_section_flags_labels_the_model_does_not_give(tmp_path):
     one_class = run(torch.zeros(30, dtype=torch.long))
     assert one_class["chance_accuracy"] == 1.0
     assert one_class["at_chance"] == (one_class["accuracy"] < 0.98)
+
+
+def test_a_misspelt_section_or_profile_gets_the_closest_name(tmp_path):
+    from boundaryscope.report.runner import run_report
+
+    with pytest.raises(ValueError, match=r"got 'robustnes' \(did you mean 'robustness'\?\)"):
+        run_report("zoo:lenet-mnist", "mnist5k", tmp_path, sections=["accuracy", "robustnes"])
+    with pytest.raises(ValueError, match=r"got 'quik' \(did you mean 'quick'\?\)"):
+        run_report("zoo:lenet-mnist", "mnist5k", tmp_path, profile="quik")
+    assert not any(tmp_path.iterdir())  # refused before anything is written

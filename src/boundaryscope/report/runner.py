@@ -35,6 +35,7 @@ from boundaryscope._io import (
     remove_stale_temporaries,
     to_jsonable,
 )
+from boundaryscope.attacks.base import unknown_name
 from boundaryscope.classifier import Classifier, resolve_device
 from boundaryscope.data import load_dataset, shape_hint
 from boundaryscope.report import cost, figures
@@ -93,12 +94,13 @@ def run_report(
     """
     world = world or distributed.World()
     if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {sorted(PROFILES)}; got {profile!r}.")
+        raise unknown_name("profile", profile, sorted(PROFILES))
     sections_module.load_all()
-    names = sections or sorted(ANALYSES, key=lambda name: ANALYSES[name].order)
-    unknown = sorted(set(names) - set(ANALYSES))
-    if unknown:
-        raise ValueError(f"Unknown report sections {unknown}; available: {list(ANALYSES)}.")
+    ordered = sorted(ANALYSES, key=lambda name: ANALYSES[name].order)
+    names = sections or ordered
+    for name in names:
+        if name not in ANALYSES:  # the first misspelt one, with the closest valid name
+            raise unknown_name("a report section", name, ordered)
     config = PROFILES[profile]
     if n is not None:
         config = type(config)(**{**asdict(config), "n": n})
