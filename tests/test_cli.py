@@ -286,6 +286,11 @@ def test_universal_cli_and_eval(tmp_path):
     )
     evaluation = json.loads((out / "eval.json").read_text())
     assert 0 <= evaluation["fooling_rate"] <= 1 and evaluation["n"] == 50
+    # The same perturbation as numpy's file and as the run directory: the same rate.
+    for source in (out / "v.npy", out):
+        assert main(["universal", "--eval", str(source), "--n-test", "50", "--out", str(out)]) == 0
+        again = json.loads((out / "eval.json").read_text())
+        assert again["fooling_rate"] == evaluation["fooling_rate"]
 
 
 def test_geometry_curvature_cli(tmp_path):

@@ -15,6 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -158,7 +159,9 @@ def test_pickles_that_run_code_are_refused_everywhere_without_advising_the_unsaf
         ["attack", "deepfool", "--model", "evil.pt", "--arch", "lenet", "--n", "2", "--out", "a"],
         ["universal", "--eval", "evil.pt", "--out", "u"],
         ["detect", "score", "det.json", "--inputs", "evil.pt", "--out", "d"],
+        ["universal", "--eval", "evil.npy", "--out", "u"],  # numpy's pickled object arrays
     ]
+    np.save(folder / "evil.npy", np.array([_Boom(str(marker))], dtype=object), allow_pickle=True)
     (folder / "det.json").write_text(
         json.dumps({"kind": "confidence", "params": {}, "threshold": 0.5})
     )
@@ -166,7 +169,8 @@ def test_pickles_that_run_code_are_refused_everywhere_without_advising_the_unsaf
         code = main(argv)
         err = capsys.readouterr().err
         assert code == 2, (argv, err)
-        assert "weights_only" not in err and "evil.pt" in err, err
+        assert "weights_only" not in err and "allow_pickle" not in err, err
+        assert "evil.pt" in err or "evil.npy" in err, err
         assert not marker.exists()
     # A training checkpoint or prepared set that runs code is refused the same way.
     run_dir = folder / "t"

@@ -218,6 +218,31 @@ def read_torch(path: str | Path, what: str = "PyTorch file") -> Any:
         raise ValueError(f"{path} is not a {what} ({reason}).") from None
 
 
+def read_tensor(path: str | Path, what: str = "saved tensor") -> Any:
+    """A tensor saved by torch (`read_torch`) or numpy (``.npy``, read without pickle).
+
+    Both are data only: ``np.load(allow_pickle=False)`` refuses object arrays as
+    ``torch.load(weights_only=True)`` refuses pickled objects (docs/security.md).
+
+    Raises:
+        ValueError: missing, unreadable, or an object array.
+    """
+    path = Path(path)
+    if path.suffix != ".npy":
+        return read_torch(path, what)
+    if not path.is_file():
+        raise ValueError(f"The {what} {path} does not exist.")
+    try:
+        return torch.from_numpy(np.load(path, allow_pickle=False))
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise ValueError(
+                f"{path} holds Python objects, which boundaryscope never unpickles: a {what} "
+                "must be a numeric array."
+            ) from None
+        raise ValueError(f"{path} is not a {what} ({error}).") from None
+
+
 def load_checkpoint(
     path: str | Path, settings: dict[str, Any], key: str, required: tuple[str, ...] = ()
 ) -> dict[str, Any]:

@@ -79,8 +79,9 @@ class UniversalCommand(Command):
         parser.add_argument(
             "--eval",
             default=None,
-            metavar="V.pt",
-            help="only evaluate a saved perturbation on the test split (default: compute one)",
+            metavar="V",
+            help="only evaluate a saved perturbation on the test split: v.pt, v.npy (read "
+            "without pickle) or the run directory holding v.pt (default: compute one)",
         )
         parser.add_argument(
             "--n-test",
@@ -116,13 +117,16 @@ class UniversalCommand(Command):
 def _evaluate(args: argparse.Namespace, world: Any) -> int:
 
     from boundaryscope import distributed
-    from boundaryscope._io import dump_json, read_torch
+    from boundaryscope._io import dump_json, read_tensor
     from boundaryscope.universal import check_perturbation, fooling_rate
 
     out = output_dir(args) if world.is_main else None
     clf = classifier(args)
     test = load_sample(args.data, args.n_test)
-    v = read_torch(args.eval, "saved tensor (--eval)")
+    source = Path(args.eval)
+    if source.is_dir():  # a run directory of `universal`: its v.pt
+        source = source / "v.pt"
+    v = read_tensor(source, "saved tensor (--eval)")
     v = check_perturbation(v, test.x, f"--eval {args.eval}")
     part = distributed.shard(len(test), world)
     size = part.stop - part.start
