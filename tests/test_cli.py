@@ -325,7 +325,12 @@ def test_detect_fit_and_score_cli(tmp_path):
     np.savez(images, x=np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32))
     args = ["detect", "score", str(detector), "--inputs", str(images), "--out", str(scored)]
     assert main(args) == 0
-    assert len(json.loads(scores.read_text())["scores"]) == 3
+    from_npz = json.loads(scores.read_text())["scores"]
+    assert len(from_npz) == 3
+    np.save(tmp_path / "adv.npy", np.load(images)["x"])  # the same images as a .npy array
+    args[args.index(str(images))] = str(tmp_path / "adv.npy")
+    assert main(args) == 0
+    assert json.loads(scores.read_text())["scores"] == from_npz
     torch.save({"not": "a tensor"}, tmp_path / "bad.pt")
     bad = ["detect", "score", str(detector), "--inputs", str(tmp_path / "bad.pt")]
     assert main(bad) == 2

@@ -160,6 +160,7 @@ def test_pickles_that_run_code_are_refused_everywhere_without_advising_the_unsaf
         ["universal", "--eval", "evil.pt", "--out", "u"],
         ["detect", "score", "det.json", "--inputs", "evil.pt", "--out", "d"],
         ["universal", "--eval", "evil.npy", "--out", "u"],  # numpy's pickled object arrays
+        ["detect", "score", "det.json", "--inputs", "evil.npy", "--out", "d"],
     ]
     np.save(folder / "evil.npy", np.array([_Boom(str(marker))], dtype=object), allow_pickle=True)
     (folder / "det.json").write_text(

@@ -98,7 +98,8 @@ def _add_arguments(detect: argparse.ArgumentParser) -> None:
     score.add_argument(
         "--inputs",
         default=None,
-        help="images to score: .npz with array 'x' or a .pt tensor (default: --data's test split)",
+        help="images to score: .npz with array 'x', a .npy array or a .pt tensor (default: "
+        "--data's test split)",
     )
     score.add_argument("--n", type=positive_int, default=100, help="images to score (default: 100)")
     add_out_arg(score, "detect", "scores.json")
@@ -162,13 +163,13 @@ def run(args: argparse.Namespace, classifier_and_data: Callable[..., tuple]) -> 
 
 
 def _inputs(path: str) -> Tensor:
-    """Images from ``.npz`` (array ``x``) or a ``.pt`` tensor, read without unpickling code."""
+    """Images from ``.npz`` (array ``x``), ``.npy`` or a ``.pt`` tensor, never unpickled."""
     import zipfile
 
     import numpy as np
     import torch
 
-    from boundaryscope._io import read_torch
+    from boundaryscope._io import read_tensor
 
     file = Path(path)
     if not file.is_file():
@@ -182,7 +183,7 @@ def _inputs(path: str) -> Tensor:
         except (OSError, EOFError, zipfile.BadZipFile) as error:
             raise ValueError(f"--inputs {path} is not a readable .npz file ({error}).") from None
     else:
-        tensor = read_torch(file, "saved tensor (--inputs)")
+        tensor = read_tensor(file, "saved tensor (--inputs)")
     if not isinstance(tensor, torch.Tensor):
         raise ValueError(f"--inputs {path} must hold one tensor; got {type(tensor).__name__}.")
     if tensor.ndim < 2 or tensor.shape[0] == 0:
