@@ -104,5 +104,8 @@ def test_specs_file_and_factory(tmp_path):
     assert factory.module(torch.rand(1, 4)).shape == (1, 2)
     with pytest.raises(ValueError, match="model spec must be"):
         load_model("not-a-spec")
-    with pytest.raises(ValueError, match="zoo model must be one of"):
+    with pytest.raises(ValueError, match="zoo model must be one of") as refused:
         load_model("zoo:alexnet")
+    assert "did you mean" not in str(refused.value)  # nothing close: no guess
+    with pytest.raises(ValueError, match=r"'lenet-smooth' instead \(did you mean 'lenet-smooth"):
+        load_model("zoo:lenet-smooth")

@@ -114,8 +114,8 @@ def run(args: argparse.Namespace, classifier_and_data: Callable[..., Any]) -> in
     print(
         f"exact l{p:g} minimum on {int(certified.sum())}/{len(exact)} images in {elapsed:.1f} s "
         f"(median {median:.4g}); per image, DeepFool/exact median "
-        f"{ratios['deepfool']['median']:.4f} max {ratios['deepfool']['max']:.3f}, "
+        f"{ratios['deepfool']['median']:.4f} max {ratios['deepfool']['max']:.4f}, "
         f"FMN-{args.fmn_steps}/exact median {ratios['fmn']['median']:.4f} max "
-        f"{ratios['fmn']['max']:.3f} -> {out.resolve()}"
+        f"{ratios['fmn']['max']:.4f} -> {out.resolve()}"
     )
     return 0

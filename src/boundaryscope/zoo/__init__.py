@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import difflib
 import importlib
 import importlib.util
 import inspect
@@ -236,7 +237,11 @@ def model_card(name: str) -> dict[str, Any]:
     """The model card (JSON) of shipped weights ``name``."""
     path = WEIGHTS_DIR / f"{name}.json"
     if not path.exists():
-        raise ValueError(f"The zoo model must be one of {shipped_models()}. Got {name!r} instead.")
+        close = difflib.get_close_matches(name, shipped_models(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"The zoo model must be one of {shipped_models()}. Got {name!r} instead{hint}."
+        )
     card: dict[str, Any] = json.loads(path.read_text())
     return card
 
