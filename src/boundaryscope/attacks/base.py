@@ -43,6 +43,7 @@ __all__ = [
     "predicted_labels",
     "register_attack",
     "shrink_to_boundary",
+    "top_other_classes",
     "unknown_name",
 ]
 
@@ -336,6 +337,15 @@ def is_adversarial(labels: Tensor, reference: Tensor, target: Tensor | None) -> 
     """
     valid = (labels >= 0) & (reference >= 0)
     return valid & (labels != reference if target is None else labels == target)
+
+
+def top_other_classes(scores: Tensor, reference: Tensor, count: int) -> Tensor:
+    """``(N, count)``: the highest-scoring classes other than ``reference[n]``, best first.
+
+    The candidate classes of DeepFool, FMN's restarts, the geometric attack and the
+    curvature detector: what bounds their cost on data with many classes.
+    """
+    return scores.scatter(1, reference[:, None], -math.inf).topk(count, dim=1).indices
 
 
 def predicted_labels(scores: Tensor) -> Tensor:

@@ -23,6 +23,7 @@ from boundaryscope.attacks.base import (
     is_adversarial,
     predicted_labels,
     register_attack,
+    top_other_classes,
 )
 from boundaryscope.attacks.landing import (
     Side,
@@ -421,8 +422,7 @@ class DeepFool(Attack):
         """Top-scoring classes other than the reference (or the fixed target)."""
         if target is not None:
             return target[:, None]
-        masked = scores.scatter(1, reference[:, None], -math.inf)
-        return masked.topk(num_others, dim=1).indices
+        return top_other_classes(scores, reference, num_others)
 
     def _step_box(self, later: bool) -> StepMode:
         """The box mode of a first or a later step: ``"clip-then-project"`` splits in two."""

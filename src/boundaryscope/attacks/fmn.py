@@ -25,6 +25,7 @@ from boundaryscope.attacks.base import (
     predicted_labels,
     register_attack,
     shrink_to_boundary,
+    top_other_classes,
 )
 from boundaryscope.attacks.convex import margin
 from boundaryscope.attacks.deepfool import DeepFool
@@ -253,8 +254,7 @@ class FMN(Attack):
                 others = torch.arange(clf.num_classes, device=x.device).expand(rows, -1)
             else:
                 scores = clf.forward_scores(x[chunk])
-                ranked = scores.scatter(1, reference[chunk, None], -math.inf)
-                others = ranked.topk(self.candidates, dim=1).indices
+                others = top_other_classes(scores, reference[chunk], self.candidates)
             _, diff, grad = clf.score_gradients(x[chunk], reference[chunk], others)
             distance = diff.abs() / lp_norm(grad, q, start_dim=2).clamp_min(_TINY)
             closeness = torch.full(

@@ -37,7 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from boundaryscope.attacks.base import Attack, RawAttack, first_change, register_attack
+from boundaryscope.attacks.base import (
+    Attack,
+    RawAttack,
+    first_change,
+    register_attack,
+    top_other_classes,
+)
 from boundaryscope.classifier import Classifier
 
 __all__ = ["GeometricAttack", "warp"]
@@ -151,7 +157,7 @@ class GeometricAttack(Attack):
         u = clf.clip(self._warp(x, theta))
         scores = clf.scores(u)
         count = min(self.candidates, clf.num_classes - 1)
-        others = scores.scatter(1, reference[:, None], -math.inf).topk(count, dim=1).indices
+        others = top_other_classes(scores, reference, count)
         _, diff, grad = clf.score_gradients(u, reference, others)
         jac = self._jacobian(x, theta).double()  # (N, d, k)
         grad_theta = torch.einsum("njd,ndk->njk", grad.flatten(2).double(), jac)

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from boundaryscope import memory
 from boundaryscope._io import atomic_write
 from boundaryscope.attacks import PGD, DeepFool, smallest_fooling_epsilon
+from boundaryscope.attacks.base import top_other_classes
 from boundaryscope.attacks.gradient import FGSM
 from boundaryscope.classifier import Classifier
 from boundaryscope.geometry.curvature import (
@@ -297,7 +298,7 @@ class CurvatureDetector(_Detector):
         predicted = scores.argmax(dim=1)
         count = self._count(scores.shape[1])
         # Other classes by decreasing score: the first `count` are the candidates.
-        others = scores.scatter(1, predicted[:, None], -math.inf).topk(count, dim=1).indices
+        others = top_other_classes(scores, predicted, count)
         n = x.shape[0]
         pairs_image = torch.arange(n).repeat_interleave(count)
         points = level_set_points(
