@@ -12,13 +12,14 @@ batch directories and MNIST IDX files.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import io
 import pickle
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar, Literal
@@ -26,6 +27,8 @@ from typing import IO, Any, ClassVar, Literal
 import numpy as np
 import torch
 from torch import Tensor
+
+from boundaryscope._inputs import add_note
 
 __all__ = [
     "Dataset",
@@ -37,9 +40,9 @@ __all__ = [
     "load_image_folder",
     "load_mnist5k",
     "load_npz",
-    "shape_hint",
     "split_dataset",
     "stratified_split",
+    "told_on_refusal",
 ]
 
 Split = Literal["train", "test", "all"]
@@ -673,15 +676,25 @@ def load_dataset(
     )
 
 
-def shape_hint(spec: str, shape: tuple[int, ...]) -> str:
-    """What to change in the data spec `spec` when a model refuses its images of `shape`.
+@contextlib.contextmanager
+def told_on_refusal(spec: str, shape: tuple[int, ...]) -> Iterator[None]:
+    """Where a model first sees the data: its refusal says what to change in the spec.
 
-    Added as a note to the model's error where it first sees the data (commands, report).
+    A ``ValueError`` or ``RuntimeError`` raised inside (a shape or channel mismatch)
+    keeps its type and message and gets a note (`add_note`) with the images' `shape` and,
+    for a ``folder:`` spec, the options that convert them. Used by the commands and the
+    report before any work.
     """
-    text = f"The data {spec} holds images of shape {'×'.join(map(str, shape))} (C×H×W)"
-    if spec.startswith("folder:"):
-        return (
-            f"{text}; a folder spec converts them: ',gray' for one channel, ',size=H[xW]' to "
-            "resize (e.g. folder:DIR,gray,size=28)."
-        )
-    return f"{text}; store them as the model takes them, (N, C, H, W)."
+    try:
+        yield
+    except (ValueError, RuntimeError) as error:
+        text = f"The data {spec} holds images of shape {'×'.join(map(str, shape))} (C×H×W)"
+        if spec.startswith("folder:"):
+            text += (
+                "; a folder spec converts them: ',gray' for one channel, ',size=H[xW]' to "
+                "resize (e.g. folder:DIR,gray,size=28)."
+            )
+        else:
+            text += "; store them as the model takes them, (N, C, H, W)."
+        add_note(error, text)
+        raise

@@ -265,17 +265,13 @@ def classifier_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
     a folder's class order or a normalisation that is not the model's otherwise shows only
     as NaN rows and empty results.
     """
-    from boundaryscope._inputs import add_note
-    from boundaryscope.data import shape_hint
+    from boundaryscope.data import told_on_refusal
     from boundaryscope.metrics import mismatch_warning
 
     clf, data = classifier(args), load_sample(args.data, getattr(args, "n", None))
     if len(data):
-        try:  # the model's first sight of the data: a shape mismatch shows here
+        with told_on_refusal(args.data, tuple(data.x.shape[1:])):  # the model's first sight
             correct = clf.predict(data.x) == data.y.to(clf.device)
-        except (ValueError, RuntimeError) as error:
-            add_note(error, shape_hint(args.data, tuple(data.x.shape[1:])))
-            raise
         warning = mismatch_warning(float(correct.double().mean()), data.y, args.data)
         if warning:
             _logger.warning("%s", warning)

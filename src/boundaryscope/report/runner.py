@@ -26,7 +26,6 @@ import markupsafe
 import torch
 
 from boundaryscope import __version__, distributed, memory
-from boundaryscope._inputs import add_note
 from boundaryscope._io import (
     atomic_write,
     dump_json,
@@ -37,7 +36,7 @@ from boundaryscope._io import (
 )
 from boundaryscope.attacks.base import unknown_name
 from boundaryscope.classifier import Classifier, resolve_device
-from boundaryscope.data import load_dataset, shape_hint
+from boundaryscope.data import load_dataset, told_on_refusal
 from boundaryscope.report import cost, figures
 from boundaryscope.report import sections as sections_module
 from boundaryscope.report.references import Citations
@@ -110,11 +109,8 @@ def run_report(
     run_device = resolve_device(device)
     clf = _classifier_of(loaded, run_device)
     dataset = load_dataset(data, "test").subset(config.n)
-    try:  # the model's first sight of the data: a shape mismatch is said before any work
+    with told_on_refusal(data, tuple(dataset.x.shape[1:])):  # before any work
         clf.scores(dataset.x[:1])
-    except (ValueError, RuntimeError) as error:
-        add_note(error, shape_hint(data, tuple(dataset.x.shape[1:])))
-        raise
     meta = {
         "model": model,
         "data": data,
