@@ -215,13 +215,17 @@ def test_confidence_baseline_matches_softmax(seed):
     assert torch.equal(detector.recover(clf, x), probabilities.topk(2).indices[:, 1])
 
 
-def test_evaluate_reports_every_attack_and_the_adaptive_attacker(seed):
-    net = tiny_mlp(d=6, classes=3, seed=seed)
-    clf = Classifier(net, bounds=(0, 1))
+def _fitted_on_tiny_mlp(seed: int) -> tuple[Classifier, Tensor, Tensor, CurvatureDetector]:
+    """A 3-class tanh MLP, 60 images labelled by it, a curvature detector fitted on 30."""
+    clf = Classifier(tiny_mlp(d=6, classes=3, seed=seed), bounds=(0, 1))
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(60, 6, generator=g, dtype=torch.float64)
     y = clf.predict(x)
-    curvature = CurvatureDetector(4, method="exact").fit(clf, x[:30])
+    return clf, x, y, CurvatureDetector(4, method="exact").fit(clf, x[:30])
+
+
+def test_evaluate_reports_every_attack_and_the_adaptive_attacker(seed):
+    clf, x, y, curvature = _fitted_on_tiny_mlp(seed)
     confidence = ConfidenceDetector().fit(clf, x[:30])
     result = evaluate(clf, x[30:], y[30:], {"curvature": curvature, "confidence": confidence})
     assert set(result.clean) == {"curvature", "confidence"}
@@ -243,12 +247,7 @@ def test_evaluate_reports_every_attack_and_the_adaptive_attacker(seed):
 
 def test_adaptive_attacker_matches_brute_force_and_scores_no_image_twice(seed, monkeypatch):
     """Reusing the suite's scores changes nothing: every α of every image, scored afresh."""
-    net = tiny_mlp(d=6, classes=3, seed=seed)
-    clf = Classifier(net, bounds=(0, 1))
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(60, 6, generator=g, dtype=torch.float64)
-    y = clf.predict(x)
-    curvature = CurvatureDetector(4, method="exact").fit(clf, x[:30])
+    clf, x, y, curvature = _fitted_on_tiny_mlp(seed)
     scored: dict[str, list[Tensor]] = {"all": [], "adaptive": []}
     original_curvatures = CurvatureDetector.class_curvatures
     original_predict = CurvatureDetector.predict
