@@ -73,7 +73,8 @@ def measured_case(name: str, argv: list[str], cwd: Path) -> dict[str, Any]:
 def estimate_only(argv: list[str], cwd: Path) -> dict[str, Any]:
     """The printed estimate of a report that is not run."""
     text, _ = run([*argv, "--estimate-only"], cwd)
-    line = next(line for line in text.splitlines() if "estimated" in line)
+    line = next(line for line in text.splitlines() if "estimated on this model" in line)
+    budget = [line for line in text.splitlines() if "--time-budget" in line]
     print(line)
     match = re.search(r"about ([0-9.]+) (s|min|h) estimated", line)
     assert match is not None, line
@@ -86,6 +87,7 @@ def estimate_only(argv: list[str], cwd: Path) -> dict[str, Any]:
     return {
         "command": "boundaryscope " + " ".join(argv),
         "line": line,
+        **({"time_budget_line": budget[0]} if budget else {}),
         "seconds": seconds,
         "sections_seconds": sections,
     }
@@ -99,6 +101,10 @@ CASES: dict[str, tuple[str, list[str]]] = {  # name: (kind, argv)
     "resnet18-cifar default (estimate only)": (
         "estimate",
         [*RESNET, "--profile", "default", "--n", "1000"],
+    ),
+    "resnet18-cifar default time-budget 3h (estimate only)": (
+        "estimate",
+        [*RESNET, "--profile", "default", "--n", "1000", "--time-budget", "3h"],
     ),
     "lenet quick": ("measure", ["report", "--profile", "quick"]),
     "lenet default": ("measure", ["report", "--profile", "default"]),

@@ -194,3 +194,96 @@ def test_regions_calibration_counts_the_rows_of_one_path_per_scenario():
     rows = clf.counter.forward_rows + clf.counter.backward_rows - before
     assert got == pytest.approx(rows / 3)
     assert got > 30  # at least the sparse check of one segment per path
+
+
+def test_images_within_is_the_largest_n_that_fits_brute_force():
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        most = int(torch.randint(1, 60, (1,), generator=generator))
+        fewest = int(torch.randint(1, most + 1, (1,), generator=generator))
+        # A non-decreasing estimate: a fixed part plus steps (sections capping their images).
+        steps = torch.rand(most + 1, generator=generator) * (torch.rand(most + 1) < 0.7)
+        table = (5 * torch.rand(1, generator=generator) + steps.cumsum(0)).tolist()
+        calls: list[int] = []
+
+        def seconds_at(n: int, table: list[float] = table, calls: list[int] = calls) -> float:
+            calls.append(n)
+            return table[n]
+
+        budget = float(torch.rand(1, generator=generator)) * (table[-1] + 2)
+        fitting = [n for n in range(fewest, most + 1) if table[n] <= budget]
+        expected = max(fitting) if fitting else fewest
+        assert cost.images_within(budget, seconds_at, most, fewest) == expected, trial
+        assert len(calls) <= 3 + math.ceil(math.log2(most + 1))  # bisection, not a scan
+
+
+def test_budget_line_says_what_fits_and_what_cannot():
+    fits = cost.budget_summary(3 * 3600, 212, 1000, 2.9 * 3600, 2.4 * 3600)
+    assert "212 of the 1000 test images" in fits and "about 2.9 h" in fits
+    assert "all 64 test images" in cost.budget_summary(600, 64, 64, 30, 10)
+    over = cost.budget_summary(600, 16, 1000, 1500, 1400)
+    assert "cannot be met" in over and "23 min alone" in over and "16 test images" in over
+
+
+def test_time_budget_picks_the_images_whose_estimate_fits(tmp_path, capsys, monkeypatch):
+    from boundaryscope.cli import main
+
+    # Fixed pass times: the estimates (reference rows × times, calibrations on the same
+    # images) are then the same in every run, so the cut can be checked across runs.
+    fixed = cost.PassTimes(forward=1e-3, backward=1e-3, rows=32)
+    monkeypatch.setattr(cost, "measure_pass_times", lambda *args, **kwargs: fixed)
+
+    def planned(budget: str) -> str:
+        argv = ["report", "--profile", "quick", "--n", "40", "--estimate-only"]
+        assert main([*argv, "--time-budget", budget, "--out", str(tmp_path / "x")]) == 0
+        return capsys.readouterr().err
+
+    def total(err: str) -> int:  # the estimate printed for the images the run will use
+        found = re.search(r"report: about (\d+) s estimated", err)
+        assert found is not None, err
+        return int(found.group(1))
+
+    everything = planned("100h")
+    assert "fits --time-budget 100.0 h: all 40 test images" in everything
+    fewest = planned("1s")
+    assert "cannot be met" in fewest and "fewest, 16 test images" in fewest
+    at_40, at_16 = total(everything), total(fewest)
+    assert at_16 < at_40
+    budget = (at_16 + at_40) // 2
+    between = planned(f"{budget}s")
+    chosen = re.search(r": (\d+) of the 40 test images", between)
+    assert chosen is not None, between
+    assert 16 < int(chosen.group(1)) < 40 and total(between) <= budget
+    assert main(["report", "--time-budget", "soon", "--estimate-only"]) == 2
+    assert "must be a duration such as 3h" in capsys.readouterr().err
+
+
+def test_time_budget_cut_is_on_the_page_and_kept_on_resume(tmp_path, capsys, monkeypatch):
+    import json
+
+    from boundaryscope.cli import main
+    from boundaryscope.report import runner
+
+    # A second per row: no number of images fits one second, so the fewest (16) are used.
+    slow = cost.PassTimes(forward=1.0, backward=1.0, rows=32)
+    monkeypatch.setattr(cost, "measure_pass_times", lambda *args, **kwargs: slow)
+    out = tmp_path / "run"
+    common = ["report", "--profile", "quick", "--n", "40", "--sections", "accuracy"]
+
+    assert main([*common, "--time-budget", "1s", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["meta"]["n"] == 16
+    assert results["meta"]["time_budget"] == {"seconds": 1.0, "requested_n": 40}
+    assert results["sections"]["accuracy"]["n"] == 16
+    assert "n = 16 of 40: what fits --time-budget 1 s" in (out / "report.html").read_text()
+    first = results["sections"]["accuracy"]["seconds_total"]
+    capsys.readouterr()
+
+    def no_new_plan(*args: object) -> None:
+        raise AssertionError("a resumed run re-planned its images")
+
+    monkeypatch.setattr(runner, "_cost_inputs", no_new_plan)
+    assert main([*common, "--time-budget", "1s", "--out", str(out), "--resume"]) == 0
+    assert "keeps the 16 test images --time-budget chose" in capsys.readouterr().err
+    again = json.loads((out / "results.json").read_text())
+    assert again["sections"]["accuracy"]["seconds_total"] == first  # reused, not recomputed

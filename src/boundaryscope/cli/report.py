@@ -8,7 +8,7 @@ from typing import Any
 
 from boundaryscope.cli.common import add_model_args, add_out_arg, input_spec, output_dir
 from boundaryscope.cli.registry import Command, register_command
-from boundaryscope.cli.types import positive_int
+from boundaryscope.cli.types import duration, positive_int
 
 __all__ = ["ReportCommand"]
 
@@ -57,6 +57,15 @@ class ReportCommand(Command):
             "calibration batch × the passes each section needs) and stop",
         )
         parser.add_argument(
+            "--time-budget",
+            type=duration,
+            default=None,
+            metavar="DURATION",
+            help="fit the report into this time here (3h, 90m, 1h30m, 600): where the "
+            "estimate at --n is longer, every section runs on the largest number of test "
+            "images that fits, said before it starts and on the page (default: no budget)",
+        )
+        parser.add_argument(
             "--other",
             action="append",
             default=[],
@@ -90,6 +99,7 @@ class ReportCommand(Command):
             world=world,
             estimate_only=args.estimate_only,
             others=args.other,
+            time_budget=args.time_budget,
         )
         if not world.is_main or args.estimate_only:
             return 0

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 from boundaryscope._numbers import parse_number
 
-__all__ = ["bounds_pair", "memory_size", "nonnegative_float", "number_list", "positive_int"]
+__all__ = [
+    "bounds_pair",
+    "duration",
+    "memory_size",
+    "nonnegative_float",
+    "number_list",
+    "positive_int",
+]
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
 
 
 def _integer(text: str) -> int:
@@ -81,3 +91,17 @@ def nonnegative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a number >= 0; got {text!r}")
     return value
+
+
+def duration(text: str) -> float:
+    """A positive time in seconds: ``3h``, ``90m``, ``1h30m``, ``600s`` or ``600``."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise argparse.ArgumentTypeError(
+            f"must be a duration such as 3h, 90m, 1h30m or 600 (seconds); got {text!r}"
+        )
+    hours, minutes, seconds = (float(part) if part else 0.0 for part in match.groups())
+    total = 3600 * hours + 60 * minutes + seconds
+    if total <= 0:
+        raise argparse.ArgumentTypeError(f"must be a duration above zero; got {text!r}")
+    return total

@@ -27,7 +27,9 @@ from boundaryscope.classifier import Classifier
 
 __all__ = [
     "PassTimes",
+    "budget_summary",
     "estimate_sections",
+    "images_within",
     "measure_pass_times",
     "passes_of",
     "reference_passes",
@@ -142,6 +144,57 @@ def estimate_sections(
     return out
 
 
+def images_within(budget: float, seconds_at: Callable[[int], float], most: int, fewest: int) -> int:
+    """The largest number of test images in ``[fewest, most]`` whose estimate fits `budget`.
+
+    `seconds_at` (the whole report's estimate at ``n`` images, `estimate_sections` summed)
+    does not decrease with ``n`` — every section's `Analysis.images_used` grows or stays
+    — so bisection finds the largest fitting ``n`` in ``O(log most)`` evaluations; `fewest`
+    when even that does not fit (the sections of fixed size alone exceed the budget).
+    """
+    if seconds_at(most) <= budget:
+        return most
+    low, high = fewest, most  # seconds_at(high) > budget throughout
+    if low >= high or seconds_at(low) > budget:
+        return min(low, most)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if seconds_at(middle) <= budget:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def budget_summary(budget: float, chosen: int, requested: int, seconds: float, fixed: float) -> str:
+    """The line printed when ``--time-budget`` sets the number of test images.
+
+    Args:
+        budget: The budget in seconds.
+        chosen: Test images the report will use.
+        requested: Test images asked for (``--n`` or the profile's).
+        seconds: The estimate at `chosen`.
+        fixed: The part of it that does not follow the number of test images.
+    """
+    if chosen >= requested:
+        return (
+            f"report: the estimate (about {_duration(seconds)}) fits --time-budget "
+            f"{_duration(budget)}: all {requested} test images"
+        )
+    if seconds <= budget:
+        return (
+            f"report: --time-budget {_duration(budget)}: {chosen} of the {requested} test "
+            f"images (about {_duration(seconds)} estimated, {_duration(fixed)} of it in work "
+            "whose size does not follow the images)"
+        )
+    return (
+        f"report: --time-budget {_duration(budget)} cannot be met: the work whose size does "
+        f"not follow the test images takes about {_duration(fixed)} alone; running on the "
+        f"fewest, {chosen} test images (about {_duration(seconds)}); --profile quick or "
+        "--sections make it shorter"
+    )
+
+
 def summary(
     estimates: dict[str, float], quick: float | None, profile: str, every: bool = False
 ) -> str:
@@ -161,7 +214,8 @@ def summary(
         lines.append(
             "report: this will take hours here; "
             + (f"{advice}; " if advice else "")
-            + "a GPU (--device cuda) runs the same passes far faster, and the finished "
+            + "--time-budget 1h runs every section on as many test images as fit an hour; "
+            "a GPU (--device cuda) runs the same passes far faster, and the finished "
             "sections are kept (--resume)."
         )
     if every:

@@ -12,12 +12,13 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import platform
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,7 @@ def run_report(
     world: distributed.World | None = None,
     estimate_only: bool = False,
     others: Sequence[str] = (),
+    time_budget: float | None = None,
 ) -> Path:
     """Runs the report and returns the path of ``report.html``.
 
@@ -90,8 +92,20 @@ def run_report(
         others: Specs of other models of the same input shape (each with its own card's
             bounds and normalisation), compared with `model` where a section measures
             across models (the universal section's cross-model table, Table 4.2).
+        time_budget: Seconds the report may take here (``--time-budget``). Where the
+            estimate (`boundaryscope.report.cost`) at `n` test images is longer, the report
+            runs on the largest number of them whose estimate fits — at least 16, every
+            section on the same images — and says so before it starts and on the page;
+            sections whose size does not follow the test images (sweeps, Krylov solves,
+            Alg. 4) are not cut. With `resume`, the number the interrupted run chose is
+            kept, so its finished sections are reused.
     """
     world = world or distributed.World()
+    if time_budget is not None and not (time_budget > 0 and math.isfinite(time_budget)):
+        raise ValueError(
+            f"The 'time_budget' parameter must be a positive number of seconds; got "
+            f"{time_budget!r}."
+        )
     if profile not in PROFILES:
         raise unknown_name("profile", profile, sorted(PROFILES))
     sections_module.load_all()
@@ -135,8 +149,17 @@ def run_report(
         profile=profile,
         others={spec: _other_classifier(spec, dataset.x[:1], run_device) for spec in others},
     )
+    planned: _CostInputs | None = None
+    if time_budget is not None:
+        chosen, planned = _images_within_budget(ctx, names, time_budget, resume, world)
+        meta["time_budget"] = {"seconds": time_budget, "requested_n": len(dataset)}
+        if chosen < len(dataset):
+            dataset = load_dataset(data, "test").subset(chosen)
+            config = replace(config, n=chosen)
+            ctx = replace(ctx, data=dataset, config=config)
+            meta.update(n=len(dataset), config=asdict(config))
     if estimate_only:
-        if not _estimate(ctx, names, profile, every=True):
+        if not _estimate(ctx, names, profile, every=True, planned=planned):
             print(f"report: no estimate for --profile {profile} (no reference passes)")
         return out_dir / "report.html"
     with contextlib.ExitStack() as stack:
@@ -148,7 +171,7 @@ def run_report(
         saved = distributed.broadcast_object(_same_settings(saved, profile), world)
         results: dict[str, Any] = {"meta": meta, "sections": dict(saved)}
         todo = [name for name in names if name not in results["sections"]]
-        estimates = _estimate(ctx, todo, profile) if world.is_main and todo else {}
+        estimates = _estimate(ctx, todo, profile, planned=planned) if world.is_main and todo else {}
         if estimates:
             results["estimate"] = estimates
         progress = _Progress(
@@ -212,28 +235,98 @@ def _all_passes(passes: dict[str, int], world: distributed.World) -> dict[str, i
     return {key: sum(int(part[key]) for part in parts) for key in passes}
 
 
+@dataclass(frozen=True)
+class _CostInputs:
+    """What an estimate measures on the model: pass times and the sections' calibrations."""
+
+    times: cost.PassTimes
+    calibrations: dict[str, float]
+
+
+def _cost_inputs(ctx: ReportContext, names: list[str]) -> _CostInputs:
+    """One calibration batch of passes and each section in `names`' `Analysis.calibrate`."""
+    return _CostInputs(cost.measure_pass_times(ctx.clf, ctx.data.x), _calibrations(ctx, names))
+
+
+def _images_in(profile: str) -> Callable[[str, int], float]:
+    """``(section, n) ↦`` the test images whose own work the section does (`images_used`)."""
+    return lambda name, n: ANALYSES[name].images_used(profile, n)
+
+
+def _images_within_budget(
+    ctx: ReportContext, names: list[str], budget: float, resume: bool, world: distributed.World
+) -> tuple[int, _CostInputs | None]:
+    """How many of the context's test images fit `budget` seconds (rank 0 decides).
+
+    Returns the number and the cost inputs measured for it (``None`` where not measured:
+    other ranks, a resumed run's number, a profile without reference passes).
+    """
+    requested = len(ctx.data)
+    chosen, planned = requested, None
+    previous = _previous_budget_n(ctx.out_dir / "results.json", budget) if resume else None
+    if world.is_main and previous is not None and previous <= requested:
+        chosen = previous
+        print(
+            f"report: --resume keeps the {chosen} test images --time-budget chose",
+            file=sys.stderr,
+        )
+    elif world.is_main and ctx.profile in cost.reference_passes() and requested:
+        planned = inputs = _cost_inputs(ctx, names)
+        used = _images_in(ctx.profile)
+
+        def seconds_at(n: int) -> float:
+            sections = cost.estimate_sections(
+                ctx.profile, names, n, inputs.times, used, inputs.calibrations
+            )
+            return sum(sections.values())
+
+        fewest = min(_CALIBRATION_IMAGES, requested)
+        chosen = cost.images_within(budget, seconds_at, requested, fewest)
+        line = cost.budget_summary(budget, chosen, requested, seconds_at(chosen), seconds_at(0))
+        print(line, file=sys.stderr)
+    elif world.is_main:
+        print(
+            f"report: --time-budget needs an estimate, which --profile {ctx.profile} has "
+            "not; all test images are used",
+            file=sys.stderr,
+        )
+    return int(distributed.broadcast_object(chosen, world)), planned
+
+
+def _previous_budget_n(path: Path, budget: float) -> int | None:
+    """The test images an earlier run in the same directory chose for the same budget."""
+    try:
+        meta = json.loads(path.read_text()).get("meta", {})
+        chosen = meta["n"]
+        same = float(meta["time_budget"]["seconds"]) == budget
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return chosen if same and isinstance(chosen, int) and chosen > 0 else None
+
+
 def _estimate(
-    ctx: ReportContext, todo: list[str], profile: str, every: bool = False
+    ctx: ReportContext,
+    todo: list[str],
+    profile: str,
+    every: bool = False,
+    planned: _CostInputs | None = None,
 ) -> dict[str, Any]:
     """Per-section time estimates from a one-batch calibration, printed before the run.
 
-    With `every` (``--estimate-only``), each section's estimate is printed too.
+    With `every` (``--estimate-only``), each section's estimate is printed too. `planned`:
+    pass times and calibrations already measured (by the time budget), not measured again.
 
     Empty (and nothing printed) for a profile without reference passes (``full``).
     """
     if profile not in cost.reference_passes() or len(ctx.data) == 0:
         return {}
-    times = cost.measure_pass_times(ctx.clf, ctx.data.x)
-
-    def images_in(chosen: str) -> Callable[[str, int], float]:
-        return lambda name, n: ANALYSES[name].images_used(chosen, n)
-
-    calibrations = _calibrations(ctx, todo)
+    planned = planned or _cost_inputs(ctx, todo)
+    times, calibrations = planned.times, planned.calibrations
     sections = cost.estimate_sections(
-        profile, todo, len(ctx.data), times, images_in(profile), calibrations
+        profile, todo, len(ctx.data), times, _images_in(profile), calibrations
     )
     quick_n = min(len(ctx.data), int(cost.reference_passes().get("quick", {}).get("n", 0)))
-    quick = cost.estimate_sections("quick", todo, quick_n, times, images_in("quick"), calibrations)
+    quick = cost.estimate_sections("quick", todo, quick_n, times, _images_in("quick"), calibrations)
     print(cost.summary(sections, sum(quick.values()) or None, profile, every), file=sys.stderr)
     return {"pass_times": asdict(times), "sections": sections}
 
