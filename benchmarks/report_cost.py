@@ -74,7 +74,7 @@ def estimate_only(argv: list[str], cwd: Path) -> dict[str, Any]:
     """The printed estimate of a report that is not run."""
     text, _ = run([*argv, "--estimate-only"], cwd)
     line = next(line for line in text.splitlines() if "estimated on this model" in line)
-    budget = [line for line in text.splitlines() if "--time-budget" in line]
+    budget = [line for line in text.splitlines() if line.startswith("report: --time-budget")]
     print(line)
     match = re.search(r"about ([0-9.]+) (s|min|h) estimated", line)
     assert match is not None, line
