@@ -256,6 +256,12 @@ def test_time_budget_picks_the_images_whose_estimate_fits(tmp_path, capsys, monk
     assert 16 < int(chosen.group(1)) < 40 and total(between) <= budget
     assert main(["report", "--time-budget", "soon", "--estimate-only"]) == 2
     assert "must be a duration such as 3h" in capsys.readouterr().err
+    # A profile without reference passes has no estimate to fit: said, nothing cut.
+    full = ["report", "--profile", "full", "--n", "8", "--estimate-only", "--time-budget", "1s"]
+    assert main([*full, "--out", str(tmp_path / "y")]) == 0
+    assert "--time-budget needs an estimate, which --profile full has not" in (
+        capsys.readouterr().err
+    )
 
 
 def test_time_budget_cut_is_on_the_page_and_kept_on_resume(tmp_path, capsys, monkeypatch):
