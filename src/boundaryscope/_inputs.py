@@ -7,10 +7,13 @@ runs the model.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-__all__ = ["BOUNDS_TOLERANCE", "add_note", "check_bounds", "check_inputs"]
+__all__ = ["BOUNDS_TOLERANCE", "add_note", "check_bounds", "check_inputs", "closest_hint"]
 
 #: Inputs may overshoot the box by this fraction of its width (float rounding of the data).
 BOUNDS_TOLERANCE = 1e-5
@@ -99,3 +102,9 @@ def add_note(error: BaseException, note: str) -> None:
     method = getattr(error, "add_note", None)
     if method is not None:
         method(note)
+
+
+def closest_hint(name: str, choices: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` with the valid choice closest to a misspelt `name`, else ``""``."""
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -14,7 +14,6 @@ off the data would otherwise look fooled everywhere); the classifier warns once.
 from __future__ import annotations
 
 import copy
-import difflib
 import inspect
 import math
 import numbers
@@ -27,6 +26,7 @@ import torch
 from torch import Tensor
 
 from boundaryscope import _sharding
+from boundaryscope._inputs import closest_hint
 from boundaryscope.classifier import Classifier, check_classifier, finite_argmax
 from boundaryscope.norms import lp_norm
 
@@ -545,8 +545,7 @@ def unknown_name(kind: str, name: str, choices: Sequence[str]) -> ValueError:
         >>> str(unknown_name("attack", "pgdd", ["fgsm", "pgd"]))
         "attack must be one of ['fgsm', 'pgd']; got 'pgdd' (did you mean 'pgd'?)."
     """
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = closest_hint(name, choices)
     return ValueError(f"{kind} must be one of {list(choices)}; got {name!r}{hint}.")
 
 

@@ -116,7 +116,7 @@ def run_report(
             raise unknown_name("a report section", name, ordered)
     config = PROFILES[profile]
     if n is not None:
-        config = type(config)(**{**asdict(config), "n": n})
+        config = replace(config, n=n)
     out_dir = Path(out)
     torch.manual_seed(seed)
     loaded = load_model(model, arch=arch, inputs=inputs)
@@ -154,7 +154,7 @@ def run_report(
         chosen, planned = _images_within_budget(ctx, names, time_budget, resume, world)
         meta["time_budget"] = {"seconds": time_budget, "requested_n": len(dataset)}
         if chosen < len(dataset):
-            dataset = load_dataset(data, "test").subset(chosen)
+            dataset = dataset.subset(chosen)  # the first `chosen` of the same images
             config = replace(config, n=chosen)
             ctx = replace(ctx, data=dataset, config=config)
             meta.update(n=len(dataset), config=asdict(config))

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import difflib
 import importlib
 import importlib.util
 import inspect
@@ -51,6 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from boundaryscope._inputs import closest_hint
 from boundaryscope._io import read_torch
 from boundaryscope.classifier import Preprocessing
 from boundaryscope.zoo.architectures import ARCHITECTURES
@@ -237,8 +237,7 @@ def model_card(name: str) -> dict[str, Any]:
     """The model card (JSON) of shipped weights ``name``."""
     path = WEIGHTS_DIR / f"{name}.json"
     if not path.exists():
-        close = difflib.get_close_matches(name, shipped_models(), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = closest_hint(name, shipped_models())
         raise ValueError(
             f"The zoo model must be one of {shipped_models()}. Got {name!r} instead{hint}."
         )
