@@ -66,8 +66,13 @@ Runner = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 def zoo_case(spec: str, data: Dataset, n: int) -> tuple[nn.Module, Tensor, Tensor]:
     """A shipped model and its first `n` correctly classified images of `data`."""
-    model = load_model(spec).module.eval()
-    x, y = data.x[: 2 * n], data.y[: 2 * n]
+    return first_correct(load_model(spec).module.eval(), data.x[: 2 * n], data.y[: 2 * n], n)
+
+
+def first_correct(
+    model: nn.Module, x: Tensor, y: Tensor, n: int
+) -> tuple[nn.Module, Tensor, Tensor]:
+    """`model` and the first `n` of ``(x, y)`` it classifies correctly."""
     with torch.no_grad():
         correct = model(x).argmax(1) == y
     return model, x[correct][:n], y[correct][:n]
@@ -135,11 +140,7 @@ def trained_resnet18() -> nn.Module:
 def trained_cifar_case(n: int) -> tuple[nn.Module, Tensor, Tensor]:
     """The trained ResNet-18 and its first `n` correctly classified (padded) test images."""
     test = load_fashion_mnist("test")
-    model = trained_resnet18()
-    x, y = as_cifar_shape(test.x[: 4 * n]), test.y[: 4 * n]
-    with torch.no_grad():
-        correct = model(x).argmax(1) == y
-    return model, x[correct][:n], y[correct][:n]
+    return first_correct(trained_resnet18(), as_cifar_shape(test.x[: 4 * n]), test.y[: 4 * n], n)
 
 
 def ours(**kwargs: Any) -> Runner:
