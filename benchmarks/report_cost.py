@@ -3,7 +3,8 @@
 For each case, ``boundaryscope report`` runs with one thread and its printed estimate
 (`boundaryscope.report.cost`: one calibration batch × the passes each section made on the
 shipped LeNet, in ``results.json["estimate"]``) is set against each section's measured
-``seconds_total``. Cases: the shipped LeNet (quick and default profiles) and a CIFAR-shaped
+``seconds_total``. Cases: the shipped LeNet (quick and default profiles, and the default
+under ``--time-budget 8m``, which shrinks the sections' own samples) and a CIFAR-shaped
 ResNet-18 (3×32×32, BatchNorm, random weights with statistics from smooth random images,
 model-labelled smooth random images, given as the user's own code; quick profile). For the
 ResNet-18 the default profile on 1,000 images is estimated only (``--estimate-only``: hours
@@ -60,7 +61,12 @@ def measured_case(name: str, argv: list[str], cwd: Path) -> dict[str, Any]:
               f"{measured[section]:8.1f} s  ratio {r:.2f}")  # fmt: skip
     return {
         "command": "boundaryscope " + " ".join(argv),
-        "estimate_line": next(line for line in text.splitlines() if "estimated" in line),
+        "estimate_line": next(line for line in text.splitlines() if "estimated on" in line),
+        **(
+            {"time_budget": results["meta"]["time_budget"]}
+            if "time_budget" in results["meta"]
+            else {}
+        ),
         "pass_times": results["estimate"]["pass_times"],
         "estimated_seconds": estimate,
         "measured_seconds": measured,
@@ -108,6 +114,10 @@ CASES: dict[str, tuple[str, list[str]]] = {  # name: (kind, argv)
     ),
     "lenet quick": ("measure", ["report", "--profile", "quick"]),
     "lenet default": ("measure", ["report", "--profile", "default"]),
+    "lenet default time-budget 8m": (
+        "measure",
+        ["report", "--profile", "default", "--time-budget", "8m"],
+    ),
     "resnet18-cifar quick": ("measure", [*RESNET, "--profile", "quick", "--n", "16"]),
     "resnet18-cifar default geometry": (
         "measure",

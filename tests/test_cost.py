@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from types import SimpleNamespace
@@ -42,14 +43,18 @@ def test_estimates_scale_per_image_sections_with_n(monkeypatch):
     times = cost.PassTimes(forward=0.01, backward=0.02, rows=32)
     per_image = {"accuracy": True, "curvature": False}
 
-    def images_used(name: str, n: int) -> float:
-        return float(n) if per_image[name] else 0.0
+    def work(name: str, n: int, scale: float) -> float:
+        return float(n) if per_image[name] else scale
 
-    got = cost.estimate_sections("default", ["accuracy", "curvature"], 300, times, images_used)
+    got = cost.estimate_sections("default", ["accuracy", "curvature"], 300, times, work)
     assert got == pytest.approx({"accuracy": 3 * 100 * 0.01, "curvature": 1000 * 0.01 + 500 * 0.02})
-    assert cost.estimate_sections("full", ["accuracy"], 300, times, images_used) == {}
+    # A section of fixed size follows the share of its samples kept, never the images.
+    half = cost.estimate_sections("default", ["accuracy", "curvature"], 300, times, work, None, 0.5)
+    assert half == pytest.approx({"accuracy": 3.0, "curvature": (1000 * 0.01 + 500 * 0.02) / 2})
+    assert cost.estimate_sections("full", ["accuracy"], 300, times, work) == {}
     text = cost.summary({"a": 4000.0, "b": 100.0}, quick=60.0, profile="default")
     assert "about 68 min estimated" in text and "--profile quick takes about 60 s" in text
+    assert "--time-budget 1h fits it into an hour (the sections' own samples shrink" in text
 
 
 def test_a_section_capping_its_images_is_estimated_at_its_cap(monkeypatch):
@@ -60,19 +65,19 @@ def test_a_section_capping_its_images_is_estimated_at_its_cap(monkeypatch):
 
     sections_module.load_all()
     noise = ANALYSES["noise"]
-    assert noise.images_used("quick", 64) == noise.images_used("quick", 16) == 14
-    assert noise.images_used("quick", 4) == 8
+    assert noise.work("quick", 64) == noise.work("quick", 16) == 14
+    assert noise.work("quick", 4) == 8
     table = {"quick": {"n": 64, "sections": {"noise": {"forward_rows": 10, "backward_rows": 0}}}}
     monkeypatch.setattr(cost, "reference_passes", lambda: table)
     times = cost.PassTimes(forward=1.0, backward=1.0, rows=32)
     estimate = cost.estimate_sections(
-        "quick", ["noise"], 16, times, lambda _, n: noise.images_used("quick", n)
+        "quick", ["noise"], 16, times, lambda _, n, scale: noise.work("quick", n, scale)
     )
     assert estimate == {"noise": 10.0}
-    assert ANALYSES["robustness"].images_used("quick", 16) == 16  # per image: all of them
-    assert ANALYSES["regions"].images_used("quick", 16) == 0  # fixed sizes
+    assert ANALYSES["robustness"].work("quick", 16) == 16  # per image: all of them
+    assert ANALYSES["regions"].work("quick", 16) == ANALYSES["regions"].work("quick", 0) == 1
     universal = ANALYSES["universal"]  # Alg. 4 fixed, the evaluation on every test image
-    assert 0 < universal.images_used("quick", 0) < universal.images_used("quick", 16) - 15
+    assert 0 < universal.work("quick", 0) < universal.work("quick", 16) - 15
 
 
 def test_time_left_follows_the_estimates_corrected_by_the_sections_done():
@@ -130,7 +135,7 @@ def test_the_cascade_part_follows_the_survivors_per_image(monkeypatch):
 
     def estimate(survivors: dict[str, float] | None) -> float:
         got = cost.estimate_sections(
-            "default", ["robustness"], 20, times, lambda _, n: float(n), survivors
+            "default", ["robustness"], 20, times, lambda _, n, scale: float(n), survivors
         )
         return got["robustness"]
 
@@ -161,7 +166,7 @@ def test_calibration_runs_deepfool_on_the_calibration_images():
     loaded = load_model("zoo:lenet-mnist")
     clf = Classifier(loaded.module, bounds=(0.0, 1.0))
     data = load_mnist5k("test").subset(12)
-    ctx = SimpleNamespace(clf=clf, profile="quick")  # what the calibration reads
+    ctx = SimpleNamespace(clf=clf, profile="quick", scale=1.0)  # what the calibration reads
     got = ANALYSES["robustness"].calibrate(ctx, data.x, data.y)
     correct = clf.predict(data.x) == data.y
     outlived = 0
@@ -182,7 +187,7 @@ def test_regions_calibration_counts_the_rows_of_one_path_per_scenario():
     sections_module.load_all()
     clf = Classifier(load_model("zoo:lenet-mnist").module, bounds=(0.0, 1.0))
     data = load_mnist5k("test").subset(16)
-    ctx = SimpleNamespace(clf=clf, profile="quick", seed=3)  # what the calibration reads
+    ctx = SimpleNamespace(clf=clf, profile="quick", scale=1.0, seed=3)  # what the calibration reads
     got = ANALYSES["regions"].calibrate(ctx, data.x, data.y)
     # Recount: the same pairs (regions_study's seed per scenario) and their paths.
     config = ANALYSES["regions"].settings_for("quick")
@@ -217,12 +222,81 @@ def test_images_within_is_the_largest_n_that_fits_brute_force():
         assert len(calls) <= 3 + math.ceil(math.log2(most + 1))  # bisection, not a scan
 
 
+def test_plan_within_shrinks_the_samples_first_then_the_images_brute_force():
+    generator = torch.Generator().manual_seed(0)
+    hundredths = range(25, 101)
+    for trial in range(200):
+        most = int(torch.randint(1, 60, (1,), generator=generator))
+        fewest = int(torch.randint(1, most + 1, (1,), generator=generator))
+        # Non-decreasing in both: per-image steps plus a fixed part that follows the scale
+        # in steps (sizes are rounded), flat for a profile with nothing left to shrink.
+        steps = torch.rand(most + 1, generator=generator).cumsum(0).tolist()
+        fixed = 5 * float(torch.rand(1, generator=generator))
+        flat = bool(torch.rand(1, generator=generator) < 0.2)
+        calls: list[tuple[int, float]] = []
+
+        def seconds_at(n: int, scale: float, steps=steps, fixed=fixed, flat=flat, calls=calls):
+            calls.append((n, scale))
+            return steps[n] + fixed * (1.0 if flat else math.ceil(scale * 8) / 8)
+
+        budget = float(torch.rand(1, generator=generator)) * (steps[-1] + fixed + 1)
+        if steps[most] + fixed <= budget:
+            expected = (most, 1.0)
+        elif any(seconds_at(most, h / 100) <= budget for h in hundredths):
+            fits = [h for h in hundredths if seconds_at(most, h / 100) <= budget]
+            expected = (most, max(fits) / 100)
+        else:
+            fitting = [n for n in range(fewest, most + 1) if seconds_at(n, 0.25) <= budget]
+            n = max(fitting) if fitting else fewest
+            expected = (n, 1.0 if flat else 0.25)
+        calls.clear()
+        assert cost.plan_within(budget, seconds_at, most, fewest) == expected, trial
+        assert len(calls) <= 12 + math.ceil(math.log2(most + 1))  # bisections, not scans
+
+
 def test_budget_line_says_what_fits_and_what_cannot():
-    fits = cost.budget_summary(3 * 3600, 212, 1000, 2.9 * 3600, 2.4 * 3600)
-    assert "212 of the 1000 test images" in fits and "about 2.9 h" in fits
-    assert "all 64 test images" in cost.budget_summary(600, 64, 64, 30, 10)
-    over = cost.budget_summary(600, 16, 1000, 1500, 1400)
+    fits = cost.budget_summary(3 * 3600, 212, 1000, 0.25, 2.9 * 3600, 2.4 * 3600)
+    assert "212 of the 1000 test images, the sections' own samples" in fits
+    assert "at 25% of the profile's sizes" in fits and "about 2.9 h" in fits
+    assert "all 64 test images" in cost.budget_summary(600, 64, 64, 1.0, 30, 10)
+    shrunk = cost.budget_summary(3 * 3600, 1000, 1000, 0.31, 2.9 * 3600, 2 * 3600)
+    assert "all 1000 test images, the sections' own samples" in shrunk and "31%" in shrunk
+    nothing_to_shrink = cost.budget_summary(600, 30, 40, 1.0, 500, 100)
+    assert "30 of the 40 test images (about" in nothing_to_shrink
+    over = cost.budget_summary(600, 16, 1000, 0.25, 1500, 1400)
     assert "cannot be met" in over and "23 min alone" in over and "16 test images" in over
+
+
+def test_scaled_settings_shrink_only_the_samples_never_below_quick():
+    from dataclasses import asdict
+
+    from boundaryscope.report import ANALYSES
+    from boundaryscope.report import sections as sections_module
+
+    sections_module.load_all()
+    scalable = {name for name, analysis in ANALYSES.items() if analysis.scalable}
+    # Every section whose size does not follow the test images can give way.
+    assert {"boundary", "regions", "curvature", "detection"} <= scalable
+    assert not ANALYSES["robustness"].scalable  # the headline: every test image, as set
+    for name in scalable:
+        analysis = ANALYSES[name]
+        full = asdict(analysis.settings_for("default"))
+        quick = asdict(analysis.settings_for("quick"))
+        assert asdict(analysis.settings_for("quick", 0.1)) == quick  # nothing below quick
+        previous_work = 0.0
+        for scale in (0.1, 0.25, 0.5, 0.77, 1.0):
+            got = asdict(analysis.settings_for("default", scale))
+            for field, value in full.items():
+                if field in analysis.scalable:
+                    assert got[field] == min(value, max(quick[field], round(scale * value)))
+                else:
+                    assert got[field] == value, (name, field)
+            stored = analysis.settings_record("default", scale)  # stored as run (JSON)
+            assert stored == json.loads(json.dumps(got))
+            work = analysis.work("default", 1000, scale)
+            assert work >= previous_work, (name, scale)  # the planner bisects on it
+            previous_work = work
+        assert analysis.work("default", 1000, 1.0) == analysis.work("default", 1000)
 
 
 def test_time_budget_picks_the_images_whose_estimate_fits(tmp_path, capsys, monkeypatch):
@@ -238,10 +312,10 @@ def test_time_budget_picks_the_images_whose_estimate_fits(tmp_path, capsys, monk
         assert main([*argv, "--time-budget", budget, "--out", str(tmp_path / "x")]) == 0
         return capsys.readouterr().err
 
-    def total(err: str) -> int:  # the estimate printed for the images the run will use
-        found = re.search(r"report: about (\d+) s estimated", err)
+    def total(err: str) -> float:  # the estimate printed for the images the run will use
+        found = re.search(r"report: about ([0-9.]+) (s|min|h) estimated", err)
         assert found is not None, err
-        return int(found.group(1))
+        return float(found.group(1)) * {"s": 1, "min": 60, "h": 3600}[found.group(2)]
 
     everything = planned("100h")
     assert "fits --time-budget 100.0 h: all 40 test images" in everything
@@ -249,11 +323,27 @@ def test_time_budget_picks_the_images_whose_estimate_fits(tmp_path, capsys, monk
     assert "cannot be met" in fewest and "fewest, 16 test images" in fewest
     at_40, at_16 = total(everything), total(fewest)
     assert at_16 < at_40
-    budget = (at_16 + at_40) // 2
+    budget = int(at_16 + at_40) // 2
     between = planned(f"{budget}s")
     chosen = re.search(r": (\d+) of the 40 test images", between)
     assert chosen is not None, between
     assert 16 < int(chosen.group(1)) < 40 and total(between) <= budget
+    # The default profile's sections have samples to give: a budget just under its
+    # estimate keeps every test image and shrinks those (quick's sizes are the floor).
+    # Faster rows, so the estimates print in seconds (less than a minute and a half).
+    faster = cost.PassTimes(forward=5e-5, backward=5e-5, rows=32)
+    monkeypatch.setattr(cost, "measure_pass_times", lambda *args, **kwargs: faster)
+
+    def planned_default(budget: str) -> str:
+        argv = ["report", "--profile", "default", "--n", "40", "--estimate-only"]
+        assert main([*argv, "--time-budget", budget, "--out", str(tmp_path / "z")]) == 0
+        return capsys.readouterr().err
+
+    whole = total(planned_default("100h"))
+    shrunk = planned_default(f"{int(0.8 * whole)}s")
+    scale = re.search(r"all 40 test images, the sections' own samples .* at (\d+)% of", shrunk)
+    assert scale is not None, shrunk
+    assert 25 <= int(scale.group(1)) < 100 and total(shrunk) <= int(0.8 * whole) + 0.5
     assert main(["report", "--time-budget", "soon", "--estimate-only"]) == 2
     assert "must be a duration such as 3h" in capsys.readouterr().err
     # A profile without reference passes has no estimate to fit: said, nothing cut.
@@ -265,31 +355,43 @@ def test_time_budget_picks_the_images_whose_estimate_fits(tmp_path, capsys, monk
 
 
 def test_time_budget_cut_is_on_the_page_and_kept_on_resume(tmp_path, capsys, monkeypatch):
-    import json
-
     from boundaryscope.cli import main
-    from boundaryscope.report import runner
+    from boundaryscope.report import ANALYSES, runner
 
-    # A second per row: no number of images fits one second, so the fewest (16) are used.
+    # A second per row: nothing fits one second, so the samples shrink to a quarter and
+    # the fewest test images (16) are used.
     slow = cost.PassTimes(forward=1.0, backward=1.0, rows=32)
     monkeypatch.setattr(cost, "measure_pass_times", lambda *args, **kwargs: slow)
     out = tmp_path / "run"
-    common = ["report", "--profile", "quick", "--n", "40", "--sections", "accuracy"]
+    common = ["report", "--profile", "default", "--n", "40", "--sections", "accuracy,noise"]
 
     assert main([*common, "--time-budget", "1s", "--out", str(out)]) == 0
+    planned = capsys.readouterr().err
+    assert "cannot be met" in planned and "fewest, 16 test images" in planned
+    assert "the sections' own samples (training images, boundary points, paths" in planned
     results = json.loads((out / "results.json").read_text())
     assert results["meta"]["n"] == 16
-    assert results["meta"]["time_budget"] == {"seconds": 1.0, "requested_n": 40}
+    assert results["meta"]["time_budget"] == {"seconds": 1.0, "requested_n": 40, "scale": 0.25}
     assert results["sections"]["accuracy"]["n"] == 16
-    assert "n = 16 of 40: what fits --time-budget 1 s" in (out / "report.html").read_text()
-    first = results["sections"]["accuracy"]["seconds_total"]
-    capsys.readouterr()
+    noise = results["sections"]["noise"]
+    # The noise section ran with its own sizes at a quarter (100 → 25 regime images, at
+    # most the 16 test images; 50 → 12 spectral ones) and stored them so.
+    assert noise["settings"] == ANALYSES["noise"].settings_record("default", 0.25)
+    assert noise["settings"]["n"] == 25 and noise["settings"]["spectral_n"] == 12
+    assert noise["spectral"]["n"] == 12 and noise["regimes"][0]["n"] == 16
+    page = (out / "report.html").read_text()
+    assert "n = 16 of 40: what fits --time-budget 1 s" in page
+    assert "the sections' own samples at 25% of its sizes (--time-budget 1 s)" in page
+    first = results["sections"]["noise"]["seconds_total"]
 
     def no_new_plan(*args: object) -> None:
         raise AssertionError("a resumed run re-planned its images")
 
     monkeypatch.setattr(runner, "_cost_inputs", no_new_plan)
     assert main([*common, "--time-budget", "1s", "--out", str(out), "--resume"]) == 0
-    assert "keeps the 16 test images --time-budget chose" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "keeps what --time-budget chose: 16 test images, the sections' own samples at 25%" in (
+        err
+    )
     again = json.loads((out / "results.json").read_text())
-    assert again["sections"]["accuracy"]["seconds_total"] == first  # reused, not recomputed
+    assert again["sections"]["noise"]["seconds_total"] == first  # reused, not recomputed

@@ -62,8 +62,10 @@ class ReportCommand(Command):
             default=None,
             metavar="DURATION",
             help="fit the report into this time here (3h, 90m, 1h30m, 600): where the "
-            "estimate at --n is longer, every section runs on the largest number of test "
-            "images that fits, said before it starts and on the page (default: no budget)",
+            "estimate at --n is longer, the sections' own samples (training images, "
+            "boundary points, paths) shrink first, to no less than a quarter, then every "
+            "section runs on the largest number of test images that fits; said before it "
+            "starts and on the page (default: no budget)",
         )
         parser.add_argument(
             "--other",

@@ -32,12 +32,17 @@ __all__ = [
     "images_within",
     "measure_pass_times",
     "passes_of",
+    "plan_within",
     "reference_passes",
     "summary",
 ]
 
 REFERENCE = Path(__file__).with_name("cost_reference.json")
 _CALIBRATION_ROWS = 32
+# ``--time-budget`` shrinks the sections' own samples to no less than this share of the
+# profile's sizes before it takes test images away: the headline numbers (robustness on
+# every test image) come first, the geometry keeps a quarter of its points.
+SMALLEST_SCALE = 0.25
 
 
 @dataclass(frozen=True)
@@ -99,13 +104,14 @@ def estimate_sections(
     names: list[str],
     n: int,
     times: PassTimes,
-    images_used: Callable[[str, int], float],
+    work: Callable[[str, int, float], float],
     calibrations: dict[str, float] | None = None,
+    scale: float = 1.0,
 ) -> dict[str, float]:
     """Estimated seconds of each section in `names` with a reference (others are left out).
 
-    A section's reference passes scale by ``images_used(name, n) / images_used(name,
-    n_ref)`` (1 where it uses no test image of its own at ``n_ref``: a fixed cost). Where
+    A section's reference passes scale by ``work(name, n, scale) / work(name, n_ref, 1)``
+    (1 where that is 0 at the reference: nothing to scale by). Where
     the reference splits off a ``cost_model`` — the rows ``"variable"`` whose number
     depends on the model, measured per ``"unit"`` — that part scales instead by this
     model's calibration over the reference's unit: the robustness section's evaluator
@@ -118,10 +124,11 @@ def estimate_sections(
         names: Sections to run.
         n: Test images of the run.
         times: `measure_pass_times` of the model.
-        images_used: ``(section, n) ↦`` test images whose own work the section does in a
-            report of ``n`` images of this profile (`Analysis.images_used`).
+        work: ``(section, n, scale) ↦`` the work the section does in a report of ``n``
+            images of this profile with its own samples at ``scale`` (`Analysis.work`).
         calibrations: Per section, this model's `Analysis.calibrate` on the
             calibration images; absent: as the reference.
+        scale: Share of the sections' own samples (`Analysis.settings_for`).
     """
     reference = reference_passes().get(profile)
     if not reference:
@@ -131,8 +138,8 @@ def estimate_sections(
         passes = reference["sections"].get(name)
         if passes is None:
             continue
-        at_reference = images_used(name, int(reference["n"]))
-        scale = images_used(name, n) / at_reference if at_reference > 0 else 1.0
+        at_reference = work(name, int(reference["n"]), 1.0)
+        share = work(name, n, scale) / at_reference if at_reference > 0 else 1.0
         rows = {key: float(passes[key]) for key in ("forward_rows", "backward_rows")}
         model = passes.get("cost_model")
         if model and calibrations and name in calibrations and model["unit"] > 0:
@@ -140,7 +147,7 @@ def estimate_sections(
             for key in rows:
                 rows[key] += (ratio - 1.0) * float(model["variable"][key])
         seconds = rows["forward_rows"] * times.forward + rows["backward_rows"] * times.backward
-        out[name] = scale * seconds
+        out[name] = share * seconds
     return out
 
 
@@ -148,7 +155,7 @@ def images_within(budget: float, seconds_at: Callable[[int], float], most: int, 
     """The largest number of test images in ``[fewest, most]`` whose estimate fits `budget`.
 
     `seconds_at` (the whole report's estimate at ``n`` images, `estimate_sections` summed)
-    does not decrease with ``n`` — every section's `Analysis.images_used` grows or stays
+    does not decrease with ``n`` — every section's `Analysis.work` grows or stays
     — so bisection finds the largest fitting ``n`` in ``O(log most)`` evaluations; `fewest`
     when even that does not fit (the sections of fixed size alone exceed the budget).
     """
@@ -166,32 +173,89 @@ def images_within(budget: float, seconds_at: Callable[[int], float], most: int, 
     return low
 
 
-def budget_summary(budget: float, chosen: int, requested: int, seconds: float, fixed: float) -> str:
-    """The line printed when ``--time-budget`` sets the number of test images.
+def plan_within(
+    budget: float,
+    seconds_at: Callable[[int, float], float],
+    most: int,
+    fewest: int,
+    smallest_scale: float = SMALLEST_SCALE,
+) -> tuple[int, float]:
+    """Test images and sample scale of a report that fits `budget` (``--time-budget``).
+
+    The headline numbers are per test image, so the sections' own samples shrink first:
+    all `most` test images at the largest scale in ``[smallest_scale, 1]`` (two decimals,
+    by bisection) whose estimate fits; where even `smallest_scale` does not fit, that
+    scale (1 where it shrinks nothing) and the most test images that fit (`images_within`,
+    at least `fewest`).
+
+    Args:
+        budget: Seconds.
+        seconds_at: ``(n, scale) ↦`` the whole report's estimate; does not decrease in
+            either argument (`Analysis.work`, `Analysis.settings_for`).
+        most: Test images asked for.
+        fewest: Fewest test images to run on.
+        smallest_scale: Smallest share of the sections' own samples.
+
+    Returns:
+        ``(n, scale)``.
+    """
+    if seconds_at(most, 1.0) <= budget:
+        return most, 1.0
+    if seconds_at(most, smallest_scale) > budget:
+        n = images_within(budget, lambda n: seconds_at(n, smallest_scale), most, fewest)
+        # Sections already at their smallest sizes (the quick profile) have nothing to shrink.
+        shrinks = seconds_at(n, smallest_scale) < seconds_at(n, 1.0)
+        return n, smallest_scale if shrinks else 1.0
+    low, high = round(smallest_scale * 100), 100  # in hundredths; seconds_at(high) > budget
+    while high - low > 1:
+        middle = (low + high) // 2
+        if seconds_at(most, middle / 100) <= budget:
+            low = middle
+        else:
+            high = middle
+    return most, low / 100
+
+
+def budget_summary(
+    budget: float, chosen: int, requested: int, scale: float, seconds: float, fixed: float
+) -> str:
+    """The line printed when ``--time-budget`` sets the test images and the sample scale.
 
     Args:
         budget: The budget in seconds.
         chosen: Test images the report will use.
         requested: Test images asked for (``--n`` or the profile's).
-        seconds: The estimate at `chosen`.
+        scale: Share of the sections' own samples (`plan_within`).
+        seconds: The estimate at `chosen` and `scale`.
         fixed: The part of it that does not follow the number of test images.
     """
-    if chosen >= requested:
+    if chosen >= requested and scale >= 1.0:
         return (
             f"report: the estimate (about {_duration(seconds)}) fits --time-budget "
             f"{_duration(budget)}: all {requested} test images"
         )
+    samples = (
+        f", the sections' own samples (training images, boundary points, paths, curve "
+        f"images) at {scale:.0%} of the profile's sizes"
+        if scale < 1.0
+        else ""
+    )
+    if chosen >= requested:
+        return (
+            f"report: --time-budget {_duration(budget)}: all {requested} test images"
+            f"{samples} (about {_duration(seconds)} estimated)"
+        )
     if seconds <= budget:
         return (
             f"report: --time-budget {_duration(budget)}: {chosen} of the {requested} test "
-            f"images (about {_duration(seconds)} estimated, {_duration(fixed)} of it in work "
-            "whose size does not follow the images)"
+            f"images{samples} (about {_duration(seconds)} estimated, {_duration(fixed)} "
+            "of it in work whose size does not follow the images)"
         )
     return (
         f"report: --time-budget {_duration(budget)} cannot be met: the work whose size does "
-        f"not follow the test images takes about {_duration(fixed)} alone; running on the "
-        f"fewest, {chosen} test images (about {_duration(seconds)}); --profile quick or "
-        "--sections make it shorter"
+        f"not follow the test images takes about {_duration(fixed)} alone{samples}; "
+        f"running on the fewest, {chosen} test images (about {_duration(seconds)}); "
+        "--profile quick or --sections make it shorter"
     )
 
 
@@ -214,7 +278,8 @@ def summary(
         lines.append(
             "report: this will take hours here; "
             + (f"{advice}; " if advice else "")
-            + "--time-budget 1h runs every section on as many test images as fit an hour; "
+            + "--time-budget 1h fits it into an hour (the sections' own samples shrink "
+            "first, then the test images); "
             "a GPU (--device cuda) runs the same passes far faster, and the finished "
             "sections are kept (--resume)."
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -98,6 +98,8 @@ class ReportContext:
     # Other models given with ``report --other`` (spec → classifier), for the measures that
     # compare models (the universal section's cross-model table, Table 4.2).
     others: dict[str, Classifier] = field(default_factory=dict)
+    # Share of each section's own sample sizes kept (``--time-budget``; 1: the profile's).
+    scale: float = 1.0
 
 
 @dataclass
@@ -139,6 +141,9 @@ class Analysis(ABC):
             otherwise it runs whole in one process (`boundaryscope.report.runner`).
         weight: Rough cost (seconds of the default profile on a 2-core CPU), used to
             deal whole sections out to processes evenly.
+        scalable: Fields of the settings that count the section's own samples (training
+            images, boundary points, paths, curve images), shrunk together by
+            ``--time-budget`` (`settings_for` with a `scale` below 1).
         schema: JSON Schema of the result as stored in ``results.json`` (types and ranges
             of what the page and the verdict read); a result read back by ``--resume``
             that does not satisfy it is recomputed, never shown (docs/security.md).
@@ -150,6 +155,7 @@ class Analysis(ABC):
     settings: ClassVar[Mapping[str, Any]] = {}
     per_image: bool = False
     weight: float = 10.0
+    scalable: ClassVar[tuple[str, ...]] = ()
     schema: ClassVar[dict[str, Any]] = {"type": "object"}
 
     def problem(self, stored: Any) -> str | None:
@@ -167,31 +173,60 @@ class Analysis(ABC):
                 return f"{where}: {error.message[:200]}"
         return None
 
-    def settings_for(self, profile: str) -> Any:
-        """The settings of `profile` (``default``'s for a profile the section lacks)."""
-        return self.settings.get(profile, self.settings.get("default"))
+    def settings_for(self, profile: str, scale: float = 1.0) -> Any:
+        """The settings of `profile` (``default``'s for a profile the section lacks).
 
-    def settings_record(self, profile: str) -> dict[str, Any]:
-        """The settings of `profile` as JSON values; ``{}`` for a section without any.
+        With `scale` below 1 (``--time-budget``), each `scalable` field is
+        ``max(round(scale × value), quick)`` — never below the ``quick`` profile's value,
+        never above the profile's own.
+        """
+        chosen = self.settings.get(profile, self.settings.get("default"))
+        if scale >= 1.0 or not self.scalable:
+            return chosen
+        floor = self.settings.get("quick", chosen)
+        return replace(
+            chosen,
+            **{name: _shrunk(getattr(chosen, name), getattr(floor, name), scale)
+               for name in self.scalable},
+        )  # fmt: skip
+
+    def settings_in(self, ctx: ReportContext) -> Any:
+        """The settings this section runs with in `ctx` (its profile, at its scale)."""
+        return self.settings_for(ctx.profile, ctx.scale)
+
+    def settings_record(self, profile: str, scale: float = 1.0) -> dict[str, Any]:
+        """The settings of `profile` at `scale` as JSON values; ``{}`` for a section without any.
 
         They are stored with the section's result, so that ``--resume`` recomputes a
         section whose settings changed since.
         """
-        chosen = self.settings_for(profile)
+        chosen = self.settings_for(profile, scale)
         if not is_dataclass(chosen) or isinstance(chosen, type):
             return {}
         return dict(from_jsonable(to_jsonable(asdict(chosen))))
 
-    def images_used(self, profile: str, n: int) -> float:
-        """Test images whose own work this section does in a report of `n` images.
+    def work(self, profile: str, n: int, scale: float = 1.0) -> float:
+        """How much work this section does in a report of `n` test images at `scale`.
 
         The cost estimate (`boundaryscope.report.cost`) scales the section's reference
-        passes by this number at `n` over the same at the reference's ``n``. Default: `n`
-        for a `per_image` section, 0 (a fixed cost, whatever `n`) for the others; a
-        section that caps its images in its settings says so here.
+        passes by this number over the same at the reference's ``n`` and scale 1. Default:
+        `n` (test images) for a `per_image` section; for the others, whose size does not
+        follow the test images, the share of their `scalable` samples kept at `scale`
+        (1 at scale 1: a fixed cost, whatever `n`). A section that caps its test images
+        in its settings says so here.
         """
-        del profile
-        return float(n) if self.per_image else 0.0
+        if self.per_image:
+            return float(n)
+        return self.sample_share(profile, scale)
+
+    def sample_share(self, profile: str, scale: float) -> float:
+        """Sum of the `scalable` fields at `scale` over the same at scale 1 (1 if none)."""
+        full = self.settings_for(profile)
+        total = sum(getattr(full, name) for name in self.scalable)
+        if not total:
+            return 1.0
+        kept = self.settings_for(profile, scale)
+        return sum(getattr(kept, name) for name in self.scalable) / total
 
     def calibrate(self, ctx: ReportContext, x: Tensor, y: Tensor) -> float | None:
         """A cheap measurement on a few test images that sharpens this section's estimate.
@@ -210,6 +245,11 @@ class Analysis(ABC):
     @abstractmethod
     def render(self, result: dict[str, Any], out_dir: Path) -> Section:
         """Builds the display section (and writes its figures into `out_dir`)."""
+
+
+def _shrunk(value: int, floor: int, scale: float) -> int:
+    """``round(scale × value)``, at least `floor`, at most `value`."""
+    return min(value, max(round(scale * value), floor))
 
 
 ANALYSES: dict[str, Analysis] = {}

@@ -93,11 +93,13 @@ def run_report(
             bounds and normalisation), compared with `model` where a section measures
             across models (the universal section's cross-model table, Table 4.2).
         time_budget: Seconds the report may take here (``--time-budget``). Where the
-            estimate (`boundaryscope.report.cost`) at `n` test images is longer, the report
-            runs on the largest number of them whose estimate fits — at least 16, every
-            section on the same images — and says so before it starts and on the page;
-            sections whose size does not follow the test images (sweeps, Krylov solves,
-            Alg. 4) are not cut. With `resume`, the number the interrupted run chose is
+            estimate (`boundaryscope.report.cost`) at `n` test images is longer, the
+            sections' own samples (`Analysis.scalable`: training images, boundary points,
+            paths, curve images) shrink first, to no less than a quarter of the profile's
+            sizes, with every test image kept; if that is not enough, the report runs on
+            the largest number of test images whose estimate fits (at least 16, every
+            section on the same images) — `cost.plan_within`. Both are said before it
+            starts and on the page. With `resume`, the plan of the interrupted run is
             kept, so its finished sections are reused.
     """
     world = world or distributed.World()
@@ -151,8 +153,9 @@ def run_report(
     )
     planned: _CostInputs | None = None
     if time_budget is not None:
-        chosen, planned = _images_within_budget(ctx, names, time_budget, resume, world)
-        meta["time_budget"] = {"seconds": time_budget, "requested_n": len(dataset)}
+        (chosen, scale), planned = _plan_within_budget(ctx, names, time_budget, resume, world)
+        meta["time_budget"] = {"seconds": time_budget, "requested_n": len(dataset), "scale": scale}
+        ctx = replace(ctx, scale=scale)
         if chosen < len(dataset):
             dataset = dataset.subset(chosen)  # the first `chosen` of the same images
             config = replace(config, n=chosen)
@@ -168,7 +171,7 @@ def run_report(
             remove_stale_temporaries(out_dir)  # left by a run killed while writing
         results_path = out_dir / "results.json"
         saved = _load_previous(results_path, meta) if resume and world.is_main else {}
-        saved = distributed.broadcast_object(_same_settings(saved, profile), world)
+        saved = distributed.broadcast_object(_same_settings(saved, profile, ctx.scale), world)
         results: dict[str, Any] = {"meta": meta, "sections": dict(saved)}
         todo = [name for name in names if name not in results["sections"]]
         estimates = _estimate(ctx, todo, profile, planned=planned) if world.is_main and todo else {}
@@ -222,7 +225,7 @@ def _compute(name: str, ctx: ReportContext) -> dict[str, Any]:
     start = time.perf_counter()
     section_result = analysis.run(ctx)
     section_result["seconds_total"] = time.perf_counter() - start
-    section_result["settings"] = analysis.settings_record(ctx.profile)
+    section_result["settings"] = analysis.settings_record(ctx.profile, ctx.scale)
     section_result["passes"] = {k: v - before[k] for k, v in cost.passes_of(ctx.clf).items()}
     return section_result
 
@@ -248,60 +251,68 @@ def _cost_inputs(ctx: ReportContext, names: list[str]) -> _CostInputs:
     return _CostInputs(cost.measure_pass_times(ctx.clf, ctx.data.x), _calibrations(ctx, names))
 
 
-def _images_in(profile: str) -> Callable[[str, int], float]:
-    """``(section, n) ↦`` the test images whose own work the section does (`images_used`)."""
-    return lambda name, n: ANALYSES[name].images_used(profile, n)
+def _work_in(profile: str) -> Callable[[str, int, float], float]:
+    """``(section, n, scale) ↦`` the work the section does in this profile (`Analysis.work`)."""
+    return lambda name, n, scale: ANALYSES[name].work(profile, n, scale)
 
 
-def _images_within_budget(
+def _plan_within_budget(
     ctx: ReportContext, names: list[str], budget: float, resume: bool, world: distributed.World
-) -> tuple[int, _CostInputs | None]:
-    """How many of the context's test images fit `budget` seconds (rank 0 decides).
+) -> tuple[tuple[int, float], _CostInputs | None]:
+    """Test images and sample scale that fit `budget` seconds (rank 0 decides).
 
-    Returns the number and the cost inputs measured for it (``None`` where not measured:
-    other ranks, a resumed run's number, a profile without reference passes).
+    Returns ``(n, scale)`` (`cost.plan_within`) and the cost inputs measured for it
+    (``None`` where not measured: other ranks, a resumed run's plan, a profile without
+    reference passes).
     """
     requested = len(ctx.data)
-    chosen, planned = requested, None
-    previous = _previous_budget_n(ctx.out_dir / "results.json", budget) if resume else None
-    if world.is_main and previous is not None and previous <= requested:
-        chosen = previous
+    plan, planned = (requested, 1.0), None
+    previous = _previous_budget_plan(ctx.out_dir / "results.json", budget) if resume else None
+    if world.is_main and previous is not None and previous[0] <= requested:
+        plan = previous
+        samples = f", the sections' own samples at {plan[1]:.0%}" if plan[1] < 1 else ""
         print(
-            f"report: --resume keeps the {chosen} test images --time-budget chose",
+            f"report: --resume keeps what --time-budget chose: {plan[0]} test images{samples}",
             file=sys.stderr,
         )
     elif world.is_main and ctx.profile in cost.reference_passes() and requested:
         planned = inputs = _cost_inputs(ctx, names)
-        used = _images_in(ctx.profile)
+        work = _work_in(ctx.profile)
 
-        def seconds_at(n: int) -> float:
+        def seconds_at(n: int, scale: float) -> float:
             sections = cost.estimate_sections(
-                ctx.profile, names, n, inputs.times, used, inputs.calibrations
+                ctx.profile, names, n, inputs.times, work, inputs.calibrations, scale
             )
             return sum(sections.values())
 
         fewest = min(_CALIBRATION_IMAGES, requested)
-        chosen = cost.images_within(budget, seconds_at, requested, fewest)
-        line = cost.budget_summary(budget, chosen, requested, seconds_at(chosen), seconds_at(0))
-        print(line, file=sys.stderr)
+        plan = cost.plan_within(budget, seconds_at, requested, fewest)
+        estimate, fixed = seconds_at(*plan), seconds_at(0, plan[1])
+        print(
+            cost.budget_summary(budget, plan[0], requested, plan[1], estimate, fixed),
+            file=sys.stderr,
+        )
     elif world.is_main:
         print(
             f"report: --time-budget needs an estimate, which --profile {ctx.profile} has "
             "not; all test images are used",
             file=sys.stderr,
         )
-    return int(distributed.broadcast_object(chosen, world)), planned
+    chosen, scale = distributed.broadcast_object(plan, world)
+    return (int(chosen), float(scale)), planned
 
 
-def _previous_budget_n(path: Path, budget: float) -> int | None:
-    """The test images an earlier run in the same directory chose for the same budget."""
+def _previous_budget_plan(path: Path, budget: float) -> tuple[int, float] | None:
+    """Test images and sample scale an earlier run in the same directory chose for `budget`."""
     try:
         meta = json.loads(path.read_text()).get("meta", {})
-        chosen = meta["n"]
-        same = float(meta["time_budget"]["seconds"]) == budget
+        chosen, recorded = meta["n"], meta["time_budget"]
+        same = float(recorded["seconds"]) == budget
+        scale = float(recorded["scale"])
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
-    return chosen if same and isinstance(chosen, int) and chosen > 0 else None
+    usable = isinstance(chosen, int) and chosen > 0 and 0.0 < scale <= 1.0
+    return (chosen, scale) if same and usable else None
 
 
 def _estimate(
@@ -323,10 +334,10 @@ def _estimate(
     planned = planned or _cost_inputs(ctx, todo)
     times, calibrations = planned.times, planned.calibrations
     sections = cost.estimate_sections(
-        profile, todo, len(ctx.data), times, _images_in(profile), calibrations
+        profile, todo, len(ctx.data), times, _work_in(profile), calibrations, ctx.scale
     )
     quick_n = min(len(ctx.data), int(cost.reference_passes().get("quick", {}).get("n", 0)))
-    quick = cost.estimate_sections("quick", todo, quick_n, times, _images_in("quick"), calibrations)
+    quick = cost.estimate_sections("quick", todo, quick_n, times, _work_in("quick"), calibrations)
     print(cost.summary(sections, sum(quick.values()) or None, profile, every), file=sys.stderr)
     return {"pass_times": asdict(times), "sections": sections}
 
@@ -452,8 +463,8 @@ def _other_classifier(spec: str, probe: torch.Tensor, device: torch.device) -> C
     return clf
 
 
-def _same_settings(saved: dict[str, Any], profile: str) -> dict[str, Any]:
-    """The saved sections computed with the settings their analysis has now.
+def _same_settings(saved: dict[str, Any], profile: str, scale: float) -> dict[str, Any]:
+    """The saved sections computed with the settings their analysis has now (at `scale`).
 
     A section's settings live in its module (`Analysis.settings`) and are stored with its
     result; one whose settings changed since (another version, an edited profile) is
@@ -461,7 +472,8 @@ def _same_settings(saved: dict[str, Any], profile: str) -> dict[str, Any]:
     """
     kept = {}
     for name, result in saved.items():
-        if name in ANALYSES and result.get("settings") != ANALYSES[name].settings_record(profile):
+        now = ANALYSES[name].settings_record(profile, scale) if name in ANALYSES else None
+        if now is not None and result.get("settings") != now:
             _logger.warning("section %s was computed with other settings; recomputing", name)
             continue
         kept[name] = result

@@ -40,10 +40,11 @@ class BoundaryAnalysis(Analysis):
     order = 55
     weight = 9.0
     settings = SETTINGS
+    scalable = ("n_images", "n_train")
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """`sections_study` on the test images (directions from training images)."""
-        config = self.settings_for(ctx.profile)
+        config = self.settings_in(ctx)
         train = load_dataset(ctx.data_spec, "train").subset(config.n_train)
         return sections_study(
             ctx.clf, train.x, ctx.data.x, config, seed=ctx.seed, classes=ctx.data.classes

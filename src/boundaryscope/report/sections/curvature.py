@@ -52,10 +52,11 @@ class CurvatureAnalysis(Analysis):
     order = 60
     weight = 37.0
     settings = SETTINGS
+    scalable = ("n_train", "n_test", "loss_n")
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """Runs `curvature_study` on training images (directions) and test images."""
-        config = self.settings_for(ctx.profile)
+        config = self.settings_in(ctx)
         train = load_dataset(ctx.data_spec, "train").subset(config.n_train)
         test = ctx.data
         return curvature_study(ctx.clf, train.x, test.x, test.y, config, seed=ctx.seed)

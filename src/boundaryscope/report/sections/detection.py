@@ -60,10 +60,11 @@ class DetectionAnalysis(Analysis):
     order = 70
     weight = 31.0
     settings = SETTINGS
+    scalable = ("n_fit", "n_eval")
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """Fits both detectors on clean training images, evaluates on attacked test images."""
-        settings = self.settings_for(ctx.profile)
+        settings = self.settings_in(ctx)
         clf = ctx.clf
         train = load_dataset(ctx.data_spec, "train").subset(settings.n_fit)
         test = ctx.data.subset(settings.n_eval)

@@ -88,19 +88,20 @@ class FixedBudgetAnalysis(Analysis):
     order = 30
     per_image = True
     settings = SETTINGS
+    scalable = ("n",)
 
-    def images_used(self, profile: str, n: int) -> float:
-        """The curves' images (at most the settings' ``n``) plus Balda's (all `n`).
+    def work(self, profile: str, n: int, scale: float = 1.0) -> float:
+        """The curves' images (at most the settings' ``n`` at `scale`) plus Balda's (all `n`).
 
         In curve-image units: one of Balda's images costs `_BALDA_SHARE` of a curves image.
         """
-        cfg: FixedBudgetSettings = self.settings_for(profile)
+        cfg: FixedBudgetSettings = self.settings_for(profile, scale)
         share = _BALDA_SHARE.get(profile, _BALDA_SHARE["default"])
         return float(min(n, cfg.n) + share * n)
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """Curves on the settings' ``n`` test images; Balda's measures on all of them."""
-        cfg: FixedBudgetSettings = self.settings_for(ctx.profile)
+        cfg: FixedBudgetSettings = self.settings_in(ctx)
         subset = ctx.data.subset(cfg.n)
         curves = fooling_curves(
             ctx.clf,

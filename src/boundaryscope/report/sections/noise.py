@@ -65,15 +65,16 @@ class NoiseAnalysis(Analysis):
     order = 40
     per_image = True
     settings = SETTINGS
+    scalable = ("n", "spectral_n")
 
-    def images_used(self, profile: str, n: int) -> float:
-        """The regimes' ``n`` and the spectral ``spectral_n`` images, each at most `n`."""
-        cfg: NoiseSettings = self.settings_for(profile)
+    def work(self, profile: str, n: int, scale: float = 1.0) -> float:
+        """The regimes' ``n`` and the spectral ``spectral_n`` images (at `scale`), each ≤ `n`."""
+        cfg: NoiseSettings = self.settings_for(profile, scale)
         return float(min(n, cfg.n) + min(n, cfg.spectral_n))
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """Noise regimes on the settings' ``n`` images, spectral bands on ``spectral_n``."""
-        cfg: NoiseSettings = self.settings_for(ctx.profile)
+        cfg: NoiseSettings = self.settings_in(ctx)
         data = ctx.data.subset(cfg.n)
         d = data.x[0].numel()
         ms = [1, *sorted({max(2, round(d / f)) for f in cfg.fractions}, reverse=True)]

@@ -53,10 +53,11 @@ class RegionsAnalysis(Analysis):
     order = 58
     weight = 28.0
     settings = SETTINGS
+    scalable = ("pairs",)
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """`regions_study` on the test images, with its cost model (rows per path)."""
-        config = self.settings_for(ctx.profile)
+        config = self.settings_in(ctx)
         result = regions_study(ctx.clf, ctx.data.x, config, seed=ctx.seed, classes=ctx.data.classes)
         pairs = sum(int(s["pairs"]) for s in result["scenarios"].values())
         result["cost_model"] = {
@@ -74,7 +75,7 @@ class RegionsAnalysis(Analysis):
         (`report.cost`). One pair per scenario is a small sample: the estimate is a guide.
         """
         del y
-        config = replace(self.settings_for(ctx.profile), pairs=1)
+        config = replace(self.settings_in(ctx), pairs=1)
         counter = ctx.clf.counter
         before = counter.forward_rows + counter.backward_rows
         found = scenario_paths(ctx.clf, x, config, seed=ctx.seed, progress=False)

@@ -273,7 +273,7 @@ class RobustnessAnalysis(Analysis):
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """DeepFool in l2 and l∞ on every test sample, FGSM's 90% protocol, examples."""
-        cfg: RobustnessSettings = self.settings_for(ctx.profile)
+        cfg: RobustnessSettings = self.settings_in(ctx)
         x, y = ctx.data.x, ctx.data.y
         result: dict[str, Any] = {
             "deepfool": {},
@@ -355,7 +355,7 @@ class RobustnessAnalysis(Analysis):
         robust at a usual budget, so its cost follows this number (`report.cost`).
         DeepFool's norms are upper bounds of the minimal ones, so this errs high.
         """
-        cfg: RobustnessSettings = self.settings_for(ctx.profile)
+        cfg: RobustnessSettings = self.settings_in(ctx)
         correct = ctx.clf.predict(x) == y.to(ctx.clf.device)
         norms = {}
         for p in {budget.p for budget in usual_budgets(tuple(x.shape[1:]), ctx.clf.bounds)}:

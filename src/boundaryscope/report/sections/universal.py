@@ -102,19 +102,21 @@ class UniversalAnalysis(Analysis):
     order = 50
     weight = 57.0
     settings = SETTINGS
+    scalable = ("n_train",)
 
-    def images_used(self, profile: str, n: int) -> float:
-        """Alg. 4 (a fixed cost, in test-image units) plus the `n` test images evaluated.
+    def work(self, profile: str, n: int, scale: float = 1.0) -> float:
+        """Alg. 4 (in test-image units, its ``n_train`` at `scale`) plus the `n` test images.
 
         Most of the section is the evaluation of ``v`` on every test image (phase
         transition, flat model, fooling rate: 144 forward rows per image on the shipped
-        LeNet); Alg. 4 on the training images is worth `_ALG4_IMAGES` of them.
+        LeNet); Alg. 4 on the profile's training images is worth `_ALG4_IMAGES` of them.
         """
-        return _ALG4_IMAGES.get(profile, _ALG4_IMAGES["default"]) + float(n)
+        alg4 = _ALG4_IMAGES.get(profile, _ALG4_IMAGES["default"])
+        return alg4 * self.sample_share(profile, scale) + float(n)
 
     def run(self, ctx: ReportContext) -> dict[str, Any]:
         """Computes v on the settings' ``n_train`` training images (l∞) and evaluates it."""
-        cfg: UniversalSettings = self.settings_for(ctx.profile)
+        cfg: UniversalSettings = self.settings_in(ctx)
         train = load_dataset(ctx.data_spec, "train").subset(cfg.n_train)
         test = ctx.data
         result = universal_perturbation(
