@@ -11,8 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
 from boundaryscope._io import dump_json
+from boundaryscope.data import load_fashion_mnist
+from boundaryscope.defenses.training import TrainConfig, fit
+from boundaryscope.zoo import build
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -36,7 +40,6 @@ def write(name: str, payload: dict[str, Any]) -> Path:
 def art_classifier(model: Any, input_shape: Any, classes: int = 10) -> Any:
     """ART's PyTorch wrapper for a [0, 1]-input classifier (cross-entropy loss)."""
     from art.estimators.classification import PyTorchClassifier
-    from torch import nn
 
     return PyTorchClassifier(
         model,
@@ -133,3 +136,31 @@ def user_model_folder(
     with torch.no_grad():
         y = torch.cat([model(chunk).argmax(1) for chunk in x.split(64)])
     np.savez(folder / "data.npz", x=x.numpy(), y=y.numpy())
+
+
+TRAINED_RESNET18 = Path.home() / ".cache" / "boundaryscope-bench" / "resnet18-fashion32.pt"
+
+
+def as_cifar_shape(x: Tensor) -> Tensor:
+    """Fashion-MNIST images (N, 1, 28, 28) as CIFAR-shaped ones: padded to 32, three channels."""
+    return nn.functional.pad(x, (2, 2, 2, 2)).expand(-1, 3, -1, -1).contiguous()
+
+
+def trained_resnet18() -> nn.Module:
+    """The CIFAR-variant ResNet-18 trained on Fashion-MNIST at 3×32×32 (cached after one run).
+
+    Two epochs of SGD (`boundaryscope.defenses.training.fit`, seed 0) on 10,000 training
+    images drawn with seed 0: ≈ 6 min with two threads here, 86% test accuracy. The weights
+    are kept under ``~/.cache/boundaryscope-bench`` and read back as tensors only.
+    """
+    model = build("resnet18", num_classes=10, in_channels=3, image_size=32)
+    if TRAINED_RESNET18.is_file():
+        model.load_state_dict(torch.load(TRAINED_RESNET18, weights_only=True))
+        return model.eval()
+    train = load_fashion_mnist("train")
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:10_000]
+    config = TrainConfig(epochs=2, lr=0.05, batch_size=64, seed=0)
+    trained = fit(model, as_cifar_shape(train.x[pick]), train.y[pick], config).model
+    TRAINED_RESNET18.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(trained.state_dict(), TRAINED_RESNET18)
+    return trained.eval()

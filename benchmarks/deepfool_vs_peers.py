@@ -44,22 +44,28 @@ import json
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from _common import RESULTS, art_classifier, import_adv_lib, machine, table, write
+from _common import (
+    RESULTS,
+    art_classifier,
+    as_cifar_shape,
+    import_adv_lib,
+    machine,
+    table,
+    trained_resnet18,
+    write,
+)
 from boundaryscope import Classifier
 from boundaryscope.attacks import DeepFool
 from boundaryscope.data import Dataset, load_fashion_mnist, load_mnist5k
-from boundaryscope.defenses.training import TrainConfig, fit
 from boundaryscope.zoo import build, load_model
 
 warnings.filterwarnings("ignore")
 STEPS, OVERSHOOT = 50, 0.02
-TRAINED_RESNET18 = Path.home() / ".cache" / "boundaryscope-bench" / "resnet18-fashion32.pt"
 SLOW = ("art", "torchattacks")  # timed once: seconds per image, on `--slow-n` images
 Runner = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
@@ -110,31 +116,6 @@ def cifar_case(n: int) -> tuple[nn.Module, Tensor, Tensor]:
 
 def fashion_case(n: int) -> tuple[nn.Module, Tensor, Tensor]:
     return zoo_case("zoo:resnet8-fashion", load_fashion_mnist("test"), n)
-
-
-def as_cifar_shape(x: Tensor) -> Tensor:
-    """Fashion-MNIST images (N, 1, 28, 28) as CIFAR-shaped ones: padded to 32, three channels."""
-    return nn.functional.pad(x, (2, 2, 2, 2)).expand(-1, 3, -1, -1).contiguous()
-
-
-def trained_resnet18() -> nn.Module:
-    """The CIFAR-variant ResNet-18 trained on Fashion-MNIST at 3×32×32 (cached after one run).
-
-    Two epochs of SGD (`boundaryscope.defenses.training.fit`, seed 0) on 10,000 training
-    images drawn with seed 0: ≈ 6 min with two threads here, 86% test accuracy. The weights
-    are kept under ``~/.cache/boundaryscope-bench`` and read back as tensors only.
-    """
-    model = build("resnet18", num_classes=10, in_channels=3, image_size=32)
-    if TRAINED_RESNET18.is_file():
-        model.load_state_dict(torch.load(TRAINED_RESNET18, weights_only=True))
-        return model.eval()
-    train = load_fashion_mnist("train")
-    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:10_000]
-    config = TrainConfig(epochs=2, lr=0.05, batch_size=64, seed=0)
-    trained = fit(model, as_cifar_shape(train.x[pick]), train.y[pick], config).model
-    TRAINED_RESNET18.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(trained.state_dict(), TRAINED_RESNET18)
-    return trained.eval()
 
 
 def trained_cifar_case(n: int) -> tuple[nn.Module, Tensor, Tensor]:

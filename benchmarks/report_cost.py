@@ -8,8 +8,10 @@ under ``--time-budget 8m``, which shrinks the sections' own samples) and a CIFAR
 ResNet-18 (3×32×32, BatchNorm, random weights with statistics from smooth random images,
 model-labelled smooth random images, given as the user's own code; quick profile). For the
 ResNet-18 the default profile on 1,000 images is estimated only (``--estimate-only``: hours
-on this CPU), and its geometry sections (boundary, regions: refined grids and bisection path
-checks) are run at the default profile and measured.
+on this CPU), with and without ``--time-budget 3h``, and its geometry sections (boundary,
+regions: refined grids and bisection path checks) are run at the default profile and
+measured. The same estimates for a *trained* CIFAR-variant ResNet-18 (`_common.trained_resnet18`:
+Fashion-MNIST padded to 3×32×32, 86% test accuracy; weights read with ``weights_only``).
 
 Run: ``python benchmarks/report_cost.py [--cases NAME,...]`` (≈ 60 min for all); writes
 ``benchmarks/results/report_cost.json`` (with ``--cases``, merged into the existing file).
@@ -28,7 +30,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, user_model_folder, write
+from _common import (
+    RESULTS,
+    TRAINED_RESNET18,
+    as_cifar_shape,
+    trained_resnet18,
+    user_model_folder,
+    write,
+)
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
@@ -103,6 +112,18 @@ UNIT_SECONDS = {"s": 1.0, "min": 60.0, "h": 3600.0}
 
 
 RESNET = ["report", "--model", "./model.py:factory", "--data", "npz:data.npz"]
+TRAINED = ["report", "--model", "./trained.py:factory", "--data", "npz:fashion32.npz"]
+# The trained CIFAR-variant ResNet-18 of `_common.trained_resnet18`, as a user brings it.
+TRAINED_MODEL = r"""
+import torch
+from boundaryscope.zoo import build
+
+
+def factory():
+    model = build("resnet18", num_classes=10, in_channels=3, image_size=32)
+    model.load_state_dict(torch.load({path!r}, weights_only=True))
+    return model.eval()
+"""
 CASES: dict[str, tuple[str, list[str]]] = {  # name: (kind, argv)
     "resnet18-cifar default (estimate only)": (
         "estimate",
@@ -111,6 +132,18 @@ CASES: dict[str, tuple[str, list[str]]] = {  # name: (kind, argv)
     "resnet18-cifar default time-budget 3h (estimate only)": (
         "estimate",
         [*RESNET, "--profile", "default", "--n", "1000", "--time-budget", "3h"],
+    ),
+    "resnet18-fashion32 trained default (estimate only)": (
+        "estimate",
+        [*TRAINED, "--profile", "default", "--n", "1000"],
+    ),
+    "resnet18-fashion32 trained default time-budget 3h (estimate only)": (
+        "estimate",
+        [*TRAINED, "--profile", "default", "--n", "1000", "--time-budget", "3h"],
+    ),
+    "resnet18-fashion32 trained default robustness (48 images)": (
+        "measure",
+        [*TRAINED, "--profile", "default", "--n", "48", "--sections", "accuracy,robustness"],
     ),
     "lenet quick": ("measure", ["report", "--profile", "quick"]),
     "lenet default": ("measure", ["report", "--profile", "default"]),
@@ -124,6 +157,23 @@ CASES: dict[str, tuple[str, list[str]]] = {  # name: (kind, argv)
         [*RESNET, "--profile", "default", "--n", "1000", "--sections", "boundary,regions"],
     ),
 }
+
+
+def trained_folder(folder: Path) -> None:
+    """``trained.py`` and ``fashion32.npz`` (padded Fashion-MNIST: 2,000 train, 2,000 test)."""
+    import numpy as np
+
+    from boundaryscope.data import load_fashion_mnist
+
+    trained_resnet18()  # trains and caches the weights on the first run (≈ 6 min)
+    (folder / "trained.py").write_text(TRAINED_MODEL.format(path=str(TRAINED_RESNET18)))
+    train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
+    splits = {
+        f"{key}_{name}": array
+        for name, data in (("train", train), ("test", test))
+        for key, array in (("x", as_cifar_shape(data.x[:2000])), ("y", data.y[:2000]))
+    }
+    np.savez(folder / "fashion32.npz", **{k: v.numpy() for k, v in splits.items()})
 
 
 def main() -> None:
@@ -140,6 +190,8 @@ def main() -> None:
         user_model_folder(
             folder, "resnet18", size=32, classes=10, coarse=8, batches=4, batch=64, images=5000
         )
+        if any(name.startswith("resnet18-fashion32") for name in names):
+            trained_folder(folder)
         for name in names:
             kind, argv = CASES[name]
             if kind == "estimate":
