@@ -124,23 +124,16 @@ def factory():
     model.load_state_dict(torch.load({path!r}, weights_only=True))
     return model.eval()
 """
+DEFAULT_1000 = ["--profile", "default", "--n", "1000"]
 CASES: dict[str, tuple[str, list[str]]] = {  # name: (kind, argv)
-    "resnet18-cifar default (estimate only)": (
-        "estimate",
-        [*RESNET, "--profile", "default", "--n", "1000"],
-    ),
-    "resnet18-cifar default time-budget 3h (estimate only)": (
-        "estimate",
-        [*RESNET, "--profile", "default", "--n", "1000", "--time-budget", "3h"],
-    ),
-    "resnet18-fashion32 trained default (estimate only)": (
-        "estimate",
-        [*TRAINED, "--profile", "default", "--n", "1000"],
-    ),
-    "resnet18-fashion32 trained default time-budget 3h (estimate only)": (
-        "estimate",
-        [*TRAINED, "--profile", "default", "--n", "1000", "--time-budget", "3h"],
-    ),
+    **{
+        f"{name} default{budget and ' time-budget 3h'} (estimate only)": (
+            "estimate",
+            [*argv, *DEFAULT_1000, *(["--time-budget", budget] if budget else [])],
+        )
+        for name, argv in (("resnet18-cifar", RESNET), ("resnet18-fashion32 trained", TRAINED))
+        for budget in ("", "3h")
+    },
     "resnet18-fashion32 trained default robustness (48 images)": (
         "measure",
         [*TRAINED, "--profile", "default", "--n", "48", "--sections", "accuracy,robustness"],

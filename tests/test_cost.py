@@ -307,9 +307,9 @@ def test_time_budget_picks_the_images_whose_estimate_fits(tmp_path, capsys, monk
     fixed = cost.PassTimes(forward=1e-3, backward=1e-3, rows=32)
     monkeypatch.setattr(cost, "measure_pass_times", lambda *args, **kwargs: fixed)
 
-    def planned(budget: str) -> str:
-        argv = ["report", "--profile", "quick", "--n", "40", "--estimate-only"]
-        assert main([*argv, "--time-budget", budget, "--out", str(tmp_path / "x")]) == 0
+    def planned(budget: str, profile: str = "quick") -> str:
+        argv = ["report", "--profile", profile, "--n", "40", "--estimate-only"]
+        assert main([*argv, "--time-budget", budget, "--out", str(tmp_path / profile)]) == 0
         return capsys.readouterr().err
 
     def total(err: str) -> float:  # the estimate printed for the images the run will use
@@ -333,14 +333,8 @@ def test_time_budget_picks_the_images_whose_estimate_fits(tmp_path, capsys, monk
     # Faster rows, so the estimates print in seconds (less than a minute and a half).
     faster = cost.PassTimes(forward=5e-5, backward=5e-5, rows=32)
     monkeypatch.setattr(cost, "measure_pass_times", lambda *args, **kwargs: faster)
-
-    def planned_default(budget: str) -> str:
-        argv = ["report", "--profile", "default", "--n", "40", "--estimate-only"]
-        assert main([*argv, "--time-budget", budget, "--out", str(tmp_path / "z")]) == 0
-        return capsys.readouterr().err
-
-    whole = total(planned_default("100h"))
-    shrunk = planned_default(f"{int(0.8 * whole)}s")
+    whole = total(planned("100h", "default"))
+    shrunk = planned(f"{int(0.8 * whole)}s", "default")
     scale = re.search(r"all 40 test images, the sections' own samples .* at (\d+)% of", shrunk)
     assert scale is not None, shrunk
     assert 25 <= int(scale.group(1)) < 100 and total(shrunk) <= int(0.8 * whole) + 0.5
