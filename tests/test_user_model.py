@@ -147,6 +147,36 @@ def test_quick_report_end_to_end_on_a_cifar_shaped_batchnorm_resnet(tmp_path):
     assert "memory budget 0.0078 GiB" in (tmp_path / "run" / "report.html").read_text()
 
 
+def test_time_budget_shrinks_the_geometry_of_a_cifar_shaped_batchnorm_resnet(tmp_path, monkeypatch):
+    """--time-budget on the default profile: the boundary section's own samples shrink to a
+    quarter (4 → 2 gallery images, 50 → 12 training points) on a CIFAR-shaped BN ResNet."""
+    import torch
+
+    from boundaryscope.cli import main
+    from boundaryscope.report import ANALYSES, cost
+
+    (tmp_path / "cifarnet.py").write_text(RESNET_MODULE)
+    net = cifar_resnet()
+    x = torch.rand(120, 3, 32, 32, generator=torch.Generator().manual_seed(2))  # 24 test
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    np.savez(tmp_path / "cifar.npz", x=x.numpy(), y=y.numpy())
+    # A second per row: nothing fits, so the plan is the smallest one, whatever the machine.
+    slow = cost.PassTimes(forward=1.0, backward=1.0, rows=32)
+    monkeypatch.setattr(cost, "measure_pass_times", lambda *args, **kwargs: slow)
+    monkeypatch.chdir(tmp_path)
+    argv = ["report", "--model", "./cifarnet.py:factory", "--data", "npz:cifar.npz",
+            "--profile", "default", "--n", "40", "--sections", "accuracy,boundary",
+            "--time-budget", "1s", "--out", "run"]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["meta"]["time_budget"]["scale"] == 0.25 and results["meta"]["n"] == 16
+    boundary = results["sections"]["boundary"]
+    assert boundary["settings"] == ANALYSES["boundary"].settings_record("default", 0.25)
+    assert len(boundary["images"]) == 2 and boundary["config"]["n_train"] == 12
+    assert boundary["summary"]["no_crossing"] == 0.0  # every normal still crosses
+
+
 def test_data_that_does_not_match_the_model_is_said_before_the_nan_rows(
     tmp_path, monkeypatch, caplog
 ):
