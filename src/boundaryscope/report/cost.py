@@ -6,7 +6,8 @@ rows each section needs come from a reference table (``cost_reference.json``, wr
 ``tools/report_costs.py``): the passes every section of each profile made on the shipped
 MNIST LeNet, recorded by the report itself (``passes`` in ``results.json``). Sections that
 loop over the test images (`Analysis.per_image`) scale with ``n``; the others (sweeps,
-Krylov solves, Alg. 4) have fixed sizes. Models differ in how many passes an attack
+Krylov solves, Alg. 4) have fixed sizes, which ``--time-budget`` may shrink (`plan_within`,
+`Analysis.scalable`). Models differ in how many passes an attack
 takes to converge, so an estimate is a guide (the README states how close it came on the
 LeNet and a CIFAR ResNet-18), not a promise.
 """
