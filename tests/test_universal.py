@@ -206,6 +206,39 @@ def test_phase_transition_and_size(lenet_clf, mnist_test):
     assert set(rates) == {5, 20} and all(0 <= r <= 1 for r in rates.values())
 
 
+def test_one_deepfool_run_serves_phase_transition_and_flat_model():
+    """The universal section runs DeepFool l2 once for both measures: the same numbers as
+    each running its own, one DeepFool's passes fewer (CIFAR-shaped BatchNorm ResNet)."""
+    from dataclasses import asdict
+
+    from boundaryscope.attacks import DeepFool
+    from boundaryscope.universal import flat_model, phase_transition
+    from tests.factories import cifar_resnet
+
+    clf = Classifier(cifar_resnet(), bounds=(0.0, 1.0))
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    v = 0.05 * torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(5))
+    norms, ms = [0.0, 1.0, 2.0], [2, 4]
+
+    def both(**shared: object) -> tuple[dict, dict, int]:
+        before = clf.counter.backward_rows
+        curves = phase_transition(clf, x, v, norms, seed=1, **shared)
+        flat = asdict(flat_model(clf, x, 1.0, ms, draws=3, seed=1, **shared))
+        return curves, flat, clf.counter.backward_rows - before
+
+    own_curves, own_flat, own_rows = both()
+    before = clf.counter.backward_rows
+    deepfool = DeepFool(p=2)(clf, x)
+    deepfool_rows = clf.counter.backward_rows - before
+    curves, flat, rows = both(deepfool=deepfool)
+    assert curves == own_curves and flat == own_flat
+    assert rows == 0 and own_rows == 2 * deepfool_rows > 0  # DeepFool is their only gradient
+    with pytest.raises(ValueError, match=r"deepfool must be DeepFool's l2 result on x"):
+        phase_transition(clf, x[:3], v, norms, deepfool=deepfool)
+    with pytest.raises(ValueError, match=r"got p=inf"):
+        flat_model(clf, x, 1.0, ms, deepfool=DeepFool(p=math.inf)(clf, x))
+
+
 def test_flat_model_on_a_linear_classifier():
     from boundaryscope.universal import flat_model
 

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from boundaryscope._io import load_checkpoint, remove_stale_temporaries, save_torch
 from boundaryscope._progress import tqdm_disable
-from boundaryscope.attacks import DeepFool
+from boundaryscope.attacks import AttackResult, DeepFool
 from boundaryscope.classifier import Classifier, check_classifier
 from boundaryscope.geometry.theory import flat_fooling_probability
 from boundaryscope.norms import lp_norm, parse_p, project_lp_ball
@@ -401,6 +401,7 @@ def phase_transition(
     p: float | str = 2,
     seed: int = 0,
     batch_size: int = 256,
+    deepfool: AttackResult | None = None,
 ) -> dict[str, list[float]]:
     """Fooling rate against the norm of five kinds of perturbation (thesis Fig. 4.9).
 
@@ -410,6 +411,17 @@ def phase_transition(
     dataset mean image. Universal perturbations fool far more than the others at the same
     norm; the sum of adversarial perturbations is the strongest of the simple baselines.
 
+    Args:
+        clf: The classifier.
+        x: Images ``(N, *shape)``.
+        universal: The universal perturbation ``(*shape)`` (only its direction is used).
+        norms: l_p norms each direction is scaled to.
+        p: Norm of `norms`.
+        seed: Seed of the random direction.
+        batch_size: Rows per model pass.
+        deepfool: DeepFool's l2 result on `x` where the caller has it (`flat_model` needs
+            the same): not computed again.
+
     Returns:
         ``{kind: fooling rate per norm}`` (rates against clean predictions).
     """
@@ -417,7 +429,7 @@ def phase_transition(
     x = clf.validate(x)
     generator = torch.Generator().manual_seed(seed)
     clean = clf.predict_unchecked(x, batch_size)
-    adversarial = DeepFool(p=2, batch_size=batch_size)(clf, x).perturbation
+    adversarial = _deepfool_l2(clf, x, batch_size, deepfool).perturbation
     directions = {
         "universal": universal.to(x.device, x.dtype),
         "random": torch.randn(x.shape[1:], generator=generator, dtype=x.dtype).to(x.device),
@@ -432,6 +444,20 @@ def phase_transition(
             fooling_rate(clf, x, float(norm) * unit, batch_size, clean=clean) for norm in norms
         ]
     return curves
+
+
+def _deepfool_l2(
+    clf: Classifier, x: Tensor, batch_size: int, given: AttackResult | None
+) -> AttackResult:
+    """`given` (checked to be DeepFool's l2 result on `x`'s rows), else DeepFool l2 on `x`."""
+    if given is None:
+        return DeepFool(p=2, batch_size=batch_size)(clf, x)
+    if given.p != 2 or tuple(given.perturbation.shape) != tuple(x.shape):
+        raise ValueError(
+            f"deepfool must be DeepFool's l2 result on x, perturbation of shape "
+            f"{tuple(x.shape)}; got p={given.p:g} and shape {tuple(given.perturbation.shape)}."
+        )
+    return given
 
 
 @dataclass
@@ -540,6 +566,7 @@ def flat_model(
     draws: int = 10,
     seed: int = 0,
     batch_size: int = 256,
+    deepfool: AttackResult | None = None,
 ) -> FlatModel:
     """Universal perturbations from the subspace of decision-boundary normals (§6.3).
 
@@ -548,13 +575,24 @@ def flat_model(
     those of random vectors, Fig. 6.3), random vectors from its top-``m`` singular subspace
     ``S_f`` are universal perturbations (Theorem 3). Singular values by `torch.linalg.svd`.
 
+    Args:
+        clf: The classifier.
+        x: Images ``(N, *shape)``.
+        xi: l2 norm of the random vectors drawn from ``S_f`` (and of the random reference).
+        ms: Dimensions of ``S_f`` to try.
+        draws: Random vectors per dimension.
+        seed: Seed of the draws.
+        batch_size: Rows per model pass.
+        deepfool: DeepFool's l2 result on `x` where the caller has it (`phase_transition`
+            needs the same): not computed again.
+
     Returns:
         A `FlatModel`.
     """
     x = clf.validate(x)
     generator = torch.Generator().manual_seed(seed)
     clean = clf.predict_unchecked(x, batch_size)
-    result = DeepFool(p=2, batch_size=batch_size)(clf, x)
+    result = _deepfool_l2(clf, x, batch_size, deepfool)
     r = result.perturbation[result.success]
     normals, singular, basis = normal_subspace(r)
     distance = r.flatten(1).double().norm(dim=1).cpu()
