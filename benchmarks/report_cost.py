@@ -127,7 +127,7 @@ def factory():
 DEFAULT_1000 = ["--profile", "default", "--n", "1000"]
 CASES: dict[str, tuple[str, list[str]]] = {  # name: (kind, argv)
     **{
-        f"{name} default{budget and ' time-budget 3h'} (estimate only)": (
+        f"{name} default{f' time-budget {budget}' if budget else ''} (estimate only)": (
             "estimate",
             [*argv, *DEFAULT_1000, *(["--time-budget", budget] if budget else [])],
         )
@@ -180,10 +180,12 @@ def main() -> None:
     cases: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        user_model_folder(
-            folder, "resnet18", size=32, classes=10, coarse=8, batches=4, batch=64, images=5000
-        )
-        if any(name.startswith("resnet18-fashion32") for name in names):
+        used = {arg for name in names for arg in CASES[name][1]}  # what the cases read
+        if RESNET[2] in used:
+            user_model_folder(
+                folder, "resnet18", size=32, classes=10, coarse=8, batches=4, batch=64, images=5000
+            )
+        if TRAINED[2] in used:
             trained_folder(folder)
         for name in names:
             kind, argv = CASES[name]
